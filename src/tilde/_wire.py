@@ -1,0 +1,538 @@
+"""The sans-I/O core of the Tilde wire protocol (spec sections 1 and 2).
+
+Shared by the synchronous client (``tilde._client``) and the async FUSE daemon, so nothing
+here performs or assumes I/O: builders return a :class:`WireRequest`, parsers take JSON that
+was already decoded, or plain header mappings.
+
+Subtleties worth knowing before editing:
+
+1. Path parameters (org, repo, ids) go into ``WireRequest.path`` as given; the HTTP library
+   escapes what a path cannot hold (1.1). Object keys never go into paths: they travel as
+   the ``path`` / ``source_path`` / ``destination_path`` query parameters.
+2. ``None`` means "not sent" everywhere; ``amount`` is always sent on paginated endpoints.
+3. ``WireRequest.json is None`` means no body at all (bodiless POSTs go out with
+   ``Content-Length: 0``). Revert is the one place that sends ``{}``.
+4. URLs the client PUTs to (stage ``upload_url``, multipart part ``Location``) are joined to
+   the base URL by appending when relative (:func:`resolve_upload_url`); object GET
+   redirects follow normal URL rules instead, which the HTTP library does by itself.
+5. ``ref`` on list/get/head is this project's extension (read at a commit). The bundled
+   0.7.2 client never sends it; only the daemon does. It is never combined with
+   ``session_id``.
+6. Error bodies: JSON object -> fields (missing ones ""); anything else -> message is the
+   first 200 characters of the text. ``response_text`` keeps 500 characters.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from ._values import (
+    CommitData,
+    CopyObjectResult,
+    Entry,
+    EntryRecord,
+    ListingEntry,
+    MultipartUpload,
+    ObjectMetadata,
+    OrganizationData,
+    PutObjectResult,
+    RepositoryData,
+    SourceMetadata,
+    StagedUpload,
+)
+from .exceptions import APIError, exception_class_for_status
+
+T = TypeVar("T")
+
+API_PREFIX = "/api/v1"
+DEFAULT_ENDPOINT = "https://tilde.run"
+SDK_VERSION = "0.7.2"
+USER_AGENT = f"tilde-python-sdk/{SDK_VERSION}"
+SINGLE_UPLOAD_LIMIT = 64 * 1024 * 1024
+MULTIPART_PART_SIZE = 64 * 1024 * 1024
+DEFAULT_PAGE_SIZE = 100
+UPLOAD_CONTENT_TYPE = "application/octet-stream"
+PART_REDIRECT_STATUSES = frozenset({301, 302, 307, 308})
+APPROVAL_POLL_INTERVAL = 2.0
+
+
+def base_url(endpoint: str) -> str:
+    """Endpoint with trailing '/' removed, then ``/api/v1`` appended (1.1)."""
+    return endpoint.rstrip("/") + API_PREFIX
+
+
+def split_repo_path(repo_path: str) -> tuple[str, str]:
+    """Split ``org/repo`` at the first '/' (so ``a/b/c`` is org ``a``, repo ``b/c``)."""
+    org, sep, repo = repo_path.partition("/")
+    if not sep or not org or not repo:
+        raise ValueError(f"repository path must look like 'org/repo', got {repo_path!r}")
+    return org, repo
+
+
+def resolve_upload_url(base: str, url: str) -> str:
+    """Absolute URLs stay; relative ones are appended to the base URL (1.1)."""
+    if "://" in url:
+        return url
+    return base.rstrip("/") + "/" + url.lstrip("/")
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _params(*pairs: tuple[str, Any]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for key, value in pairs:
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out.append((key, str(value)))
+    return tuple(out)
+
+
+def _r(org: str, repo: str) -> str:
+    return f"/organizations/{org}/repositories/{repo}"
+
+
+def _amount(amount: int | None) -> int:
+    return DEFAULT_PAGE_SIZE if amount is None else amount
+
+
+# --- organizations (2.1) -------------------------------------------------------------
+
+def list_organizations() -> WireRequest:
+    return WireRequest("GET", "/organizations")
+
+
+def get_organization(name: str) -> WireRequest:
+    return WireRequest("GET", f"/organizations/{name}")
+
+
+def create_organization(name: str, display_name: str) -> WireRequest:
+    return WireRequest("POST", "/organizations", json={"name": name, "display_name": display_name})
+
+
+def delete_organization(name: str) -> WireRequest:
+    return WireRequest("DELETE", f"/organizations/{name}")
+
+
+# --- repositories (2.3) --------------------------------------------------------------
+
+def list_repositories(org: str, *, after: str | None = None,
+                      amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"/organizations/{org}/repositories",
+                       _params(("amount", _amount(amount)), ("after", after)))
+
+
+def get_repository(org: str, repo: str) -> WireRequest:
+    return WireRequest("GET", _r(org, repo))
+
+
+def create_repository(org: str, name: str, *, description: str = "", visibility: str = "private",
+                      session_max_duration_days: int | None = None,
+                      retention_days: int | None = None) -> WireRequest:
+    body: dict[str, Any] = {"name": name, "visibility": visibility}
+    if description:
+        body["description"] = description
+    if session_max_duration_days is not None:
+        body["session_max_duration_days"] = session_max_duration_days
+    if retention_days is not None:
+        body["retention_days"] = retention_days
+    return WireRequest("POST", f"/organizations/{org}/repositories", json=body)
+
+
+UPDATABLE_REPOSITORY_FIELDS = ("description", "visibility", "session_max_duration_days",
+                               "retention_days")
+
+
+def update_repository(org: str, repo: str, **fields: Any) -> WireRequest:
+    """PUT with partial-merge semantics: only the fields given (not None) are sent."""
+    unknown = set(fields) - set(UPDATABLE_REPOSITORY_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown repository field(s): {', '.join(sorted(unknown))}")
+    body = {k: v for k, v in fields.items() if v is not None}
+    return WireRequest("PUT", _r(org, repo), json=body)
+
+
+def delete_repository(org: str, repo: str) -> WireRequest:
+    return WireRequest("DELETE", _r(org, repo))
+
+
+# --- sessions (2.4) ------------------------------------------------------------------
+
+def create_session(org: str, repo: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/sessions")
+
+
+def commit_session(org: str, repo: str, session_id: str, message: str,
+                   metadata: Mapping[str, str] | None = None) -> WireRequest:
+    body: dict[str, Any] = {"message": message}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return WireRequest("POST", f"{_r(org, repo)}/sessions/{session_id}", json=body)
+
+
+def rollback_session(org: str, repo: str, session_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_r(org, repo)}/sessions/{session_id}")
+
+
+def approval_poll(org: str, repo: str, session_id: str) -> WireRequest:
+    return WireRequest("HEAD", f"{_r(org, repo)}/sessions/{session_id}/approve")
+
+
+# --- objects (2.5, 2.6) --------------------------------------------------------------
+
+def _check_ref(session_id: str | None, ref: str | None) -> None:
+    if session_id is not None and ref is not None:
+        raise ValueError("session_id and ref cannot be combined")
+
+
+def list_objects(org: str, repo: str, *, session_id: str | None = None, prefix: str | None = None,
+                 delimiter: str | None = None, after: str | None = None,
+                 amount: int | None = DEFAULT_PAGE_SIZE, ref: str | None = None) -> WireRequest:
+    _check_ref(session_id, ref)
+    return WireRequest("GET", f"{_r(org, repo)}/objects", _params(
+        ("session_id", session_id), ("ref", ref), ("prefix", prefix), ("delimiter", delimiter),
+        ("after", after), ("amount", _amount(amount))))
+
+
+def range_header(byte_range: tuple[int, int | None]) -> str:
+    """``bytes=S-E`` (inclusive) or ``bytes=S-`` for an open end."""
+    start, end = byte_range
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"invalid byte_range {byte_range!r}")
+    return f"bytes={start}-" if end is None else f"bytes={start}-{end}"
+
+
+def get_object(org: str, repo: str, path: str, *, session_id: str | None = None,
+               presign: bool = False, byte_range: tuple[int, int | None] | None = None,
+               ref: str | None = None) -> WireRequest:
+    _check_ref(session_id, ref)
+    headers = () if byte_range is None else (("Range", range_header(byte_range)),)
+    return WireRequest("GET", f"{_r(org, repo)}/object", _params(
+        ("path", path), ("session_id", session_id), ("ref", ref),
+        ("presign", True if presign else None)), headers=headers)
+
+
+def head_object(org: str, repo: str, path: str, *, session_id: str | None = None,
+                ref: str | None = None) -> WireRequest:
+    _check_ref(session_id, ref)
+    return WireRequest("HEAD", f"{_r(org, repo)}/object",
+                       _params(("path", path), ("session_id", session_id), ("ref", ref)))
+
+
+def stage_object(org: str, repo: str, path: str, *, session_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/object/stage",
+                       _params(("session_id", session_id), ("path", path)))
+
+
+def finalize_object(org: str, repo: str, path: str, *, session_id: str, physical_address: str,
+                    signature: str, expires_at: str) -> WireRequest:
+    return WireRequest(
+        "PUT", f"{_r(org, repo)}/object/finalize",
+        _params(("session_id", session_id), ("path", path), ("expires_at", expires_at)),
+        json={"physical_address": physical_address, "signature": signature,
+              "content_type": UPLOAD_CONTENT_TYPE})
+
+
+def initiate_multipart(org: str, repo: str, path: str, *, session_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/object/multipart",
+                       _params(("session_id", session_id), ("path", path)))
+
+
+def multipart_part_url(org: str, repo: str, *, token: str, part_number: int,
+                       upload_id: str) -> WireRequest:
+    """Part URL lookup: the answer is a 301/302/307/308 whose Location is the part URL."""
+    return WireRequest("GET", f"{_r(org, repo)}/object/multipart/part", _params(
+        ("token", token), ("part_number", part_number), ("upload_id", upload_id)))
+
+
+def complete_multipart(org: str, repo: str, path: str, *, session_id: str, token: str,
+                       upload_id: str, physical_address: str, parts: Iterable[tuple[int, str]],
+                       total_size: int) -> WireRequest:
+    return WireRequest(
+        "POST", f"{_r(org, repo)}/object/multipart/complete",
+        _params(("session_id", session_id), ("path", path)),
+        json={"token": token, "upload_id": upload_id, "physical_address": physical_address,
+              "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
+              "total_size": total_size, "content_type": UPLOAD_CONTENT_TYPE})
+
+
+def abort_multipart(org: str, repo: str, path: str, *, session_id: str, token: str,
+                    upload_id: str, physical_address: str) -> WireRequest:
+    return WireRequest(
+        "POST", f"{_r(org, repo)}/object/multipart/abort",
+        _params(("session_id", session_id), ("path", path)),
+        json={"token": token, "upload_id": upload_id, "physical_address": physical_address})
+
+
+def copy_object(org: str, repo: str, source_path: str, destination_path: str, *,
+                session_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/object/copy", _params(
+        ("session_id", session_id), ("source_path", source_path),
+        ("destination_path", destination_path)))
+
+
+def delete_object(org: str, repo: str, path: str, *, session_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_r(org, repo)}/object",
+                       _params(("session_id", session_id), ("path", path)))
+
+
+def delete_objects(org: str, repo: str, paths: Iterable[str], *, session_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/objects/delete",
+                       _params(("session_id", session_id)), json={"paths": list(paths)})
+
+
+def list_changes(org: str, repo: str, *, session_id: str, prefix: str | None = None,
+                 after: str | None = None, amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_r(org, repo)}/changes", _params(
+        ("session_id", session_id), ("prefix", prefix), ("after", after),
+        ("amount", _amount(amount))))
+
+
+# --- commits (2.7) -------------------------------------------------------------------
+
+def log(org: str, repo: str, *, ref: str | None = None, after: str | None = None,
+        amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_r(org, repo)}/log",
+                       _params(("ref", ref), ("after", after), ("amount", _amount(amount))))
+
+
+def get_commit(org: str, repo: str, commit_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_r(org, repo)}/commits/{commit_id}")
+
+
+def revert_commit(org: str, repo: str, commit_id: str, *, message: str | None = None,
+                  metadata: Mapping[str, str] | None = None) -> WireRequest:
+    body: dict[str, Any] = {}
+    if message is not None:
+        body["message"] = message
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return WireRequest("POST", f"{_r(org, repo)}/commits/{commit_id}/revert", json=body)
+
+
+def diff(org: str, repo: str, *, left: str, right: str, prefix: str | None = None,
+         delimiter: str | None = None, after: str | None = None,
+         amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    """``left`` is always sent, as ``left=`` for a root commit (diff against the empty tree)."""
+    return WireRequest("GET", f"{_r(org, repo)}/diff", _params(
+        ("left", left), ("right", right), ("prefix", prefix), ("delimiter", delimiter),
+        ("after", after), ("amount", _amount(amount))))
+
+
+# --- parsing -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool
+    next_offset: str | None
+
+    @property
+    def next_after(self) -> str | None:
+        """Cursor for the next page, or None when iteration must stop (1.6).
+
+        Stops on ``has_more`` false or an empty page. Unlike the official client, a
+        ``has_more`` page without ``next_offset`` also stops instead of looping forever.
+        """
+        if not self.has_more or not self.items or self.next_offset is None:
+            return None
+        return self.next_offset
+
+
+def parse_page(body: Any, parse_item: Callable[[dict[str, Any]], T]) -> Page[T]:
+    body = body or {}
+    results = body.get("results") or []
+    pagination = body.get("pagination") or {}
+    next_offset = pagination.get("next_offset")
+    return Page(
+        items=[parse_item(item) for item in results],
+        has_more=bool(pagination.get("has_more", False)),
+        next_offset=None if next_offset is None else str(next_offset),
+    )
+
+
+def parse_results(body: Any, parse_item: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Single-shot lists: only ``results`` is read, ``pagination`` ignored."""
+    return [parse_item(item) for item in (body or {}).get("results") or []]
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """RFC 3339 string -> datetime; None stays None. Non-strings and "" are errors (1.7)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"timestamp must be a string, got {type(value).__name__}")
+    return datetime.fromisoformat(value)
+
+
+def _s(d: Mapping[str, Any], key: str) -> Any:
+    """String field: "" only when the key is absent (a JSON null stays None, 1.7)."""
+    return d.get(key, "")
+
+
+def parse_source_metadata(d: Mapping[str, Any]) -> SourceMetadata:
+    return SourceMetadata(
+        connector_id=_s(d, "connector_id"), connector_type=_s(d, "connector_type"),
+        source_path=_s(d, "source_path"), version_id=_s(d, "version_id"),
+        source_etag=_s(d, "source_etag"), import_time=parse_timestamp(d.get("import_time")),
+        import_job_id=_s(d, "import_job_id"))
+
+
+def parse_entry(d: Mapping[str, Any]) -> Entry:
+    sm = d.get("source_metadata")
+    return Entry(
+        address=_s(d, "address"), last_modified=parse_timestamp(d.get("last_modified")),
+        size=d.get("size"), e_tag=_s(d, "e_tag"), metadata=dict(d.get("metadata") or {}),
+        address_type=d.get("address_type"), content_type=_s(d, "content_type"),
+        source_metadata=parse_source_metadata(sm) if sm else None)
+
+
+def parse_listing_entry(d: Mapping[str, Any]) -> ListingEntry:
+    e = d.get("entry")
+    return ListingEntry(path=d.get("path", ""), type=d.get("type", ""),
+                        entry=parse_entry(e) if e else None, status=d.get("status"))
+
+
+def parse_entry_record(d: Mapping[str, Any]) -> EntryRecord:
+    e = d.get("entry")
+    return EntryRecord(path=d.get("path", ""), entry=parse_entry(e) if e else None)
+
+
+def parse_organization(d: Mapping[str, Any]) -> OrganizationData:
+    return OrganizationData(id=_s(d, "id"), name=_s(d, "name"),
+                            display_name=_s(d, "display_name"),
+                            created_at=parse_timestamp(d.get("created_at")))
+
+
+def parse_repository(d: Mapping[str, Any]) -> RepositoryData:
+    return RepositoryData(
+        name=_s(d, "name"), id=_s(d, "id"), organization_id=_s(d, "organization_id"),
+        description=_s(d, "description"), visibility=_s(d, "visibility"),
+        session_max_duration_days=d.get("session_max_duration_days"),
+        retention_days=d.get("retention_days"), created_by_type=_s(d, "created_by_type"),
+        created_by=_s(d, "created_by"), created_at=parse_timestamp(d.get("created_at")))
+
+
+def parse_commit(d: Mapping[str, Any]) -> CommitData:
+    return CommitData(
+        id=_s(d, "id"), committer=_s(d, "committer"), committer_type=_s(d, "committer_type"),
+        committer_id=_s(d, "committer_id"), message=_s(d, "message"),
+        meta_range_id=_s(d, "meta_range_id"),
+        creation_date=parse_timestamp(d.get("creation_date")),
+        parents=tuple(d.get("parents") or ()), metadata=dict(d.get("metadata") or {}),
+        object_count=d.get("object_count"), total_size=d.get("total_size"),
+        is_stale=bool(d.get("is_stale", False)))
+
+
+def parse_session_id(body: Mapping[str, Any]) -> str:
+    return str(body["session_id"])
+
+
+def parse_commit_id(body: Any) -> str:
+    """Commit / revert answer -> commit id ("" when absent, as the 0.7.2 client does)."""
+    return str((body or {}).get("commit_id", ""))
+
+
+def parse_web_url(body: Any) -> str:
+    return str((body or {}).get("web_url", ""))
+
+
+def parse_staged_upload(body: Mapping[str, Any]) -> StagedUpload:
+    return StagedUpload(upload_url=body["upload_url"], physical_address=body["physical_address"],
+                        signature=body["signature"], expires_at=str(body["expires_at"]))
+
+
+def parse_multipart_upload(body: Mapping[str, Any]) -> MultipartUpload:
+    return MultipartUpload(upload_id=body["upload_id"], physical_address=body["physical_address"],
+                           token=body["token"])
+
+
+def parse_put_result(body: Any) -> PutObjectResult:
+    body = body or {}
+    return PutObjectResult(path=_s(body, "path"), etag=_s(body, "etag"))
+
+
+def parse_copy_result(body: Any) -> CopyObjectResult:
+    body = body or {}
+    return CopyObjectResult(source_path=_s(body, "source_path"),
+                            destination_path=_s(body, "destination_path"))
+
+
+def parse_deleted_count(body: Any) -> int:
+    return int((body or {}).get("deleted", 0))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "multi_items"):
+        lname = name.lower()  # plain dicts are case-sensitive; httpx.Headers are not
+        for k, v in headers.items():
+            if k.lower() == lname:
+                return v
+    return value
+
+
+def parse_reproducible(value: str | None) -> bool | None:
+    return {"true": True, "false": False}.get(value) if value is not None else None
+
+
+def parse_object_metadata(headers: Mapping[str, str]) -> ObjectMetadata:
+    length = _header(headers, "Content-Length")
+    return ObjectMetadata(
+        etag=_header(headers, "ETag"), content_type=_header(headers, "Content-Type"),
+        content_length=int(length) if length is not None else None,
+        reproducible=parse_reproducible(_header(headers, "X-Tilde-Reproducible")))
+
+
+def content_range(headers: Mapping[str, str]) -> str | None:
+    return _header(headers, "Content-Range")
+
+
+def part_location(status: int, headers: Mapping[str, str]) -> str | None:
+    """Location of a multipart part lookup, or None when the answer is not a usable redirect."""
+    if status not in PART_REDIRECT_STATUSES:
+        return None
+    return _header(headers, "Location")
+
+
+def error_for_response(status: int, *, method: str, url: str, body: bytes) -> APIError:
+    """Build the exception for a non-2xx answer (1.5); the class comes from the one table."""
+    text = body.decode("utf-8", errors="replace")
+    message = code = request_id = ""
+    try:
+        parsed = _json.loads(text) if text else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        message = _str_field(parsed, "message")
+        code = _str_field(parsed, "code")
+        request_id = _str_field(parsed, "request_id")
+    else:
+        message = text[:200]
+    cls = exception_class_for_status(status)
+    return cls(status, message=message, code=code, request_id=request_id, method=method,
+               url=url, response_text=text[:500])
+
+
+def _str_field(d: Mapping[str, Any], key: str) -> str:
+    value = d.get(key)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def error_body(message: str, code: str = "", request_id: str = "") -> dict[str, str]:
+    """The error JSON the server sends (1.5); here so both sides agree on field names."""
+    return {"message": message, "code": code, "request_id": request_id}
