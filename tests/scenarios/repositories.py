@@ -1,0 +1,50 @@
+"""README "Repositories": lazy properties, update, delete."""
+
+from _common import ORG_NAME, REPO, REPO_NAME, check_client, done, printed
+
+import tilde
+from tilde.exceptions import NotFoundError
+
+check_client()
+
+# --- README -----------------------------------------------------------------------------
+repo = tilde.repository(REPO)
+
+with printed() as out:
+    # Lazy-loaded properties
+    print(repo.id, repo.description, repo.visibility)
+# --- end of README ----------------------------------------------------------------------
+
+# The test fixture created the repository private, without a description.
+assert repo.id, "repository id is empty"
+assert repo.description == "", repo.description
+assert repo.visibility == "private", repo.visibility
+assert out == [f"{repo.id}  private"], out
+
+# --- README -----------------------------------------------------------------------------
+# Update
+repo.update(description="New description", visibility="public")
+# --- end of README ----------------------------------------------------------------------
+
+assert repo.description == "New description", repo.description
+assert repo.visibility == "public", repo.visibility
+again = tilde.repository(REPO)  # a fresh handle loads what the server stored
+assert (again.id, again.description, again.visibility) == (
+    repo.id, "New description", "public"
+), (again.id, again.description, again.visibility)
+
+# --- README -----------------------------------------------------------------------------
+# Delete
+repo.delete()
+# --- end of README ----------------------------------------------------------------------
+
+try:
+    tilde.repository(REPO).refresh()
+except NotFoundError as e:
+    assert e.status_code == 404
+else:
+    raise AssertionError("the deleted repository can still be fetched")
+names = [r.name for r in tilde.organizations.get(ORG_NAME).repositories.list()]
+assert REPO_NAME not in names, names
+
+done("repositories")
