@@ -1,0 +1,48 @@
+"""Sequential-read detection and the read-ahead window, one `Prefetcher` per open handle.
+
+    p = Prefetcher(initial=1 MiB, maximum=64 MiB)
+    rng = p.on_read(offset, size, file_size)   # None, or (start, end) to fetch ahead
+
+Subtleties:
+1. A read is sequential when it starts where the previous one ended (a first read at 0
+   counts). Any other read resets the window: random readers never trigger read-ahead,
+   so they fetch only the blocks they touch.
+2. The window starts at ``initial`` and doubles each time the reader gets into the second
+   half of what was already requested, up to ``maximum``; so a reader that stops early has
+   wasted at most one window.
+3. The returned range only schedules fetches into the shared block cache, through the
+   shared fetch limiter; memory is bounded by the cache's LRU and that limiter, not by the
+   number of readers (see config.py for the budget).
+4. Pure bookkeeping, no I/O and no ``await``: the caller starts the fetch in the
+   background and never waits for it.
+"""
+
+from __future__ import annotations
+
+
+class Prefetcher:
+    def __init__(self, *, initial: int, maximum: int) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.window = initial
+        self._last_end: int | None = None
+        self._ahead_until = 0
+
+    def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
+        sequential = offset == (self._last_end if self._last_end is not None else 0)
+        end = offset + size
+        self._last_end = end
+        if not sequential:
+            self.window = self.initial
+            self._ahead_until = 0
+            return None
+        if end >= file_size:
+            return None
+        if self._ahead_until - end > self.window // 2:
+            return None  # still well inside what was requested
+        start = max(self._ahead_until, end)
+        if self._ahead_until > end:  # reader reached the second half: grow
+            self.window = min(self.window * 2, self.maximum)
+        stop = min(start + self.window, file_size)
+        self._ahead_until = stop
+        return (start, stop) if start < stop else None

@@ -1,0 +1,406 @@
+"""The async API client the filesystem needs: `Remote` (a Protocol) and `HttpRemote`.
+
+    HttpRemote(endpoint: str, repository: "org/repo", api_key: str | None, *,
+               single_upload_limit=_wire.SINGLE_UPLOAD_LIMIT,
+               part_size=_wire.MULTIPART_PART_SIZE, part_concurrency=4,
+               max_connections=64, retries=5, backoff_base=0.2, backoff_cap=8.0,
+               timeout=30.0, transport: httpx.AsyncBaseTransport | None = None)
+    await remote.aclose()
+
+Every route, query and status->exception mapping comes from ``tilde._wire``; this module
+only does the I/O, the retries and the counting.
+
+Subtleties:
+1. A `View` says what to read: a session (``session_id``), a commit (``ref``, this
+   project's extension, for ``--read-only``/``--commit``), or neither (latest commit).
+2. Transient failures (connection errors, timeouts, 5xx except 501, 429) are retried with
+   capped exponential backoff and full jitter before the exception propagates. Requests
+   that are not safe to repeat after an ambiguous failure (commit, create session) are
+   retried only when the request never reached the server (connect errors) or when the
+   server said 429/503.
+3. Upload bodies are streamed from an `UploadSource` (a staged file) and re-opened on
+   every attempt, so a retry never resends a half-consumed stream. Sizes are known, so
+   bodies carry Content-Length (no chunked encoding).
+4. ETags are normalised to the bare checksum (HEAD/GET send it quoted, listings do not),
+   so one object has one cache key whichever way it was seen.
+5. Presigned PUTs never carry the Authorization header; API calls always do.
+6. Counters (requests by kind, bytes in/out, retries) are plain ints mutated between
+   awaits; ``stats()`` is a snapshot.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+import trio
+
+from tilde import _wire
+from tilde import exceptions as exc
+from tilde._values import EntryRecord
+
+from .errors import is_transient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class View:
+    """What reads see: a session, a commit (``ref``), or the latest commit (neither)."""
+
+    session_id: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    path: str
+    size: int
+    etag: str
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[RemoteObject]
+    prefixes: list[str]          # common prefixes, delimiter included ("a/b/")
+    next_after: str | None       # None: this was the last page
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """``committed`` (with ``commit_id``) or ``approval_required`` (with ``web_url``)."""
+
+    status: str
+    commit_id: str | None = None
+    web_url: str | None = None
+
+
+class UploadSource(Protocol):
+    size: int
+
+    def chunks(self, start: int, end: int) -> AsyncIterator[bytes]: ...
+
+
+class BytesSource:
+    """An in-memory upload body (tests, small objects)."""
+
+    def __init__(self, data: bytes, chunk: int = 1024 * 1024) -> None:
+        self.data, self.size, self.chunk = data, len(data), chunk
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        for pos in range(start, end, self.chunk):
+            yield self.data[pos:min(pos + self.chunk, end)]
+
+
+class Remote(Protocol):
+    repository: str
+    endpoint: str
+
+    async def head(self, path: str, view: View) -> RemoteObject: ...
+    async def list_page(self, prefix: str, view: View, *, after: str | None = None,
+                        amount: int = 1000, delimiter: str | None = "/") -> ListPage: ...
+    async def read_range(self, path: str, start: int, end: int, view: View) -> bytes: ...
+    async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str: ...
+    async def copy(self, source: str, destination: str, *, session_id: str) -> None: ...
+    async def delete(self, path: str, *, session_id: str) -> None: ...
+    async def delete_many(self, paths: list[str], *, session_id: str) -> int: ...
+    async def create_session(self) -> str: ...
+    async def commit(self, session_id: str, message: str,
+                     metadata: Mapping[str, str] | None = None) -> CommitOutcome: ...
+    async def rollback(self, session_id: str) -> None: ...
+    async def list_changes(self, session_id: str, *, after: str | None = None,
+                           amount: int = 1000) -> tuple[list[EntryRecord], str | None]: ...
+    async def get_repository(self) -> dict[str, Any]: ...
+    async def latest_commit_id(self) -> str | None: ...
+    def stats(self) -> dict[str, Any]: ...
+    async def aclose(self) -> None: ...
+
+
+def normalize_etag(etag: str | None) -> str:
+    if not etag:
+        return ""
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def _ns(value: datetime | None) -> int:
+    return int(value.timestamp() * 1_000_000_000) if value is not None else 0
+
+
+def _http_date_ns(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        return _ns(email.utils.parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+class HttpRemote:
+    def __init__(
+        self,
+        endpoint: str,
+        repository: str,
+        api_key: str | None,
+        *,
+        single_upload_limit: int = _wire.SINGLE_UPLOAD_LIMIT,
+        part_size: int = _wire.MULTIPART_PART_SIZE,
+        part_concurrency: int = 4,
+        max_connections: int = 64,
+        retries: int = 5,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 8.0,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.repository = repository
+        self.org, self.repo = _wire.split_repo_path(repository)
+        self.base = _wire.base_url(endpoint)
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.single_upload_limit = single_upload_limit
+        self.part_size = part_size
+        self.part_concurrency = part_concurrency
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._multipart_ok = True
+        self._client = httpx.AsyncClient(
+            base_url=self.base,
+            headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            http1=True, http2=False, follow_redirects=False, transport=transport,
+        )
+        self.requests: Counter[str] = Counter()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.retried = 0
+
+    # -- plumbing ---------------------------------------------------------------------
+    async def _send(
+        self,
+        kind: str,
+        req: _wire.WireRequest,
+        *,
+        url: str | None = None,
+        content: Callable[[], AsyncIterator[bytes]] | None = None,
+        content_length: int | None = None,
+        redirect_ok: bool = False,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        """One API call with retries; returns a 2xx (or 3xx if ``redirect_ok``) response."""
+        headers = dict(req.headers)
+        if url is None:
+            headers.update(self._auth)
+        else:
+            headers["Content-Type"] = _wire.UPLOAD_CONTENT_TYPE
+        if content_length is not None:
+            headers["Content-Length"] = str(content_length)
+        attempt = 0
+        while True:
+            error: exc.TildeError
+            safe_to_retry = idempotent
+            try:
+                self.requests[kind] += 1
+                response = await self._client.request(
+                    req.method, url if url is not None else req.path,
+                    params=list(req.params) if url is None else None, json=req.json,
+                    headers=headers, content=content() if content is not None else None)
+            except httpx.TransportError as e:
+                error = exc.TransportError(f"{req.method} {url or req.path}: {e!r}", e)
+                safe_to_retry = safe_to_retry or isinstance(e, httpx.ConnectError)
+            else:
+                self.bytes_in += len(response.content)
+                if content_length:
+                    self.bytes_out += content_length
+                status = response.status_code
+                if 200 <= status < 300 or (redirect_ok and 300 <= status < 400):
+                    return response
+                if url is not None:  # presigned PUT: any non-2xx is a transport error
+                    error = exc.TransportError(f"PUT {url} -> {status}")
+                    safe_to_retry = safe_to_retry and (status >= 500 or status == 429)
+                else:
+                    error = _wire.error_for_response(status, method=req.method,
+                                                     url=str(response.request.url),
+                                                     body=response.content)
+                    safe_to_retry = safe_to_retry or status in (429, 503)
+            if not (safe_to_retry and is_transient(error)) or attempt >= self.retries:
+                raise error
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
+            delay *= random.uniform(0.5, 1.0)
+            attempt += 1
+            self.retried += 1
+            log.info("%s failed (%s); retry %d in %.2fs", kind, error, attempt, delay)
+            await trio.sleep(delay)
+
+    # -- reads ------------------------------------------------------------------------
+    async def head(self, path: str, view: View) -> RemoteObject:
+        r = await self._send("head", _wire.head_object(self.org, self.repo, path,
+                                                        session_id=view.session_id, ref=view.ref))
+        meta = _wire.parse_object_metadata(r.headers)
+        return RemoteObject(path, meta.content_length or 0, normalize_etag(meta.etag),
+                            _http_date_ns(r.headers.get("Last-Modified")))
+
+    async def list_page(self, prefix: str, view: View, *, after: str | None = None,
+                        amount: int = 1000, delimiter: str | None = "/") -> ListPage:
+        r = await self._send("list", _wire.list_objects(
+            self.org, self.repo, prefix=prefix or None, delimiter=delimiter, after=after,
+            amount=amount, session_id=view.session_id, ref=view.ref))
+        page = _wire.parse_page(r.json(), _wire.parse_listing_entry)
+        objects, prefixes = [], []
+        for item in page.items:
+            if item.type == "prefix":
+                prefixes.append(item.path)
+            else:
+                e = item.entry
+                objects.append(RemoteObject(
+                    item.path, (e.size or 0) if e else 0, normalize_etag(e.e_tag if e else ""),
+                    _ns(e.last_modified) if e else 0))
+        return ListPage(objects, prefixes, page.next_after)
+
+    async def read_range(self, path: str, start: int, end: int, view: View) -> bytes:
+        """Bytes [start, end) of ``path``; a server ignoring Range still gives the slice."""
+        r = await self._send("read", _wire.get_object(
+            self.org, self.repo, path, byte_range=(start, end - 1), session_id=view.session_id, ref=view.ref))
+        data = r.content
+        if r.status_code == 200 and "content-range" not in r.headers and start:
+            data = data[start:end]
+        return data[:end - start]
+
+    # -- writes -----------------------------------------------------------------------
+    async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str:
+        """Upload ``source`` as ``path``; returns the new ETag (normalised)."""
+        if source.size >= self.single_upload_limit and self._multipart_ok:
+            try:
+                return await self._upload_multipart(path, source, session_id)
+            except exc.APIError as e:
+                if e.status_code != 501:
+                    raise
+                log.info("multipart not supported by the server; using single uploads")
+                self._multipart_ok = False
+        return await self._upload_single(path, source, session_id)
+
+    async def _upload_single(self, path: str, source: UploadSource, session_id: str) -> str:
+        r = await self._send("stage", _wire.stage_object(self.org, self.repo, path,
+                                                         session_id=session_id))
+        staged = _wire.parse_staged_upload(r.json())
+        url = _wire.resolve_upload_url(self.base, staged.upload_url)
+        await self._send("put", _wire.WireRequest("PUT", url), url=url,
+                         content=lambda: source.chunks(0, source.size),
+                         content_length=source.size)
+        r = await self._send("finalize", _wire.finalize_object(
+            self.org, self.repo, path, session_id=session_id,
+            physical_address=staged.physical_address, signature=staged.signature,
+            expires_at=staged.expires_at))
+        return normalize_etag(_wire.parse_put_result(r.json()).etag)
+
+    async def _upload_multipart(self, path: str, source: UploadSource, session_id: str) -> str:
+        r = await self._send("multipart_init", _wire.initiate_multipart(
+            self.org, self.repo, path, session_id=session_id))
+        mp = _wire.parse_multipart_upload(r.json())
+        ranges = [(n + 1, start, min(start + self.part_size, source.size))
+                  for n, start in enumerate(range(0, source.size, self.part_size))]
+        etags: dict[int, str] = {}
+        limiter = trio.CapacityLimiter(self.part_concurrency)
+
+        async def part(number: int, start: int, end: int) -> None:
+            async with limiter:
+                lookup = await self._send("part_url", _wire.multipart_part_url(
+                    self.org, self.repo, token=mp.token, part_number=number,
+                    upload_id=mp.upload_id), redirect_ok=True)
+                location = _wire.part_location(lookup.status_code, lookup.headers)
+                if location is None:
+                    raise exc.TransportError(
+                        f"part URL lookup answered {lookup.status_code} without a redirect")
+                url = _wire.resolve_upload_url(self.base, location)
+                put = await self._send("put_part", _wire.WireRequest("PUT", url), url=url,
+                                       content=lambda: source.chunks(start, end),
+                                       content_length=end - start)
+                etags[number] = put.headers.get("ETag", "")
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for number, start, end in ranges:
+                    nursery.start_soon(part, number, start, end)
+            r = await self._send("multipart_complete", _wire.complete_multipart(
+                self.org, self.repo, path, session_id=session_id, token=mp.token,
+                upload_id=mp.upload_id, physical_address=mp.physical_address,
+                parts=sorted(etags.items()), total_size=source.size))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._send("multipart_abort", _wire.abort_multipart(
+                        self.org, self.repo, path, session_id=session_id, token=mp.token,
+                        upload_id=mp.upload_id, physical_address=mp.physical_address))
+                except Exception as e:  # the original error matters, not this one
+                    log.debug("multipart abort failed: %s", e)
+            raise
+        return normalize_etag(_wire.parse_put_result(r.json()).etag)
+
+    async def copy(self, source: str, destination: str, *, session_id: str) -> None:
+        await self._send("copy", _wire.copy_object(self.org, self.repo, source, destination,
+                                                   session_id=session_id))
+
+    async def delete(self, path: str, *, session_id: str) -> None:
+        await self._send("delete", _wire.delete_object(self.org, self.repo, path,
+                                                       session_id=session_id))
+
+    async def delete_many(self, paths: list[str], *, session_id: str) -> int:
+        total = 0
+        for i in range(0, len(paths), 1000):
+            r = await self._send("delete_many", _wire.delete_objects(
+                self.org, self.repo, paths[i:i + 1000], session_id=session_id))
+            total += _wire.parse_deleted_count(r.json() if r.content else None)
+        return total
+
+    # -- sessions and commits -----------------------------------------------------------
+    async def create_session(self) -> str:
+        r = await self._send("create_session", _wire.create_session(self.org, self.repo),
+                             idempotent=False)
+        return _wire.parse_session_id(r.json())
+
+    async def commit(self, session_id: str, message: str,
+                     metadata: Mapping[str, str] | None = None) -> CommitOutcome:
+        r = await self._send("commit", _wire.commit_session(
+            self.org, self.repo, session_id, message, metadata), idempotent=False)
+        if r.status_code == 202:
+            return CommitOutcome("approval_required", web_url=_wire.parse_web_url(r.json()))
+        return CommitOutcome("committed", commit_id=_wire.parse_commit_id(r.json()))
+
+    async def rollback(self, session_id: str) -> None:
+        await self._send("rollback", _wire.rollback_session(self.org, self.repo, session_id))
+
+    async def list_changes(self, session_id: str, *, after: str | None = None,
+                           amount: int = 1000) -> tuple[list[EntryRecord], str | None]:
+        r = await self._send("changes", _wire.list_changes(
+            self.org, self.repo, session_id=session_id, after=after, amount=amount))
+        page = _wire.parse_page(r.json(), _wire.parse_entry_record)
+        return page.items, page.next_after
+
+    async def get_repository(self) -> dict[str, Any]:
+        r = await self._send("repository", _wire.get_repository(self.org, self.repo))
+        body = r.json()
+        return body if isinstance(body, dict) else {}
+
+    async def latest_commit_id(self) -> str | None:
+        r = await self._send("log", _wire.log(self.org, self.repo, amount=1))
+        page = _wire.parse_page(r.json(), _wire.parse_commit)
+        return page.items[0].id if page.items else None
+
+    def stats(self) -> dict[str, Any]:
+        return {"by_kind": dict(self.requests), "total": sum(self.requests.values()),
+                "retries": self.retried, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

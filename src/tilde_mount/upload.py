@@ -1,0 +1,282 @@
+"""Staging of dirty data on local disk and background uploads into the session.
+
+    staging = Staging(root: Path, chunk: int)            # root = cache_dir/staging
+    await staging.start(); ... ; await staging.close()
+    sf = await staging.create(path, base=None|ObjectRef)  # empty file, ready unless base
+    await staging.populate(sf, fetch, chunk, parallel)   # copy the remote object in
+    uploader = Uploader(remote, staging, session=lambda: sid, concurrency=4,
+                        on_uploaded=callback(sf, etag, size, version))
+    nursery.start_soon(uploader.run)                     # owns the upload tasks
+    uploader.schedule(sf); await uploader.wait(sf); await uploader.sync()
+
+Subtleties:
+1. Dirty data lives only in files under ``root`` (one per dirty path), never only in
+   memory; a write returns once ``pwrite`` did (no fsync of the local disk: the durable
+   copy is the upload into the session).
+2. Writing into an existing object first copies the whole object into staging (range
+   GETs, ``max_request_bytes`` at a time, a few in parallel): the cost of a random write
+   into a large object is one download of it. ``ready`` is False until the copy is done;
+   readers keep reading the remote object meanwhile, writers wait for ``ready_event``.
+3. Every change bumps ``version``; an upload remembers the version it read and the file
+   stays dirty if a write came in meanwhile, so the loop uploads again. The last upload
+   therefore always carries the last write, whatever raced with it.
+4. One upload per file at a time (``StagedFile.idle``); uploads of different files run in
+   parallel up to ``concurrency``; large files go multipart inside the remote.
+5. A failed upload (after the remote's retries) leaves the file dirty and records the
+   error; ``wait``/``sync`` raise it, a later ``schedule`` retries.
+6. All blocking file I/O runs in threads through the CapacityLimiter named
+   "tilde-mount staging".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from .data_cache import ObjectRef
+
+if TYPE_CHECKING:
+    from .remote import Remote
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class StagedFile:
+    path: str
+    local: Path
+    size: int = 0
+    mtime_ns: int = 0
+    version: int = 0
+    uploaded_version: int = 0
+    base: ObjectRef | None = None
+    ready: bool = True
+    ready_event: trio.Event = field(default_factory=trio.Event)
+    unlinked: bool = False
+    open_handles: int = 0
+    idle: trio.Event = field(default_factory=trio.Event)
+    uploading: bool = False
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+        if self.ready:
+            self.ready_event.set()
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.uploaded_version and not self.unlinked
+
+    def touch(self, mtime_ns: int) -> None:
+        self.version += 1
+        self.mtime_ns = mtime_ns
+
+
+class FileSource:
+    """An upload body read from a staged file, ``chunk`` bytes at a time in a thread."""
+
+    def __init__(self, local: Path, size: int, chunk: int, limiter: trio.CapacityLimiter):
+        self.local, self.size, self.chunk, self._limiter = local, size, chunk, limiter
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        fd = await trio.to_thread.run_sync(os.open, self.local, os.O_RDONLY,
+                                           limiter=self._limiter)
+        try:
+            pos = start
+            while pos < end:
+                n = min(self.chunk, end - pos)
+                data = await trio.to_thread.run_sync(os.pread, fd, n, pos, limiter=self._limiter)
+                if len(data) < n:  # truncated meanwhile: the next upload will fix it
+                    data += b"\0" * (n - len(data))
+                pos += n
+                yield data
+        finally:
+            await trio.to_thread.run_sync(os.close, fd, limiter=self._limiter)
+
+
+class Staging:
+    """Local files holding dirty content. Blocking helpers run in threads."""
+
+    def __init__(self, root: Path, *, chunk: int = 1024 * 1024) -> None:
+        self.root = root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.chunk = chunk
+        #: the "tilde-mount staging" limiter: threads doing staging file I/O
+        self.limiter = trio.CapacityLimiter(8)
+        self.bytes_used = 0
+
+    async def start(self) -> None:
+        await trio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True),
+                                      limiter=self.limiter)
+
+    async def close(self) -> None:
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(self.root, ignore_errors=True),
+                                      limiter=self.limiter)
+
+    async def create(self, path: str, *, base: ObjectRef | None = None,
+                     mtime_ns: int = 0) -> StagedFile:
+        local = self.root / f"{next(_ids)}"
+        await trio.to_thread.run_sync(local.write_bytes, b"", limiter=self.limiter)
+        return StagedFile(path, local, mtime_ns=mtime_ns, base=base, ready=base is None)
+
+    async def populate(self, sf: StagedFile, fetch: Callable[[int, int], Awaitable[bytes]],
+                       *, chunk: int, parallel: int = 4) -> None:
+        """Copy ``sf.base`` into the staging file (see subtlety 2); sets ``ready``."""
+        assert sf.base is not None
+        size = sf.base.size
+        limit = trio.CapacityLimiter(parallel)
+
+        async def one(start: int) -> None:
+            async with limit:
+                data = await fetch(start, min(start + chunk, size))
+                await self.write(sf, start, data, grow=False)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for start in range(0, size, chunk):
+                    nursery.start_soon(one, start)
+            await trio.to_thread.run_sync(os.truncate, sf.local, size, limiter=self.limiter)
+            sf.size = size
+            self.bytes_used += size
+            sf.ready = True
+        finally:
+            sf.ready_event.set()
+
+    async def write(self, sf: StagedFile, offset: int, data: bytes, *, grow: bool = True) -> int:
+        def pwrite() -> int:
+            fd = os.open(sf.local, os.O_WRONLY)
+            try:
+                return os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+
+        n = await trio.to_thread.run_sync(pwrite, limiter=self.limiter)
+        if grow and offset + n > sf.size:
+            self.bytes_used += offset + n - sf.size
+            sf.size = offset + n
+        return n
+
+    async def read(self, sf: StagedFile, offset: int, size: int) -> bytes:
+        def pread() -> bytes:
+            fd = os.open(sf.local, os.O_RDONLY)
+            try:
+                return os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
+
+        size = max(0, min(size, sf.size - offset))
+        if size == 0:
+            return b""
+        data = await trio.to_thread.run_sync(pread, limiter=self.limiter)
+        return data + b"\0" * (size - len(data))
+
+    async def truncate(self, sf: StagedFile, size: int) -> None:
+        await trio.to_thread.run_sync(os.truncate, sf.local, size, limiter=self.limiter)
+        self.bytes_used += size - sf.size
+        sf.size = size
+
+    async def discard(self, sf: StagedFile) -> None:
+        self.bytes_used -= sf.size
+        sf.size = 0
+        await trio.to_thread.run_sync(lambda: sf.local.unlink(missing_ok=True),
+                                      limiter=self.limiter)
+
+    def source(self, sf: StagedFile, size: int) -> FileSource:
+        return FileSource(sf.local, size, self.chunk, self.limiter)
+
+
+OnUploaded = Callable[[StagedFile, str, int, int], Awaitable[None]]
+
+
+class Uploader:
+    """Background uploads of staged files; ``run`` is its task (the daemon's nursery)."""
+
+    def __init__(self, remote: Remote, staging: Staging, *, session: Callable[[], str | None],
+                 concurrency: int, on_uploaded: OnUploaded) -> None:
+        self._remote = remote
+        self._staging = staging
+        self._session = session
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._on_uploaded = on_uploaded
+        self._send, self._receive = trio.open_memory_channel[StagedFile](float("inf"))
+        self.pending: set[StagedFile] = set()
+        self.uploaded_files = 0
+        self.uploaded_bytes = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for sf in self._receive:
+                nursery.start_soon(self._upload, sf)
+
+    def schedule(self, sf: StagedFile) -> None:
+        """Upload ``sf`` in the background unless an upload of it is already running."""
+        if not sf.dirty or sf.uploading or not sf.ready:
+            return
+        # -- atomic: mark busy before the task starts, so nobody schedules twice --
+        sf.uploading = True
+        sf.idle = trio.Event()
+        self.pending.add(sf)
+        self._send.send_nowait(sf)
+
+    async def _upload(self, sf: StagedFile) -> None:
+        try:
+            while sf.dirty:
+                sid = self._session()
+                if sid is None:
+                    raise RuntimeError("no session to upload into")
+                version, path, size = sf.version, sf.path, sf.size
+                async with self._limiter:
+                    if not sf.dirty:
+                        break
+                    etag = await self._remote.upload(path, self._staging.source(sf, size),
+                                                     session_id=sid)
+                sf.error = None
+                self.uploaded_files += 1
+                self.uploaded_bytes += size
+                if sf.path == path and not sf.unlinked:
+                    sf.uploaded_version = version
+                    await self._on_uploaded(sf, etag, size, version)
+        except Exception as e:  # kept on the file; wait()/sync() report it
+            log.warning("upload of %s failed: %s", sf.path, e)
+            sf.error = e
+        finally:
+            sf.uploading = False
+            self.pending.discard(sf)
+            sf.idle.set()
+
+    async def wait(self, sf: StagedFile) -> None:
+        """Until ``sf`` is uploaded as it stands now; raises the upload's error."""
+        while True:
+            await sf.idle.wait()
+            if sf.error is not None:
+                error, sf.error = sf.error, None
+                raise error
+            if not sf.dirty:
+                return
+            self.schedule(sf)
+            if not sf.uploading:  # not ready: wait for the copy-in first
+                await sf.ready_event.wait()
+                self.schedule(sf)
+
+    async def sync(self, files: list[StagedFile]) -> None:
+        for sf in files:
+            self.schedule(sf)
+        errors: list[BaseException] = []
+        for sf in files:
+            try:
+                await self.wait(sf)
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
