@@ -1,0 +1,39 @@
+"""Pins the public face: what ``import tilde`` and ``tilde.models`` export."""
+
+import tilde
+import tilde.client
+import tilde.exceptions
+import tilde.models
+
+
+def test_tilde_all_is_explicit_and_sorted() -> None:
+    assert tilde.__all__ == sorted(tilde.__all__)
+    assert tilde.__all__ == [
+        "APIError", "AuthenticationError", "BadRequestError", "Client", "CommandError",
+        "ConfigurationError", "ConflictError", "ForbiddenError", "GoneError", "LockedError",
+        "NotFoundError", "PreconditionFailedError", "SandboxError", "SerializationError",
+        "ServerError", "TildeError", "TransportError", "__version__", "configure",
+        "organization", "organizations", "repository",
+    ]
+
+
+def test_every_exported_name_resolves() -> None:
+    for module in (tilde, tilde.models, tilde.exceptions, tilde.client):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (module.__name__, name)
+
+
+def test_models_all() -> None:
+    assert tilde.models.__all__ == sorted(tilde.models.__all__)
+    assert tilde.models.__all__ == [
+        "Commit", "CommitResult", "Commits", "CopyObjectResult", "Entry", "EntryRecord",
+        "ListingEntry", "ObjectMetadata", "Organization", "Organizations", "PutObjectResult",
+        "ReadOnlyObjects", "Repositories", "Repository", "Session", "SessionObjects",
+        "SourceMetadata",
+    ]
+
+
+def test_version_and_client_module() -> None:
+    assert tilde.__version__ == "0.7.2"
+    assert tilde.client.Client is tilde.Client
+    assert "organizations" in dir(tilde)
