@@ -1,6 +1,6 @@
 """The sans-I/O core: request builders, parsers, the error table (no network)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -126,7 +126,7 @@ def test_parse_entries() -> None:
                   "source_metadata": {"connector_id": "c", "import_time": None}}})
     assert le.status == "added" and le.entry is not None
     assert le.entry.last_modified == datetime(2025, 1, 31, 12, 0, 0, 123456,
-                                              tzinfo=timezone.utc)
+                                              tzinfo=UTC)
     assert le.entry.source_metadata is not None
     assert le.entry.source_metadata.connector_id == "c"
     prefix = _wire.parse_listing_entry({"path": "d/", "type": "prefix", "entry": None})
