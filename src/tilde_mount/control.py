@@ -104,6 +104,10 @@ class ControlServer:
         self.path = socket_path(mountpoint)
         self._handler = handler
         self._sock: trio.socket.SocketType | None = None
+        self._active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._accepting: trio.CancelScope | None = None
 
     def bind(self) -> None:
         """Bind synchronously so the socket exists before the mount is reported live."""
@@ -132,11 +136,28 @@ class ControlServer:
         assert self._sock is not None
         task_status.started()
         async with trio.open_nursery() as nursery:
-            while True:
-                conn, _ = await self._sock.accept()
-                nursery.start_soon(self._serve_one, conn)
+            with trio.CancelScope() as self._accepting:
+                while True:
+                    conn, _ = await self._sock.accept()
+                    self._active += 1
+                    self._idle = trio.Event()
+                    nursery.start_soon(self._serve_one, conn)
+
+    async def drain(self) -> None:
+        """Stop accepting and wait until every open request has been answered."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        await self._idle.wait()
 
     async def _serve_one(self, conn: trio.socket.SocketType) -> None:
+        try:
+            await self._serve_one_inner(conn)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _serve_one_inner(self, conn: trio.socket.SocketType) -> None:
         stream = trio.SocketStream(conn)
         try:
             uid = _peer_uid(conn)

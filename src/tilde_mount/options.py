@@ -151,7 +151,7 @@ def parse_o_options(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
                 continue
             key, sep, val = word.partition("=")
             key = key.strip().replace("-", "_")
-            if not sep and key in _IGNORED_WORDS or key.startswith(("x_systemd", "x_")):
+            if (not sep and key in _IGNORED_WORDS) or key.startswith("x_"):
                 continue
             if key == "rw" and not sep:
                 out["read_only"] = False
