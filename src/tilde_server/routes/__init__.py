@@ -1,0 +1,10 @@
+"""HTTP routes: thin adapters from requests to store calls (one module per noun group)."""
+
+from starlette.routing import BaseRoute
+
+from tilde_server.routes import commits, objects, orgs
+
+api_routes: list[BaseRoute] = [*orgs.routes, *commits.routes, *objects.routes]
+upload_routes: list[BaseRoute] = list(objects.upload_routes)
+
+__all__ = ["api_routes", "upload_routes"]

@@ -1,0 +1,108 @@
+"""Sessions (spec 2.4), uncommitted changes (2.6), log / commits / revert / diff (2.7)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tilde_server.routes.common import (
+    amount,
+    entry_json,
+    field_str,
+    json_body,
+    org_repo,
+    page_json,
+    principal,
+    query,
+    query_required,
+    run,
+    store_of,
+)
+from tilde_server.routes.orgs import REPO
+from tilde_server.store import NotFound
+from tilde_server.store import validation as v
+
+
+async def create_session(request: Request) -> Response:
+    org, repo = org_repo(request)
+    sid = await run(store_of(request).create_session, org, repo, principal(request))
+    return JSONResponse({"session_id": sid}, status_code=201)
+
+
+async def session(request: Request) -> Response:
+    """POST commits, DELETE rolls back."""
+    store = store_of(request)
+    org, repo = org_repo(request)
+    sid = request.path_params["session_id"]
+    if request.method == "DELETE":
+        await run(store.rollback_session, org, repo, sid)
+        return Response(status_code=204)
+    body = await json_body(request, required=False)
+    message = field_str(body, "message", default="") or ""
+    metadata = v.metadata(body.get("metadata"))
+    commit_id = await run(store.commit_session, org, repo, sid, message, metadata,
+                          principal(request))
+    return JSONResponse({"commit_id": commit_id})
+
+
+async def approve(request: Request) -> Response:
+    """There is no approval flow: nothing is ever pending, so polling ends at once (5.10)."""
+    raise NotFound("no approval is pending for this session", "not_pending")
+
+
+async def changes(request: Request) -> Response:
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    page = await run(store_of(request).list_changes, org, repo, session,
+                     prefix=query(request, "prefix") or "", after=query(request, "after"),
+                     amount=amount(request))
+    return page_json([{"path": c.path, "entry": entry_json(c.obj) if c.obj else None}
+                      for c in page.items], page)
+
+
+async def log(request: Request) -> Response:
+    org, repo = org_repo(request)
+    page = await run(store_of(request).log, org, repo, ref=query(request, "ref") or None,
+                     after=query(request, "after") or None, amount=amount(request))
+    return page_json(page.items, page)
+
+
+async def commit(request: Request) -> Response:
+    org, repo = org_repo(request)
+    return JSONResponse(await run(store_of(request).get_commit, org, repo,
+                                  request.path_params["commit_id"]))
+
+
+async def revert(request: Request) -> Response:
+    org, repo = org_repo(request)
+    body = await json_body(request, required=False)
+    message = field_str(body, "message")
+    metadata = v.metadata(body.get("metadata"))
+    cid = await run(store_of(request).revert, org, repo, request.path_params["commit_id"],
+                    message, metadata, principal(request))
+    return JSONResponse({"commit_id": cid}, status_code=201)
+
+
+async def diff(request: Request) -> Response:
+    org, repo = org_repo(request)
+    page = await run(store_of(request).diff, org, repo,
+                     left=query(request, "left") or "", right=query_required(request, "right"),
+                     prefix=query(request, "prefix") or "", delimiter=query(request, "delimiter"),
+                     after=query(request, "after"), amount=amount(request))
+    return page_json([
+        {"path": d.path, "type": d.kind, "status": d.status,
+         "entry": entry_json(d.obj) if d.obj is not None and d.kind == "object" else None}
+        for d in page.items], page)
+
+
+routes = [
+    Route(REPO + "/sessions", create_session, methods=["POST"]),
+    Route(REPO + "/sessions/{session_id}", session, methods=["POST", "DELETE"]),
+    Route(REPO + "/sessions/{session_id}/approve", approve, methods=["HEAD", "GET"]),
+    Route(REPO + "/changes", changes, methods=["GET"]),
+    Route(REPO + "/log", log, methods=["GET"]),
+    Route(REPO + "/commits/{commit_id}", commit, methods=["GET"]),
+    Route(REPO + "/commits/{commit_id}/revert", revert, methods=["POST"]),
+    Route(REPO + "/diff", diff, methods=["GET"]),
+]

@@ -1,0 +1,337 @@
+"""Objects (spec 2.5): list, get (Range), head, stage/finalize, multipart, copy, delete; and the
+signed upload URLs that the client PUTs bytes to without a bearer header.
+
+Subtleties:
+1. Object bytes are streamed from the blob file in chunks read in worker threads; nothing
+   loads a whole object. Upload bodies (chunked or not) are written the same way.
+2. The signed upload routes live outside /api/v1 (under /_tilde/) and are authorized by their
+   signature alone; the stage signature covers (physical_address, expires_at, session, path).
+3. Range: one `bytes=S-E`, `bytes=S-` or `bytes=-N` range. A range that starts beyond the end
+   (or any range on an empty object), a malformed header or several ranges get 416 with
+   `Content-Range: bytes */size`; an end beyond the object is clamped (RFC 9110).
+4. Header values must be latin-1: user metadata that is not printable ASCII is sent
+   percent-encoded in X-Tilde-Meta-* headers; content types are validated at upload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from email.utils import formatdate
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlencode
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tilde_server.routes.common import (
+    amount,
+    entry_json,
+    field_int,
+    field_req,
+    field_str,
+    json_body,
+    org_repo,
+    page_json,
+    query,
+    query_required,
+    run,
+    store_of,
+)
+from tilde_server.routes.orgs import REPO
+from tilde_server.store import BadRequest, Obj, RangeNotSatisfiable
+from tilde_server.store import validation as v
+
+CHUNK = 256 * 1024
+WRITE_BATCH = 1024 * 1024
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """Inclusive (start, end) of a single byte range; RangeNotSatisfiable otherwise."""
+    m = _RANGE_RE.match(header.strip().replace(" ", ""))
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise RangeNotSatisfiable("malformed or multiple Range", size)
+    first, last = m.group(1), m.group(2)
+    if first == "":  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable("range not satisfiable", size)
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable("range not satisfiable", size)
+    return start, min(end, size - 1)
+
+
+def object_headers(o: Obj) -> dict[str, str]:
+    when = datetime.strptime(o.last_modified, "%Y-%m-%dT%H:%M:%S.%fZ")
+    headers = {
+        "ETag": f'"{o.etag}"',
+        "Content-Type": o.content_type,
+        "Accept-Ranges": "bytes",
+        "Last-Modified": formatdate(when.timestamp(), usegmt=True),
+        "X-Tilde-Reproducible": "false" if o.staged else "true",
+    }
+    for k, val in o.metadata.items():
+        if _TOKEN_RE.match(k):
+            printable = all(0x20 <= ord(ch) < 0x7F for ch in val)
+            headers[f"X-Tilde-Meta-{k}"] = val if printable else quote(val, safe="")
+    return headers
+
+
+def _view_args(request: Request) -> dict[str, Any]:
+    return {"session": query(request, "session_id"), "ref": query(request, "ref")}
+
+
+async def list_objects(request: Request) -> Response:
+    org, repo = org_repo(request)
+    page = await run(store_of(request).list_objects, org, repo, **_view_args(request),
+                     prefix=query(request, "prefix") or "",
+                     delimiter=query(request, "delimiter"),
+                     after=query(request, "after"), amount=amount(request))
+    results = []
+    for item in page.items:
+        if item.kind == "prefix":
+            results.append({"path": item.path, "type": "prefix", "entry": None})
+        else:
+            results.append({"path": item.path, "type": "object",
+                            "entry": entry_json(item.payload)})
+    return page_json(results, page)
+
+
+async def _stream(f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
+    try:
+        await run(f.seek, start)
+        remaining = length
+        while remaining > 0:
+            chunk = await run(f.read, min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+async def object_(request: Request) -> Response:
+    """GET (content), HEAD (metadata), DELETE (stage tombstone) of one object."""
+    store = store_of(request)
+    org, repo = org_repo(request)
+    path = query_required(request, "path")
+    if request.method == "DELETE":
+        session = query_required(request, "session_id")
+        await run(store.delete_objects, org, repo, session, [path], must_exist=True)
+        return Response(status_code=204)
+    if request.method == "HEAD":
+        o = await run(store.stat_object, org, repo, path, **_view_args(request))
+        headers = object_headers(o)
+        headers["Content-Length"] = str(o.size)
+        return Response(status_code=200, headers=headers)
+    o, f = await run(store.open_object, org, repo, path, **_view_args(request))
+    try:
+        headers = object_headers(o)
+        status = 200
+        start, end = 0, o.size - 1
+        rng = request.headers.get("range")
+        if rng is not None:
+            start, end = parse_range(rng, o.size)
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{o.size}"
+        length = end - start + 1
+        headers["Content-Length"] = str(length)
+    except BaseException:
+        f.close()
+        raise
+    return StreamingResponse(_stream(f, start, length), status_code=status, headers=headers,
+                             media_type=o.content_type)
+
+
+def _absolute(request: Request, route: str, params: dict[str, Any]) -> str:
+    base = str(request.base_url).rstrip("/")
+    return f"{base}{route}?{urlencode(params)}"
+
+
+async def stage(request: Request) -> Response:
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    path = query_required(request, "path")
+    st = await run(store_of(request).stage_upload, org, repo, session, path)
+    url = _absolute(request, "/_tilde/upload", {
+        "session_id": session, "path": path, "address": st.address,
+        "expires_at": st.expires_at, "signature": st.signature})
+    return JSONResponse({"upload_url": url, "physical_address": st.address,
+                         "signature": st.signature, "expires_at": st.expires_at})
+
+
+async def finalize(request: Request) -> Response:
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    path = query_required(request, "path")
+    expires_at = query_required(request, "expires_at")
+    body = await json_body(request)
+    o = await run(store_of(request).finalize_upload, org, repo, session, path,
+                  field_req(body, "physical_address"), field_req(body, "signature"),
+                  expires_at, field_str(body, "content_type", default="") or "",
+                  v.metadata(body.get("metadata")))
+    return JSONResponse({"path": o.path, "etag": o.etag})
+
+
+async def _receive(request: Request, session: str, address: str, path: str,
+                   part: int | None) -> Response:
+    """Stream a request body to a spool file in worker threads; answer with its ETag."""
+    store = store_of(request)
+    spool = await run(store.begin_receive, session, address, part)
+    try:
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) >= WRITE_BATCH:
+                await run(spool.write, bytes(buf))
+                buf.clear()
+        if buf:
+            await run(spool.write, bytes(buf))
+    except ClientDisconnect:
+        await run(spool.abort)
+        raise BadRequest("client disconnected during upload", "incomplete_body") from None
+    except BaseException:
+        spool.abort()
+        raise
+    md5 = await run(store.end_receive, session, address, path, part, spool)
+    return JSONResponse({"etag": md5}, headers={"ETag": f'"{md5}"'})
+
+
+async def upload_put(request: Request) -> Response:
+    """PUT bytes of a single upload to the URL from stage (signature-authorized)."""
+    session = query_required(request, "session_id")
+    path = query_required(request, "path")
+    address = query_required(request, "address")
+    expires_at = query_required(request, "expires_at")
+    signature = query_required(request, "signature")
+    store_of(request).verify_single_upload(signature, address, expires_at, session, path)
+    return await _receive(request, session, address, path, None)
+
+
+def _part_number(raw: str | None) -> int:
+    try:
+        n = int(raw or "")
+    except ValueError:
+        raise BadRequest("part_number must be an integer", "invalid_parameter") from None
+    if not 1 <= n <= 10000:
+        raise BadRequest("part_number must be in 1..10000", "invalid_parameter")
+    return n
+
+
+async def part_put(request: Request) -> Response:
+    """PUT bytes of one multipart part (authorized by the upload token)."""
+    t = store_of(request).read_multipart_token(query_required(request, "token"))
+    n = _part_number(query(request, "part_number"))
+    return await _receive(request, t["s"], t["a"], t["p"], n)
+
+
+async def multipart_initiate(request: Request) -> Response:
+    org, repo = org_repo(request)
+    mp = await run(store_of(request).initiate_multipart, org, repo,
+                   query_required(request, "session_id"), query_required(request, "path"))
+    return JSONResponse({"upload_id": mp.upload_id, "physical_address": mp.address,
+                         "token": mp.token, "expires_at": mp.expires_at}, status_code=201)
+
+
+async def multipart_part(request: Request) -> Response:
+    """0.7.2 part lookup: 307 to the signed part URL."""
+    token = query_required(request, "token")
+    upload_id = query_required(request, "upload_id")
+    n = _part_number(query(request, "part_number"))
+    store_of(request).read_multipart_token(token, upload_id)
+    url = _absolute(request, "/_tilde/part", {"token": token, "part_number": n})
+    return RedirectResponse(url, status_code=307)
+
+
+def _parts(body: dict[str, Any]) -> list[tuple[int, str]]:
+    raw = body.get("parts")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise BadRequest("parts must be an array", "invalid_input")
+    out = []
+    for p in raw:
+        if not isinstance(p, dict):
+            raise BadRequest("each part must be an object", "invalid_input")
+        n = field_int(p, "part_number", minimum=1)
+        etag = field_str(p, "etag", default="")
+        if n is None:
+            raise BadRequest("part_number is required", "invalid_input")
+        out.append((n, etag or ""))
+    return out
+
+
+async def multipart_complete(request: Request) -> Response:
+    org, repo = org_repo(request)
+    body = await json_body(request)
+    total = field_int(body, "total_size", minimum=0)
+    if total is None:
+        raise BadRequest("total_size is required", "invalid_input")
+    o = await run(store_of(request).complete_multipart, org, repo,
+                  query_required(request, "session_id"), query_required(request, "path"),
+                  field_req(body, "token"), field_req(body, "upload_id"),
+                  field_req(body, "physical_address"), _parts(body), total,
+                  field_str(body, "content_type", default="") or "",
+                  v.metadata(body.get("metadata")))
+    return JSONResponse({"path": o.path, "etag": o.etag})
+
+
+async def multipart_abort(request: Request) -> Response:
+    org, repo = org_repo(request)
+    body = await json_body(request, required=False)
+    token = field_str(body, "token") or query_required(request, "token")
+    upload_id = field_str(body, "upload_id") or query_required(request, "upload_id")
+    address = field_str(body, "physical_address") or query_required(request, "physical_address")
+    await run(store_of(request).abort_multipart, org, repo,
+              query_required(request, "session_id"), query_required(request, "path"),
+              token, upload_id, address)
+    return Response(status_code=204)
+
+
+async def copy(request: Request) -> Response:
+    org, repo = org_repo(request)
+    src = query_required(request, "source_path")
+    dst = query_required(request, "destination_path")
+    await run(store_of(request).copy_object, org, repo, query_required(request, "session_id"),
+              src, dst)
+    return JSONResponse({"source_path": src, "destination_path": dst}, status_code=201)
+
+
+async def delete_many(request: Request) -> Response:
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    body = await json_body(request)
+    paths = body.get("paths")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadRequest("paths must be an array of strings", "invalid_input")
+    if len(paths) > 1000:
+        raise BadRequest("at most 1000 paths per request", "invalid_input")
+    n = await run(store_of(request).delete_objects, org, repo, session, paths)
+    return JSONResponse({"deleted": n})
+
+
+routes = [
+    Route(REPO + "/objects", list_objects, methods=["GET"]),
+    Route(REPO + "/objects/delete", delete_many, methods=["POST"]),
+    Route(REPO + "/object", object_, methods=["GET", "HEAD", "DELETE"]),
+    Route(REPO + "/object/stage", stage, methods=["POST"]),
+    Route(REPO + "/object/finalize", finalize, methods=["PUT"]),
+    Route(REPO + "/object/copy", copy, methods=["POST"]),
+    Route(REPO + "/object/multipart", multipart_initiate, methods=["POST"]),
+    Route(REPO + "/object/multipart/part", multipart_part, methods=["GET"]),
+    Route(REPO + "/object/multipart/complete", multipart_complete, methods=["POST"]),
+    Route(REPO + "/object/multipart/abort", multipart_abort, methods=["POST"]),
+]
+
+upload_routes = [
+    Route("/_tilde/upload", upload_put, methods=["PUT"]),
+    Route("/_tilde/part", part_put, methods=["PUT"]),
+]

@@ -1,0 +1,28 @@
+"""The versioned store engine: no HTTP in here (see engine.py for the design)."""
+
+from tilde_server.store.engine import Obj, Page, Principal, Store
+from tilde_server.store.errors import (
+    BadRequest,
+    Conflict,
+    DataDirError,
+    Forbidden,
+    NotFound,
+    RangeNotSatisfiable,
+    StoreError,
+    Unauthorized,
+)
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "DataDirError",
+    "Forbidden",
+    "NotFound",
+    "Obj",
+    "Page",
+    "Principal",
+    "RangeNotSatisfiable",
+    "Store",
+    "StoreError",
+    "Unauthorized",
+]

@@ -1,0 +1,180 @@
+"""SQLite plumbing: schema, format version, one connection per thread, one writer at a time.
+
+Subtleties:
+1. WAL mode: readers never block the writer and see a consistent snapshot inside BEGIN..COMMIT.
+2. Writers are serialized by a process-wide lock *and* BEGIN IMMEDIATE, so no transaction ever
+   has to be retried on SQLITE_BUSY halfway through; busy_timeout covers other processes.
+3. Connections use autocommit mode (isolation_level=None); transactions are explicit through
+   `read()` / `write()` context managers so a multi-query read sees one snapshot.
+4. Connections are made per thread (Starlette/anyio worker threads are reused) and all are
+   remembered so `close()` can close them at shutdown from the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from tilde_server.store.errors import DataDirError
+
+FORMAT_NAME = "tilde-server"
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+    key_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+CREATE TABLE orgs (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    display_name TEXT NOT NULL, created_at TEXT NOT NULL, deleted_at TEXT);
+CREATE UNIQUE INDEX orgs_live_name ON orgs(name) WHERE deleted_at IS NULL;
+CREATE TABLE repos (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, org_id INTEGER NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL, description TEXT NOT NULL, visibility TEXT NOT NULL,
+    session_max_duration_days INTEGER, retention_days INTEGER,
+    created_by TEXT NOT NULL, created_at TEXT NOT NULL, deleted_at TEXT,
+    head_seq INTEGER NOT NULL DEFAULT 0,
+    object_count INTEGER NOT NULL DEFAULT 0, total_size INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX repos_live_name ON repos(org_id, name) WHERE deleted_at IS NULL;
+CREATE TABLE commits (
+    repo_id INTEGER NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+    parent_id TEXT, message TEXT NOT NULL, metadata TEXT NOT NULL,
+    committer_id TEXT NOT NULL, committer TEXT NOT NULL, created_at TEXT NOT NULL,
+    object_count INTEGER NOT NULL, total_size INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX commits_id ON commits(repo_id, id);
+-- Versioned tree: a row is visible at commit seq S when from_seq <= S < coalesce(to_seq, inf).
+CREATE TABLE entries (
+    repo_id INTEGER NOT NULL, path TEXT NOT NULL,
+    from_seq INTEGER NOT NULL, to_seq INTEGER,
+    blob TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
+    content_type TEXT NOT NULL, metadata TEXT NOT NULL, last_modified TEXT NOT NULL);
+CREATE UNIQUE INDEX entries_live ON entries(repo_id, path) WHERE to_seq IS NULL;
+CREATE UNIQUE INDEX entries_path ON entries(repo_id, path, from_seq);
+CREATE INDEX entries_from ON entries(repo_id, from_seq);
+CREATE INDEX entries_to ON entries(repo_id, to_seq) WHERE to_seq IS NOT NULL;
+CREATE INDEX entries_blob ON entries(blob);
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, repo_id INTEGER NOT NULL,
+    base_seq INTEGER NOT NULL, state TEXT NOT NULL, created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL, closed_at TEXT);
+-- Staged changes of open sessions: op is 'put' or 'delete' (a tombstone).
+CREATE TABLE staged (
+    session_id INTEGER NOT NULL, path TEXT NOT NULL, op TEXT NOT NULL,
+    blob TEXT, size INTEGER, etag TEXT, content_type TEXT, metadata TEXT, last_modified TEXT,
+    PRIMARY KEY (session_id, path)) WITHOUT ROWID;
+CREATE INDEX staged_blob ON staged(blob) WHERE blob IS NOT NULL;
+-- Bytes received on a signed upload URL, waiting for finalize / complete.
+CREATE TABLE uploads (
+    address TEXT PRIMARY KEY, session_id INTEGER NOT NULL, path TEXT NOT NULL,
+    kind TEXT NOT NULL, sha256 TEXT, md5 TEXT, size INTEGER, created_at TEXT NOT NULL);
+CREATE TABLE upload_parts (
+    address TEXT NOT NULL, part_number INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, md5 TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (address, part_number)) WITHOUT ROWID;
+"""
+
+
+class Database:
+    """Owns the SQLite file; hands out per-thread connections and transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self.write_lock = threading.RLock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._connect()
+            self._local.conn = c
+            with self._all_lock:
+                self._all.append(c)
+        return c
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        c = self.conn()
+        if c.in_transaction:  # nested inside write(): reuse it
+            yield c
+            return
+        c.execute("BEGIN")
+        try:
+            yield c
+        finally:
+            c.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; commits on success, rolls back on any exception."""
+        with self.write_lock:
+            c = self.conn()
+            if c.in_transaction:
+                yield c
+                return
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def initialize(self, meta: dict[str, str]) -> None:
+        """Create the schema in a fresh file."""
+        with self.write() as c:
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            c.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("format", FORMAT_NAME), ("format_version", str(FORMAT_VERSION)), *meta.items()],
+            )
+
+    def check_format(self) -> dict[str, str]:
+        """Read the meta table of an existing file; refuse foreign or newer formats."""
+        try:
+            with self.read() as c:
+                rows = c.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DataDirError(f"{self.path} is not a tilde-server database ({exc})") from None
+        meta = {r["key"]: r["value"] for r in rows}
+        if meta.get("format") != FORMAT_NAME:
+            raise DataDirError(f"{self.path} is not a tilde-server database")
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError:
+            raise DataDirError(f"{self.path} has an unreadable format version") from None
+        if version > FORMAT_VERSION:
+            raise DataDirError(
+                f"{self.path} has format version {version}; this tilde-server reads up to "
+                f"{FORMAT_VERSION} (upgrade tilde-server)"
+            )
+        return meta
+
+    def close(self) -> None:
+        with self._all_lock:
+            for c in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
+            self._all.clear()

@@ -1,0 +1,1002 @@
+"""The versioned store: organizations, repositories, sessions, objects, commits. No HTTP here.
+
+Every public method blocks (SQLite, files): call it from a worker thread.
+
+Subtleties:
+1. History is kept as versioned rows: an entry row is visible at commit seq S when
+   `from_seq <= S < coalesce(to_seq, inf)`. Seq 0 is the empty tree; each commit gets the next
+   per-repository seq. Reads at head use the partial index over live rows (`to_seq IS NULL`).
+2. A commit touches only the rows of the paths it changes: close the live rows (set `to_seq`),
+   insert new rows, adjust the repository's object_count/total_size by the difference. Its cost
+   is proportional to the session's changes, not to the repository.
+3. A session sees its base commit plus its staged rows. At commit, paths that changed since the
+   base are found with one indexed lookup per staged path. Such a path conflicts unless the
+   head's state equals the base's state (an intermediate change was undone) or equals the
+   session's own staged state (both made the same change). A conflict raises before anything is
+   written, so the session stays open and intact.
+4. Blob files are referenced from `entries` and `staged`. Unreferenced blobs (rolled-back or
+   overwritten staged uploads) are deleted while holding the database write lock, the same lock
+   under which every new reference is created, so a blob cannot vanish under a new reference.
+5. Revert and the commit of a session share one code path: revert stages the inverse changes in
+   a hidden internal session based on head and commits it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tilde_server.store import validation as v
+from tilde_server.store.blobs import BlobStore, Spool
+from tilde_server.store.db import Database
+from tilde_server.store.errors import (
+    BadRequest,
+    Conflict,
+    DataDirError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
+from tilde_server.store.listing import (
+    MergedView,
+    Source,
+    key_successor,
+    paginate,
+    start_bound,
+)
+from tilde_server.store.signing import Signer, check_expiry_text, format_expiry
+
+log = logging.getLogger("tilde_server.store")
+
+MAX_PER_PAGE = 1000
+DB_FILE = "tilde.db"
+ADMIN_USERNAME = "admin"
+DEFAULT_BRANCH = "main"
+SINGLE_UPLOAD_TTL = 3600
+MULTIPART_TTL = 86400
+MAX_PARTS = 10000
+
+_ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def hash_key(key: str) -> str:
+    """API keys are stored only as this hash."""
+    return hashlib.sha256(b"tilde-server-api-key\x00" + key.encode("utf-8")).hexdigest()
+
+
+def generate_api_key() -> str:
+    return "tk-" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Obj:
+    """An object as seen by a read: committed (staged=False) or staged in a session."""
+
+    path: str
+    blob: str
+    size: int
+    etag: str
+    content_type: str
+    metadata: dict[str, str]
+    last_modified: str
+    staged: bool = False
+
+    @property
+    def state(self) -> tuple[str, str, str]:
+        """What makes two versions 'the same' for conflicts and diffs."""
+        return (self.blob, self.content_type, json.dumps(self.metadata, sort_keys=True))
+
+
+def _obj(row: sqlite3.Row | tuple[Any, ...], staged: bool = False) -> Obj:
+    return Obj(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], staged)
+
+
+def _state(o: Obj | None) -> tuple[str, str, str] | None:
+    return o.state if o is not None else None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    has_more: bool
+    next_offset: str | None
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    address: str
+    signature: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    upload_id: str
+    address: str
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    path: str
+    obj: Obj | None  # None: staged deletion
+
+
+@dataclass(frozen=True)
+class DiffItem:
+    path: str
+    kind: str  # "object" | "prefix"
+    status: str  # "added" | "removed" | "changed"
+    obj: Obj | None
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    username: str
+
+
+class Store:
+    """The engine. Create with `Store.open(data_dir)`."""
+
+    def __init__(self, root: Path, db: Database, meta: dict[str, str]) -> None:
+        self.root = root
+        self.db = db
+        self.blobs = BlobStore(root)
+        self.signer = Signer(bytes.fromhex(meta["secret"]))
+        self.upload_ttl = SINGLE_UPLOAD_TTL
+        self.multipart_ttl = MULTIPART_TTL
+
+    # ======================================================================== lifecycle
+    @classmethod
+    def open(cls, root: Path, admin_key: str | None = None) -> tuple[Store, str | None]:
+        """Open or initialize `root`. Returns the store and a newly generated admin key (if one
+        was generated on first start). Raises DataDirError for a foreign or newer directory."""
+        root = root.expanduser()
+        if root.exists() and not root.is_dir():
+            raise DataDirError(f"{root} is not a directory")
+        db_path = root / DB_FILE
+        generated: str | None = None
+        if db_path.exists():
+            db = Database(db_path)
+            meta = db.check_format()
+            store = cls(root, db, meta)
+            if admin_key:
+                store._ensure_admin_key(admin_key)
+        else:
+            if root.exists() and any(root.iterdir()):
+                raise DataDirError(
+                    f"{root} is not empty and is not a tilde-server data directory "
+                    f"(no {DB_FILE}); choose an empty or new directory"
+                )
+            root.mkdir(parents=True, exist_ok=True)
+            os_chmod(root, 0o700)
+            db = Database(db_path)
+            meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
+            db.initialize(meta)
+            store = cls(root, db, meta)
+            if not admin_key:
+                admin_key = generated = generate_api_key()
+            store._create_admin(admin_key)
+        store._clean_spools()
+        return store, generated
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _create_admin(self, key: str) -> None:
+        with self.db.write() as c:
+            uid = str(uuid.uuid4())
+            c.execute("INSERT INTO users(id, username, created_at) VALUES (?, ?, ?)",
+                      (uid, ADMIN_USERNAME, now_rfc3339()))
+            c.execute("INSERT INTO api_keys(id, user_id, key_hash, created_at) VALUES (?,?,?,?)",
+                      (str(uuid.uuid4()), uid, hash_key(key), now_rfc3339()))
+
+    def _ensure_admin_key(self, key: str) -> None:
+        """A later start with --admin-key: a key not yet known becomes another admin key."""
+        h = hash_key(key)
+        with self.db.write() as c:
+            if c.execute("SELECT 1 FROM api_keys WHERE key_hash = ?", (h,)).fetchone():
+                return
+            user = c.execute("SELECT id FROM users WHERE username = ?",
+                             (ADMIN_USERNAME,)).fetchone()
+            c.execute("INSERT INTO api_keys(id, user_id, key_hash, created_at) VALUES (?,?,?,?)",
+                      (str(uuid.uuid4()), user["id"], h, now_rfc3339()))
+        log.info("added the given --admin-key as an additional key of the admin user")
+
+    def _clean_spools(self) -> None:
+        """Drop spool files of sessions that are no longer open (crash leftovers)."""
+        with self.db.read() as c:
+            open_uids = {r[0] for r in c.execute("SELECT uid FROM sessions WHERE state = 'open'")}
+        for name in self.blobs.spool_sessions():
+            if name not in open_uids:
+                self.blobs.drop_spools(name)
+
+    # ======================================================================== auth
+    def authenticate(self, key: str) -> Principal:
+        with self.db.read() as c:
+            row = c.execute(
+                "SELECT u.id, u.username FROM api_keys k JOIN users u ON u.id = k.user_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL", (hash_key(key),)).fetchone()
+        if row is None:
+            raise Unauthorized("invalid API key", "invalid_api_key")
+        return Principal(row[0], row[1])
+
+    # ======================================================================== organizations
+    def list_orgs(self) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            rows = c.execute("SELECT * FROM orgs WHERE deleted_at IS NULL ORDER BY name").fetchall()
+        return [dict(r) for r in rows]
+
+    def get_org(self, name: str) -> dict[str, Any]:
+        with self.db.read() as c:
+            return dict(self._org(c, name))
+
+    def create_org(self, name: str, display_name: str) -> dict[str, Any]:
+        v.org_name(name)
+        v.text(display_name, "display_name")
+        with self.db.write() as c:
+            if c.execute("SELECT 1 FROM orgs WHERE name = ? AND deleted_at IS NULL",
+                         (name,)).fetchone():
+                raise Conflict(f"organization {name!r} already exists", "already_exists")
+            c.execute("INSERT INTO orgs(uid, name, display_name, created_at) VALUES (?,?,?,?)",
+                      (str(uuid.uuid4()), name, display_name or name, now_rfc3339()))
+            return dict(self._org(c, name))
+
+    def delete_org(self, name: str) -> None:
+        """Soft delete; its repositories go with it."""
+        with self.db.write() as c:
+            org = self._org(c, name)
+            t = now_rfc3339()
+            c.execute("UPDATE repos SET deleted_at = ? WHERE org_id = ? AND deleted_at IS NULL",
+                      (t, org["id"]))
+            c.execute("UPDATE orgs SET deleted_at = ? WHERE id = ?", (t, org["id"]))
+
+    @staticmethod
+    def _org(c: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = c.execute("SELECT * FROM orgs WHERE name = ? AND deleted_at IS NULL",
+                        (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"organization {name!r} not found")
+        return row
+
+    # ======================================================================== repositories
+    _REPO_SELECT = ("SELECT r.*, o.uid AS org_uid FROM repos r JOIN orgs o ON o.id = r.org_id ")
+
+    def _repo(self, c: sqlite3.Connection, org: str, name: str) -> sqlite3.Row:
+        row = c.execute(
+            self._REPO_SELECT + "WHERE o.name = ? AND o.deleted_at IS NULL AND r.name = ? "
+            "AND r.deleted_at IS NULL", (org, name)).fetchone()
+        if row is None:
+            self._org(c, org)
+            raise NotFound(f"repository {org}/{name} not found")
+        return row
+
+    def list_repos(self, org: str, after: str | None, amount: int) -> Page:
+        with self.db.read() as c:
+            o = self._org(c, org)
+            rows = c.execute(
+                self._REPO_SELECT + "WHERE r.org_id = ? AND r.deleted_at IS NULL AND r.name > ? "
+                "ORDER BY r.name LIMIT ?", (o["id"], after or "", amount + 1)).fetchall()
+        items = [dict(r) for r in rows[:amount]]
+        has_more = len(rows) > amount
+        return Page(items, has_more, items[-1]["name"] if has_more else None)
+
+    def get_repo(self, org: str, name: str) -> dict[str, Any]:
+        with self.db.read() as c:
+            return dict(self._repo(c, org, name))
+
+    def create_repo(self, org: str, name: str, fields: dict[str, Any],
+                    who: Principal) -> dict[str, Any]:
+        v.repo_name(name)
+        with self.db.write() as c:
+            o = self._org(c, org)
+            if c.execute("SELECT 1 FROM repos WHERE org_id = ? AND name = ? AND deleted_at IS NULL",
+                         (o["id"], name)).fetchone():
+                raise Conflict(f"repository {org}/{name} already exists", "already_exists")
+            c.execute(
+                "INSERT INTO repos(uid, org_id, name, description, visibility, "
+                "session_max_duration_days, retention_days, created_by, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (str(uuid.uuid4()), o["id"], name, fields.get("description", ""),
+                 fields.get("visibility", "private"), fields.get("session_max_duration_days"),
+                 fields.get("retention_days"), who.user_id, now_rfc3339()))
+            return dict(self._repo(c, org, name))
+
+    def update_repo(self, org: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Partial merge: only the given keys change."""
+        allowed = ("description", "visibility", "session_max_duration_days", "retention_days")
+        with self.db.write() as c:
+            r = self._repo(c, org, name)
+            for k in allowed:
+                if k in fields:
+                    c.execute(f"UPDATE repos SET {k} = ? WHERE id = ?", (fields[k], r["id"]))
+            return dict(self._repo(c, org, name))
+
+    def delete_repo(self, org: str, name: str) -> None:
+        with self.db.write() as c:
+            r = self._repo(c, org, name)
+            c.execute("UPDATE repos SET deleted_at = ? WHERE id = ?", (now_rfc3339(), r["id"]))
+
+    # ======================================================================== sessions
+    def create_session(self, org: str, repo: str, who: Principal) -> str:
+        uid = str(uuid.uuid4())
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            c.execute("INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, created_at) "
+                      "VALUES (?,?,?,?,?,?)",
+                      (uid, r["id"], r["head_seq"], "open", who.user_id, now_rfc3339()))
+        return uid
+
+    def _session(self, c: sqlite3.Connection, repo: sqlite3.Row, sid: str) -> sqlite3.Row:
+        row = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? AND state = 'open'",
+                        (sid, repo["id"])).fetchone()
+        if row is None:
+            raise NotFound(f"session {sid!r} not found or no longer open", "session_not_found")
+        days = repo["session_max_duration_days"]
+        if days:
+            created = datetime.strptime(row["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            if created.replace(tzinfo=UTC) + timedelta(days=days) < datetime.now(UTC):
+                raise NotFound(f"session {sid!r} has expired", "session_expired")
+        return row
+
+    def commit_session(self, org: str, repo: str, sid: str, message: str,
+                       metadata: dict[str, str], who: Principal) -> str:
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, sid)
+            if not c.execute("SELECT 1 FROM staged WHERE session_id = ? LIMIT 1",
+                             (s["id"],)).fetchone():
+                raise BadRequest("nothing to commit: the session has no staged changes",
+                                 "no_changes")
+            self._check_conflicts(c, r, s)
+            commit_id = self._apply(c, r, s, message, metadata, who)
+        self.blobs.drop_spools(sid)
+        return commit_id
+
+    def _check_conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row) -> None:
+        base, head = s["base_seq"], r["head_seq"]
+        if head == base:
+            return
+        candidates = [row[0] for row in c.execute(
+            "SELECT DISTINCT st.path FROM staged st JOIN entries e "
+            "ON e.repo_id = ? AND e.path = st.path "
+            "WHERE st.session_id = ? AND (e.from_seq > ? OR e.to_seq > ?)",
+            (r["id"], s["id"], base, base))]
+        conflicts = []
+        for path in candidates:
+            head_state = _state(self._at(c, r["id"], path, head))
+            if head_state == _state(self._at(c, r["id"], path, base)):
+                continue
+            staged = self._staged(c, s["id"], path)
+            staged_state = _state(staged[1]) if staged else None
+            if head_state != staged_state:
+                conflicts.append(path)
+        if conflicts:
+            shown = ", ".join(repr(p) for p in sorted(conflicts)[:5])
+            more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+            raise Conflict(
+                f"conflict: {len(conflicts)} path(s) changed by another commit since this "
+                f"session started: {shown}{more}", "conflict")
+
+    def _apply(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row, message: str,
+               metadata: dict[str, str], who: Principal) -> str:
+        """Turn the session's staged rows into a new commit on top of head (inside a write tx)."""
+        rid, sess = r["id"], s["id"]
+        seq = r["head_seq"] + 1
+        removed_n, removed_size = c.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE repo_id = ? "
+            "AND to_seq IS NULL AND path IN (SELECT path FROM staged WHERE session_id = ?)",
+            (rid, sess)).fetchone()
+        c.execute("UPDATE entries SET to_seq = ? WHERE repo_id = ? AND to_seq IS NULL "
+                  "AND path IN (SELECT path FROM staged WHERE session_id = ?)", (seq, rid, sess))
+        added_n, added_size = c.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM staged WHERE session_id = ? "
+            "AND op = 'put'", (sess,)).fetchone()
+        c.execute(
+            "INSERT INTO entries(repo_id, path, from_seq, to_seq, blob, size, etag, content_type, "
+            "metadata, last_modified) SELECT ?, path, ?, NULL, blob, size, etag, content_type, "
+            "metadata, last_modified FROM staged WHERE session_id = ? AND op = 'put'",
+            (rid, seq, sess))
+        count = r["object_count"] - removed_n + added_n
+        size = r["total_size"] - removed_size + added_size
+        parent = c.execute("SELECT id FROM commits WHERE repo_id = ? AND seq = ?",
+                           (rid, r["head_seq"])).fetchone()
+        commit_id = hashlib.sha256(
+            f"{r['uid']}:{seq}:{secrets.token_hex(16)}".encode()).hexdigest()
+        c.execute(
+            "INSERT INTO commits(repo_id, seq, id, parent_id, message, metadata, committer_id, "
+            "committer, created_at, object_count, total_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (rid, seq, commit_id, parent[0] if parent else None, message,
+             json.dumps(metadata), who.user_id, who.username, now_rfc3339(), count, size))
+        c.execute("UPDATE repos SET head_seq = ?, object_count = ?, total_size = ? WHERE id = ?",
+                  (seq, count, size, rid))
+        c.execute("DELETE FROM staged WHERE session_id = ?", (sess,))
+        c.execute("DELETE FROM upload_parts WHERE address IN "
+                  "(SELECT address FROM uploads WHERE session_id = ?)", (sess,))
+        c.execute("DELETE FROM uploads WHERE session_id = ?", (sess,))
+        c.execute("UPDATE sessions SET state = 'committed', closed_at = ? WHERE id = ?",
+                  (now_rfc3339(), sess))
+        return commit_id
+
+    def rollback_session(self, org: str, repo: str, sid: str) -> None:
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, sid)
+            blobs = [row[0] for row in c.execute(
+                "SELECT DISTINCT blob FROM staged WHERE session_id = ? AND blob IS NOT NULL",
+                (s["id"],))]
+            c.execute("DELETE FROM staged WHERE session_id = ?", (s["id"],))
+            c.execute("DELETE FROM upload_parts WHERE address IN "
+                      "(SELECT address FROM uploads WHERE session_id = ?)", (s["id"],))
+            c.execute("DELETE FROM uploads WHERE session_id = ?", (s["id"],))
+            c.execute("UPDATE sessions SET state = 'rolled_back', closed_at = ? WHERE id = ?",
+                      (now_rfc3339(), s["id"]))
+        self.blobs.drop_spools(sid)
+        self._collect(blobs)
+
+    def _collect(self, blobs: list[str]) -> None:
+        """Delete blob files nothing references any more (under the write lock, see 4.)."""
+        if not blobs:
+            return
+        with self.db.write() as c:
+            for b in blobs:
+                if c.execute("SELECT 1 FROM entries WHERE blob = ? LIMIT 1", (b,)).fetchone():
+                    continue
+                if c.execute("SELECT 1 FROM staged WHERE blob = ? LIMIT 1", (b,)).fetchone():
+                    continue
+                self.blobs.delete(b)
+
+    # ======================================================================== point reads
+    @staticmethod
+    def _at(c: sqlite3.Connection, rid: int, path: str, seq: int) -> Obj | None:
+        """The committed object at `path` as of commit seq `seq`."""
+        row = c.execute(
+            f"SELECT {_ENTRY_COLS}, to_seq FROM entries WHERE repo_id = ? AND path = ? "
+            "AND from_seq <= ? ORDER BY from_seq DESC LIMIT 1", (rid, path, seq)).fetchone()
+        if row is None or (row["to_seq"] is not None and row["to_seq"] <= seq):
+            return None
+        return _obj(row)
+
+    @staticmethod
+    def _staged(c: sqlite3.Connection, sess: int, path: str) -> tuple[str, Obj | None] | None:
+        """(op, obj) of a staged row, or None when the session did not touch `path`."""
+        row = c.execute(f"SELECT {_ENTRY_COLS}, op FROM staged WHERE session_id = ? AND path = ?",
+                        (sess, path)).fetchone()
+        if row is None:
+            return None
+        return row["op"], (_obj(row, staged=True) if row["op"] == "put" else None)
+
+    def _view_obj(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row | None,
+                  seq: int, path: str) -> Obj | None:
+        if s is not None:
+            st = self._staged(c, s["id"], path)
+            if st is not None:
+                return st[1]
+        return self._at(c, r["id"], path, seq)
+
+    def _resolve_view(self, c: sqlite3.Connection, r: sqlite3.Row, session: str | None,
+                      ref: str | None) -> tuple[sqlite3.Row | None, int]:
+        if session is not None and ref is not None:
+            raise BadRequest("session_id and ref cannot be combined", "invalid_input")
+        if session is not None:
+            s = self._session(c, r, session)
+            return s, s["base_seq"]
+        if ref is not None:
+            return None, self._resolve_ref(c, r, ref)
+        return None, r["head_seq"]
+
+    @staticmethod
+    def _resolve_ref(c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> int:
+        if ref in (DEFAULT_BRANCH, "HEAD"):
+            return int(r["head_seq"])
+        row = c.execute("SELECT seq FROM commits WHERE repo_id = ? AND id = ?",
+                        (r["id"], ref)).fetchone()
+        if row is None:
+            raise NotFound(f"commit {ref!r} not found", "commit_not_found")
+        return int(row[0])
+
+    def stat_object(self, org: str, repo: str, path: str, session: str | None = None,
+                    ref: str | None = None) -> Obj:
+        v.object_key(path)
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            s, seq = self._resolve_view(c, r, session, ref)
+            o = self._view_obj(c, r, s, seq, path)
+        if o is None:
+            raise NotFound(f"object {path!r} not found", "object_not_found")
+        return o
+
+    def open_object(self, org: str, repo: str, path: str, session: str | None = None,
+                    ref: str | None = None) -> tuple[Obj, BinaryIO]:
+        o = self.stat_object(org, repo, path, session, ref)
+        try:
+            return o, self.blobs.open(o.blob)
+        except FileNotFoundError:  # rolled back under our feet
+            raise NotFound(f"object {path!r} not found", "object_not_found") from None
+
+    # ======================================================================== listings
+    def _base_fetch(self, c: sqlite3.Connection, rid: int, seq: int, head: int,
+                    upper: str | None) -> Any:
+        up = " AND path < ?" if upper is not None else ""
+        if seq == head:
+            sql = (f"SELECT {_ENTRY_COLS} FROM entries INDEXED BY entries_live "
+                   f"WHERE repo_id = ? AND to_seq IS NULL AND path {{op}} ?{up} "
+                   "ORDER BY path LIMIT ?")
+
+            def args(lower: str, limit: int) -> tuple[Any, ...]:
+                return (rid, lower, upper, limit) if upper is not None else (rid, lower, limit)
+        else:
+            sql = (f"SELECT {_ENTRY_COLS} FROM entries INDEXED BY entries_path "
+                   f"WHERE repo_id = ? AND path {{op}} ?{up} AND from_seq <= ? "
+                   "AND (to_seq IS NULL OR to_seq > ?) ORDER BY path LIMIT ?")
+
+            def args(lower: str, limit: int) -> tuple[Any, ...]:
+                if upper is not None:
+                    return (rid, lower, upper, seq, seq, limit)
+                return (rid, lower, seq, seq, limit)
+        sql_incl, sql_excl = sql.format(op=">="), sql.format(op=">")
+
+        def fetch(lower: str, inclusive: bool, limit: int) -> list[tuple[str, Any]]:
+            rows = c.execute(sql_incl if inclusive else sql_excl, args(lower, limit)).fetchall()
+            return [(row[0], _obj(row)) for row in rows]
+        return fetch
+
+    @staticmethod
+    def _staged_fetch(c: sqlite3.Connection, sess: int, upper: str | None) -> Any:
+        up = " AND path < ?" if upper is not None else ""
+        sql = (f"SELECT {_ENTRY_COLS}, op FROM staged WHERE session_id = ? AND path {{op}} ?{up} "
+               "ORDER BY path LIMIT ?")
+        sql_incl, sql_excl = sql.format(op=">="), sql.format(op=">")
+
+        def fetch(lower: str, inclusive: bool, limit: int) -> list[tuple[str, Any]]:
+            a = (sess, lower, upper, limit) if upper is not None else (sess, lower, limit)
+            rows = c.execute(sql_incl if inclusive else sql_excl, a).fetchall()
+            return [(row[0], _obj(row, staged=True) if row["op"] == "put" else None)
+                    for row in rows]
+        return fetch
+
+    def list_objects(self, org: str, repo: str, *, session: str | None = None,
+                     ref: str | None = None, prefix: str = "", delimiter: str | None = None,
+                     after: str | None = None, amount: int = 100) -> Page:
+        v.text(prefix, "prefix")
+        if after is not None:
+            v.text(after, "after")
+        if delimiter is not None:
+            v.text(delimiter, "delimiter")
+        delimiter = delimiter or None
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            s, seq = self._resolve_view(c, r, session, ref)
+            upper = key_successor(prefix) if prefix else None
+            lower, incl = start_bound(prefix, after)
+            small, big = (16, amount + 1) if delimiter else (amount + 1, amount + 1)
+            base = Source(self._base_fetch(c, r["id"], seq, r["head_seq"], upper),
+                          lower, incl, small, max(big, small))
+            staged = None
+            if s is not None:
+                staged = Source(self._staged_fetch(c, s["id"], upper), lower, incl, small,
+                                max(big, small))
+            view = MergedView(base, staged)
+            items, has_more = paginate(view.next, view.seek, prefix=prefix, delimiter=delimiter,
+                                       after=after, amount=amount)
+        return Page(items, has_more, items[-1].path if has_more else None)
+
+    def list_changes(self, org: str, repo: str, session: str, *, prefix: str = "",
+                     after: str | None = None, amount: int = 100) -> Page:
+        v.text(prefix, "prefix")
+        if after is not None:
+            v.text(after, "after")
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            upper = key_successor(prefix) if prefix else None
+            lower, incl = start_bound(prefix, after)
+            rows = self._staged_fetch(c, s["id"], upper)(lower, incl, amount + 1)
+        items = [ChangeRecord(p, o) for p, o in rows[:amount]]
+        has_more = len(rows) > amount
+        return Page(items, has_more, items[-1].path if has_more else None)
+
+    # ======================================================================== writes
+    def _stage_put(self, c: sqlite3.Connection, sess: int, o: Obj) -> str | None:
+        """Stage a put; returns the blob of a staged row it replaced (a GC candidate)."""
+        old = c.execute("SELECT blob FROM staged WHERE session_id = ? AND path = ?",
+                        (sess, o.path)).fetchone()
+        c.execute("INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
+                  "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)",
+                  (sess, o.path, "put", o.blob, o.size, o.etag, o.content_type,
+                   json.dumps(o.metadata), o.last_modified))
+        return old[0] if old and old[0] != o.blob else None
+
+    def stage_upload(self, org: str, repo: str, session: str, path: str) -> StagedUpload:
+        v.object_key(path)
+        with self.db.read() as c:
+            self._session(c, self._repo(c, org, repo), session)
+        address = "u-" + secrets.token_hex(16)
+        expires_at = format_expiry(int(time.time()) + self.upload_ttl)
+        sig = self.signer.sign("single", address, expires_at, session, path)
+        return StagedUpload(address, sig, expires_at)
+
+    def verify_single_upload(self, signature: str, address: str, expires_at: str,
+                             session: str, path: str) -> None:
+        self.signer.verify(signature, "single", address, expires_at, session, path)
+        check_expiry_text(expires_at)
+
+    def _open_session_by_uid(self, c: sqlite3.Connection, session: str) -> sqlite3.Row:
+        row = c.execute("SELECT s.*, r.uid AS repo_uid FROM sessions s JOIN repos r "
+                        "ON r.id = s.repo_id WHERE s.uid = ? AND s.state = 'open' "
+                        "AND r.deleted_at IS NULL", (session,)).fetchone()
+        if row is None:
+            raise NotFound("session not found or no longer open", "session_not_found")
+        return row
+
+    def begin_receive(self, session: str, address: str, part: int | None) -> Spool:
+        """Open the spool file for bytes PUT to a signed URL (caller verified the signature)."""
+        with self.db.read() as c:
+            s = self._open_session_by_uid(c, session)
+            if part is not None and not c.execute(
+                    "SELECT 1 FROM uploads WHERE address = ? AND session_id = ?",
+                    (address, s["id"])).fetchone():
+                raise NotFound("multipart upload not found", "upload_not_found")
+        return self.blobs.open_spool(session, address, part)
+
+    def end_receive(self, session: str, address: str, path: str, part: int | None,
+                    spool: Spool) -> str:
+        """Record the received bytes; returns their md5 hex (the ETag)."""
+        sha, md5, size = spool.finish()
+        try:
+            with self.db.write() as c:
+                s = self._open_session_by_uid(c, session)
+                if part is None:
+                    c.execute("INSERT OR REPLACE INTO uploads(address, session_id, path, kind, "
+                              "sha256, md5, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                              (address, s["id"], path, "single", sha, md5, size, now_rfc3339()))
+                else:
+                    c.execute("INSERT OR REPLACE INTO upload_parts(address, part_number, sha256, "
+                              "md5, size) VALUES (?,?,?,?,?)", (address, part, sha, md5, size))
+        except NotFound:
+            spool.abort()
+            raise
+        return md5
+
+    def finalize_upload(self, org: str, repo: str, session: str, path: str, address: str,
+                        signature: str, expires_at: str, content_type: str,
+                        metadata: dict[str, str]) -> Obj:
+        v.object_key(path)
+        v.content_type(content_type)
+        self.verify_single_upload(signature, address, expires_at, session, path)
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            up = c.execute("SELECT * FROM uploads WHERE address = ? AND session_id = ? "
+                           "AND kind = 'single'", (address, s["id"])).fetchone()
+            if up is None or up["path"] != path:
+                raise BadRequest("no bytes were uploaded to this upload URL", "upload_missing")
+            self.blobs.adopt(self.blobs.spool_path(session, address), up["sha256"])
+            o = Obj(path, up["sha256"], up["size"], up["md5"],
+                    content_type or "application/octet-stream", metadata, now_rfc3339(), True)
+            replaced = self._stage_put(c, s["id"], o)
+            c.execute("DELETE FROM uploads WHERE address = ?", (address,))
+        if replaced:
+            self._collect([replaced])
+        return o
+
+    def initiate_multipart(self, org: str, repo: str, session: str,
+                           path: str) -> MultipartUpload:
+        v.object_key(path)
+        upload_id = secrets.token_hex(16)
+        address = "m-" + secrets.token_hex(16)
+        expires = int(time.time()) + self.multipart_ttl
+        with self.db.write() as c:
+            s = self._session(c, self._repo(c, org, repo), session)
+            c.execute("INSERT INTO uploads(address, session_id, path, kind, created_at) "
+                      "VALUES (?,?,?,?,?)", (address, s["id"], path, "multipart", now_rfc3339()))
+        token = self.signer.make_token(
+            {"u": upload_id, "a": address, "s": session, "p": path, "e": expires})
+        return MultipartUpload(upload_id, address, token, expires)
+
+    def read_multipart_token(self, token: str, upload_id: str | None = None,
+                             session: str | None = None, path: str | None = None,
+                             address: str | None = None) -> dict[str, Any]:
+        """Verify a token and that the given context matches it (403 otherwise)."""
+        t = self.signer.read_token(token)
+        for key, given in (("u", upload_id), ("s", session), ("p", path), ("a", address)):
+            if given is not None and t.get(key) != given:
+                raise Forbidden("upload token does not match this upload", "invalid_signature")
+        return t
+
+    def complete_multipart(self, org: str, repo: str, session: str, path: str, token: str,
+                           upload_id: str, address: str, parts: list[tuple[int, str]],
+                           total_size: int, content_type: str,
+                           metadata: dict[str, str]) -> Obj:
+        v.object_key(path)
+        v.content_type(content_type)
+        self.read_multipart_token(token, upload_id, session, path, address)
+        numbers = [n for n, _ in parts]
+        if numbers != sorted(set(numbers)) or any(n < 1 or n > MAX_PARTS for n in numbers):
+            raise BadRequest("parts must have ascending, unique part numbers in 1..10000",
+                             "invalid_parts")
+        with self.db.read() as c:
+            s = self._session(c, self._repo(c, org, repo), session)
+            if not c.execute("SELECT 1 FROM uploads WHERE address = ? AND session_id = ?",
+                             (address, s["id"])).fetchone():
+                raise NotFound("multipart upload not found", "upload_not_found")
+            have = {row["part_number"]: row for row in c.execute(
+                "SELECT * FROM upload_parts WHERE address = ?", (address,))}
+        md5s, shas, size = [], [], 0
+        for n, etag in parts:
+            row = have.get(n)
+            if row is None:
+                raise BadRequest(f"part {n} was not uploaded", "invalid_parts")
+            if etag.strip().strip('"') != row["md5"]:
+                raise BadRequest(f"part {n}: ETag does not match the uploaded part",
+                                 "invalid_parts")
+            md5s.append(bytes.fromhex(row["md5"]))
+            shas.append(row["sha256"])
+            size += row["size"]
+        if size != total_size:
+            raise BadRequest(f"total_size {total_size} does not match the parts ({size} bytes)",
+                             "invalid_parts")
+        if not parts:
+            key, etag = hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest()
+            spool = self.blobs.open_spool(session, address + ".assembled")
+            spool.finish()
+        else:
+            key = shas[0] if len(shas) == 1 else hashlib.sha256(
+                ("parts:" + ",".join(shas)).encode()).hexdigest()
+            etag = hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}"
+            part_files = [self.blobs.spool_path(session, address, n) for n in numbers]
+            self.blobs.assemble(part_files, self.blobs.spool_path(session, address + ".assembled"))
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            if not c.execute("DELETE FROM uploads WHERE address = ? RETURNING address",
+                             (address,)).fetchone():
+                raise NotFound("multipart upload not found", "upload_not_found")
+            c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
+            self.blobs.adopt(self.blobs.spool_path(session, address + ".assembled"), key)
+            o = Obj(path, key, size, etag, content_type or "application/octet-stream", metadata,
+                    now_rfc3339(), True)
+            replaced = self._stage_put(c, s["id"], o)
+        self.blobs.drop_spools(session, address)
+        if replaced:
+            self._collect([replaced])
+        return o
+
+    def abort_multipart(self, org: str, repo: str, session: str, path: str, token: str,
+                        upload_id: str, address: str) -> None:
+        self.read_multipart_token(token, upload_id, session, path, address)
+        with self.db.write() as c:
+            s = self._session(c, self._repo(c, org, repo), session)
+            c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
+            c.execute("DELETE FROM uploads WHERE address = ? AND session_id = ?",
+                      (address, s["id"]))
+        self.blobs.drop_spools(session, address)
+
+    def copy_object(self, org: str, repo: str, session: str, source: str,
+                    destination: str) -> None:
+        v.object_key(source, "source_path")
+        v.object_key(destination, "destination_path")
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            src = self._view_obj(c, r, s, s["base_seq"], source)
+            if src is None:
+                raise NotFound(f"object {source!r} not found", "object_not_found")
+            replaced = self._stage_put(c, s["id"], Obj(
+                destination, src.blob, src.size, src.etag, src.content_type, src.metadata,
+                now_rfc3339(), True))
+        if replaced:
+            self._collect([replaced])
+
+    def _stage_delete(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
+                      path: str) -> tuple[bool, str | None]:
+        """Stage a tombstone; returns (existed in the session view, replaced staged blob)."""
+        staged = self._staged(c, s["id"], path)
+        if staged is not None and staged[0] == "delete":
+            return False, None
+        in_base = self._at(c, r["id"], path, s["base_seq"]) is not None
+        if staged is None and not in_base:
+            return False, None
+        old_blob = staged[1].blob if staged is not None and staged[1] is not None else None
+        if in_base:
+            c.execute("INSERT OR REPLACE INTO staged(session_id, path, op) VALUES (?,?,'delete')",
+                      (s["id"], path))
+        else:  # only ever existed in this session: forget it entirely
+            c.execute("DELETE FROM staged WHERE session_id = ? AND path = ?", (s["id"], path))
+        return True, old_blob
+
+    def delete_objects(self, org: str, repo: str, session: str, paths: list[str],
+                       *, must_exist: bool = False) -> int:
+        for p in paths:
+            v.object_key(p)
+        freed: list[str] = []
+        deleted = 0
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            for p in dict.fromkeys(paths):
+                existed, old = self._stage_delete(c, r, s, p)
+                if must_exist and not existed:
+                    raise NotFound(f"object {p!r} not found", "object_not_found")
+                deleted += existed
+                if old:
+                    freed.append(old)
+        self._collect(freed)
+        return deleted
+
+    # ======================================================================== commits
+    def _commit_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+        return {
+            "id": row["id"], "committer": row["committer"], "committer_type": "user",
+            "committer_id": row["committer_id"], "message": row["message"],
+            "meta_range_id": "", "creation_date": row["created_at"],
+            "parents": [row["parent_id"]] if row["parent_id"] else [],
+            "metadata": json.loads(row["metadata"]), "object_count": row["object_count"],
+            "total_size": row["total_size"], "is_stale": False,
+        }
+
+    def log(self, org: str, repo: str, *, ref: str | None = None, after: str | None = None,
+            amount: int = 100) -> Page:
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            top = self._resolve_ref(c, r, ref) if ref else r["head_seq"]
+            if after:
+                row = c.execute("SELECT seq FROM commits WHERE repo_id = ? AND id = ?",
+                                (r["id"], after)).fetchone()
+                if row is None:
+                    raise BadRequest(f"unknown cursor {after!r}", "invalid_cursor")
+                top = min(top, row[0] - 1)
+            rows = c.execute("SELECT * FROM commits WHERE repo_id = ? AND seq <= ? "
+                             "ORDER BY seq DESC LIMIT ?", (r["id"], top, amount + 1)).fetchall()
+        items = [self._commit_dict(x) for x in rows[:amount]]
+        has_more = len(rows) > amount
+        return Page(items, has_more, items[-1]["id"] if has_more else None)
+
+    def get_commit(self, org: str, repo: str, commit_id: str) -> dict[str, Any]:
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            row = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
+                            (r["id"], commit_id)).fetchone()
+        if row is None:
+            raise NotFound(f"commit {commit_id!r} not found", "commit_not_found")
+        return self._commit_dict(row)
+
+    def _changed_paths(self, c: sqlite3.Connection, rid: int, lo: int, hi: int,
+                       upper: str | None) -> Any:
+        """fetch() over the distinct paths with a version boundary in (lo, hi]."""
+        up = " AND path < ?" if upper is not None else ""
+        sql = ("SELECT path FROM ("
+               "SELECT path FROM entries INDEXED BY entries_from WHERE repo_id = ? "
+               f"AND from_seq > ? AND from_seq <= ? AND path {{op}} ?{up} UNION "
+               "SELECT path FROM entries INDEXED BY entries_to WHERE repo_id = ? "
+               f"AND to_seq > ? AND to_seq <= ? AND path {{op}} ?{up}) ORDER BY path LIMIT ?")
+        sql_incl, sql_excl = sql.format(op=">="), sql.format(op=">")
+
+        def fetch(lower: str, inclusive: bool, limit: int) -> list[tuple[str, Any]]:
+            one = (rid, lo, hi, lower, upper) if upper is not None else (rid, lo, hi, lower)
+            rows = c.execute(sql_incl if inclusive else sql_excl, (*one, *one, limit)).fetchall()
+            return [(row[0], None) for row in rows]
+        return fetch
+
+    def diff(self, org: str, repo: str, *, left: str, right: str, prefix: str = "",
+             delimiter: str | None = None, after: str | None = None, amount: int = 100) -> Page:
+        v.text(prefix, "prefix")
+        if after is not None:
+            v.text(after, "after")
+        if delimiter is not None:
+            v.text(delimiter, "delimiter")
+        delimiter = delimiter or None
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            lseq = self._resolve_ref(c, r, left) if left else 0
+            rseq = self._resolve_ref(c, r, right)
+            lo, hi = min(lseq, rseq), max(lseq, rseq)
+            upper = key_successor(prefix) if prefix else None
+            lower, incl = start_bound(prefix, after)
+            src = Source(self._changed_paths(c, r["id"], lo, hi, upper), lower, incl,
+                         16 if delimiter else amount + 1, amount + 1)
+            rid = r["id"]
+
+            def next_item() -> tuple[str, Any, bool] | None:
+                while (row := src.peek()) is not None:
+                    src.pop()
+                    path = row[0]
+                    lo_obj, hi_obj = self._at(c, rid, path, lseq), self._at(c, rid, path, rseq)
+                    if _state(lo_obj) == _state(hi_obj):
+                        continue
+                    if lo_obj is None:
+                        return path, ("added", hi_obj), False
+                    if hi_obj is None:
+                        return path, ("removed", lo_obj), False
+                    return path, ("changed", hi_obj), False
+                return None
+
+            items, has_more = paginate(next_item, src.seek, prefix=prefix, delimiter=delimiter,
+                                       after=after, amount=amount)
+        out = [DiffItem(i.path, i.kind, i.payload[0] if i.payload else "changed",
+                        i.payload[1] if i.payload else None) for i in items]
+        return Page(out, has_more, out[-1].path if has_more else None)
+
+    def revert(self, org: str, repo: str, commit_id: str, message: str | None,
+               metadata: dict[str, str], who: Principal) -> str:
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            target = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
+                               (r["id"], commit_id)).fetchone()
+            if target is None:
+                raise NotFound(f"commit {commit_id!r} not found", "commit_not_found")
+            seq, head, rid = target["seq"], r["head_seq"], r["id"]
+            paths = [row[0] for row in c.execute(
+                "SELECT path FROM entries WHERE repo_id = ? AND from_seq = ? UNION "
+                "SELECT path FROM entries WHERE repo_id = ? AND to_seq = ?",
+                (rid, seq, rid, seq))]
+            uid = str(uuid.uuid4())
+            sess = c.execute(
+                "INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, created_at) "
+                "VALUES (?,?,?,'internal',?,?) RETURNING *",
+                (uid, rid, head, who.user_id, now_rfc3339())).fetchone()
+            conflicts = []
+            for path in paths:
+                before, after_ = self._at(c, rid, path, seq - 1), self._at(c, rid, path, seq)
+                if _state(self._at(c, rid, path, head)) != _state(after_):
+                    conflicts.append(path)
+                    continue
+                if before is None:
+                    c.execute("INSERT INTO staged(session_id, path, op) VALUES (?,?,'delete')",
+                              (sess["id"], path))
+                else:
+                    self._stage_put(c, sess["id"], before)
+            if conflicts:
+                raise Conflict(
+                    f"cannot revert: {len(conflicts)} path(s) changed since the commit: "
+                    + ", ".join(repr(p) for p in sorted(conflicts)[:5]), "conflict")
+            msg = message if message is not None else f'Revert "{target["message"]}"'
+            return self._apply(c, r, sess, msg, metadata, who)
+
+    # ======================================================================== bulk loading
+    def bulk_load(self, org: str, repo: str, rows: Iterator[tuple[str, bytes]],
+                  message: str, who: Principal) -> str:
+        """Commit many small objects directly (benchmarks, imports); no HTTP, one commit."""
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            uid = str(uuid.uuid4())
+            sess = c.execute(
+                "INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, created_at) "
+                "VALUES (?,?,?,'internal',?,?) RETURNING *",
+                (uid, r["id"], r["head_seq"], who.user_id, now_rfc3339())).fetchone()
+            t = now_rfc3339()
+            cache: dict[bytes, tuple[str, str]] = {}
+
+            def gen() -> Iterator[tuple[Any, ...]]:
+                for path, data in rows:
+                    if data not in cache:
+                        cache[data] = (self.blobs.write_bytes(data), hashlib.md5(data).hexdigest())
+                    key, md5 = cache[data]
+                    yield (sess["id"], path, "put", key, len(data), md5,
+                           "application/octet-stream", "{}", t)
+            c.executemany("INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
+                          "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)",
+                          gen())
+            return self._apply(c, r, sess, message, {}, who)
+
+
+def os_chmod(path: Path, mode: int) -> None:
+    with contextlib.suppress(OSError):
+        path.chmod(mode)

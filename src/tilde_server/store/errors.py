@@ -1,0 +1,50 @@
+"""Domain errors of the store. The HTTP layer maps each class to a status in one table
+(tilde_server.app.STATUS_FOR_ERROR); nothing in the store knows about HTTP."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class. `code` is the machine-readable error code sent to clients."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(StoreError):
+    code = "bad_request"
+
+
+class Unauthorized(StoreError):
+    code = "unauthorized"
+
+
+class Forbidden(StoreError):
+    code = "forbidden"
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class Conflict(StoreError):
+    code = "conflict"
+
+
+class RangeNotSatisfiable(StoreError):
+    """The byte range lies outside the object; `size` feeds `Content-Range: bytes */size`."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used (foreign, newer format). CLI prints one line."""

@@ -1,0 +1,82 @@
+"""HMAC signatures for self-authorizing upload URLs (no bearer header is sent on them).
+
+Subtleties:
+1. The signed message is the JSON encoding of a list of fields, so no field value (a path may
+   hold newlines or any character) can shift the boundary between fields.
+2. A purpose string is the first field, so a signature for one use is never valid for another.
+3. Multipart tokens carry their own context (session, path, upload id, address, expiry) because
+   the 0.7.2 part-URL lookup sends only the token, part number and upload id.
+4. Comparison is constant time; every failure is a Forbidden with the same message shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tilde_server.store.errors import Forbidden
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def sign(self, purpose: str, *fields: str | int) -> str:
+        msg = json.dumps([purpose, *fields], ensure_ascii=False, separators=(",", ":"))
+        return _b64(hmac.new(self._secret, msg.encode("utf-8"), hashlib.sha256).digest())
+
+    def verify(self, signature: str, purpose: str, *fields: str | int) -> None:
+        if not hmac.compare_digest(signature.encode("utf-8", "replace"),
+                                   self.sign(purpose, *fields).encode("ascii")):
+            raise Forbidden("upload signature does not match", "invalid_signature")
+
+    # -- multipart tokens ---------------------------------------------------------------------
+    def make_token(self, payload: dict[str, Any]) -> str:
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        return body + "." + self.sign("token", body)
+
+    def read_token(self, token: str) -> dict[str, Any]:
+        body, _, sig = token.partition(".")
+        self.verify(sig, "token", body)
+        try:
+            payload = json.loads(_unb64(body))
+        except ValueError:
+            raise Forbidden("malformed upload token", "invalid_signature") from None
+        if not isinstance(payload, dict):
+            raise Forbidden("malformed upload token", "invalid_signature")
+        check_expiry_epoch(payload.get("e"))
+        return payload
+
+
+def format_expiry(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_expiry_text(expires_at: str) -> None:
+    """`expires_at` as emitted by format_expiry; must be in the future."""
+    try:
+        when = datetime.strptime(expires_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise Forbidden("malformed expires_at", "invalid_signature") from None
+    if when.timestamp() < time.time():
+        raise Forbidden("upload URL has expired", "expired")
+
+
+def check_expiry_epoch(epoch: Any) -> None:
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise Forbidden("malformed upload token", "invalid_signature")
+    if epoch < time.time():
+        raise Forbidden("upload token has expired", "expired")
