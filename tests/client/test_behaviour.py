@@ -201,7 +201,7 @@ def test_warnings_not_emitted_on_plain_commit(repo: Repository) -> None:
 
 # --- objects -----------------------------------------------------------------------
 
-def test_put_variants_and_get(repo: Repository, tmp_path: Path) -> None:
+def test_put_variants_and_get(client: tilde.Client, repo: Repository, tmp_path: Path) -> None:
     p = tmp_path / "file.bin"
     p.write_bytes(b"from path")
     with repo.session() as s:
@@ -211,17 +211,19 @@ def test_put_variants_and_get(repo: Repository, tmp_path: Path) -> None:
         o.put("memoryview", memoryview(b"mv"))
         o.put("fileobj", io.BytesIO(b"file object"))
         o.put("path", p)
-        o.put("iter", iter([b"it", b"er"]))
+        o.put("iter", iter([b"it", b"er"]))  # unknown size: multipart
+        o.put("empty-iter", iter([]))  # multipart with no part at all
         o.put("empty", b"")
         with pytest.raises(TypeError):
             o.put("str", "text")  # type: ignore[arg-type]
         expected = {"bytes": b"b", "bytearray": b"ba", "memoryview": b"mv",
                     "fileobj": b"file object", "path": b"from path", "iter": b"iter",
-                    "empty": b""}
+                    "empty-iter": b"", "empty": b""}
         for key, data in expected.items():
             with o.get(key) as f:
                 assert f.read() == data, key
         s.commit("variants")
+    assert not client._multipart_unsupported  # the server took the multipart uploads
     assert sorted(e.path for e in repo.objects.list()) == sorted(expected)
 
 
@@ -315,7 +317,7 @@ def test_readme_error_handling(repo: Repository) -> None:
     assert isinstance(caught.request_id, str)
 
 
-def test_large_multipart_put(repo: Repository) -> None:
+def test_large_multipart_put(client: tilde.Client, repo: Repository) -> None:
     size = 70 * 1024 * 1024
     chunk = os.urandom(1024 * 1024)
     data = chunk * 70
@@ -325,6 +327,7 @@ def test_large_multipart_put(repo: Repository) -> None:
         assert result.path == "large-file.bin"
         assert s.objects.head("large-file.bin").content_length == size
         s.commit("large")
+    assert not client._multipart_unsupported
     with repo.objects.get("large-file.bin", cache=False) as f:
         total = 0
         out = bytearray()
