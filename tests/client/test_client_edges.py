@@ -33,6 +33,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def make_client(handler: Handler, **kw: object) -> tilde.Client:
     c = tilde.Client(endpoint_url="http://tilde.test", api_key="k", **kw)  # type: ignore[arg-type]
+    c._http.close()  # swap the pool for a mock transport, keeping the client's own headers
     c._http = httpx.Client(transport=httpx.MockTransport(handler),
                            headers={"User-Agent": c._user_agent})
     return c
