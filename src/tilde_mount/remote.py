@@ -272,7 +272,8 @@ class HttpRemote:
     async def read_range(self, path: str, start: int, end: int, view: View) -> bytes:
         """Bytes [start, end) of ``path``; a server ignoring Range still gives the slice."""
         r = await self._send("read", _wire.get_object(
-            self.org, self.repo, path, byte_range=(start, end - 1), session_id=view.session_id, ref=view.ref))
+            self.org, self.repo, path, byte_range=(start, end - 1), session_id=view.session_id,
+            ref=view.ref))
         data = r.content
         if r.status_code == 200 and "content-range" not in r.headers and start:
             data = data[start:end]

@@ -2,7 +2,7 @@
 
     staging = Staging(root: Path, chunk: int)            # root = cache_dir/staging
     await staging.start(); ... ; await staging.close()
-    sf = await staging.create(path, base=None|ObjectRef)  # empty file, ready unless base
+    sf = staging.new(path, base=None|ObjectRef)           # empty, ready unless base
     await staging.populate(sf, fetch, chunk, parallel)   # copy the remote object in
     uploader = Uploader(remote, staging, session=lambda: sid, concurrency=4,
                         on_uploaded=callback(sf, etag, size, version))
@@ -68,6 +68,8 @@ class StagedFile:
     idle: trio.Event = field(default_factory=trio.Event)
     uploading: bool = False
     error: BaseException | None = None
+    #: the path has (or had, at staging time) an object in the session
+    on_remote: bool = False
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -90,8 +92,10 @@ class FileSource:
         self.local, self.size, self.chunk, self._limiter = local, size, chunk, limiter
 
     async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await trio.to_thread.run_sync(os.open, self.local, os.O_RDONLY,
-                                           limiter=self._limiter)
+        if start >= end:
+            return
+        fd = await trio.to_thread.run_sync(os.open, self.local, os.O_RDONLY | os.O_CREAT,
+                                           0o600, limiter=self._limiter)
         try:
             pos = start
             while pos < end:
@@ -123,10 +127,9 @@ class Staging:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(self.root, ignore_errors=True),
                                       limiter=self.limiter)
 
-    async def create(self, path: str, *, base: ObjectRef | None = None,
-                     mtime_ns: int = 0) -> StagedFile:
+    def new(self, path: str, *, base: ObjectRef | None = None, mtime_ns: int = 0) -> StagedFile:
+        """A new, empty staged file; synchronous (its local file appears on first write)."""
         local = self.root / f"{next(_ids)}"
-        await trio.to_thread.run_sync(local.write_bytes, b"", limiter=self.limiter)
         return StagedFile(path, local, mtime_ns=mtime_ns, base=base, ready=base is None)
 
     async def populate(self, sf: StagedFile, fetch: Callable[[int, int], Awaitable[bytes]],
@@ -145,7 +148,7 @@ class Staging:
             async with trio.open_nursery() as nursery:
                 for start in range(0, size, chunk):
                     nursery.start_soon(one, start)
-            await trio.to_thread.run_sync(os.truncate, sf.local, size, limiter=self.limiter)
+            await trio.to_thread.run_sync(self._truncate, sf.local, size, limiter=self.limiter)
             sf.size = size
             self.bytes_used += size
             sf.ready = True
@@ -154,7 +157,7 @@ class Staging:
 
     async def write(self, sf: StagedFile, offset: int, data: bytes, *, grow: bool = True) -> int:
         def pwrite() -> int:
-            fd = os.open(sf.local, os.O_WRONLY)
+            fd = os.open(sf.local, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 return os.pwrite(fd, data, offset)
             finally:
@@ -168,7 +171,10 @@ class Staging:
 
     async def read(self, sf: StagedFile, offset: int, size: int) -> bytes:
         def pread() -> bytes:
-            fd = os.open(sf.local, os.O_RDONLY)
+            try:
+                fd = os.open(sf.local, os.O_RDONLY)
+            except FileNotFoundError:
+                return b""
             try:
                 return os.pread(fd, size, offset)
             finally:
@@ -181,9 +187,18 @@ class Staging:
         return data + b"\0" * (size - len(data))
 
     async def truncate(self, sf: StagedFile, size: int) -> None:
-        await trio.to_thread.run_sync(os.truncate, sf.local, size, limiter=self.limiter)
+        await trio.to_thread.run_sync(self._truncate, sf.local, size, limiter=self.limiter)
         self.bytes_used += size - sf.size
         sf.size = size
+
+    @staticmethod
+    def _truncate(local: Path, size: int) -> None:
+        """Blocking: set the staged file's length (creating it if needed)."""
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
 
     async def discard(self, sf: StagedFile) -> None:
         self.bytes_used -= sf.size

@@ -1,0 +1,1061 @@
+"""`Filesystem`: POSIX behaviour over one session of a repository, without a kernel.
+
+Composition (daemon.py does this; tests do the same without FUSE)::
+
+    remote = HttpRemote(endpoint, "org/repo", api_key)
+    fs = Filesystem(remote, FsConfig(cache_dir=..., read_only=False, cache_size=...,
+                                     uid=..., gid=...),
+                    session_id=None | "resume-id",   # read-write: None creates a session
+                    ref=None | "commit-id")          # read-only: --commit (None: latest)
+    await nursery.start(fs.run)   # creates/attaches the session, starts background work
+    ... Operations(fs) serves the kernel ...
+    await fs.close()              # stops background work (no commit, no upload)
+    await remote.aclose()
+
+Inode numbers are ints (root 1), names ``bytes``, errors `FsError`. See
+docs/dev/contracts.md for the method list; this module adds ``run``, ``session_id``
+and ``serving`` (an async context manager for tests).
+
+Subtleties:
+1. State has three layers, consulted in order: local state (staged files in
+   ``_files``, mkdir'ed directories in ``_dirs``, attribute overrides), then the metadata
+   cache (TTL), then the remote. Local state is keyed by path and moved by rename.
+2. Every remote mutation (delete, copy, directory moves) is done synchronously inside the
+   handler that causes it, so the session on the server is the truth as soon as the
+   handler returns; only file *content* is written back later (staging + uploads).
+3. Between two ``await``s a handler's bookkeeping is atomic: e.g. a staged file is
+   registered in ``_files`` in the same step that creates it, so two writers of one path
+   share one staged copy.
+4. A directory that loses its last entry would vanish from the server's listing; it is
+   kept in ``_dirs`` (session lifetime), as POSIX expects after ``rm dir/*``.
+5. After a commit the mount continues on a fresh session on top of the new commit:
+   content is identical, so open handles, inodes and ETag-keyed caches all stay valid.
+   A failed commit changes nothing (the exception propagates, session and staging stay).
+6. Files uploaded and no longer open drop their staged copy; reads then go to the block
+   cache, keyed by the ETag the upload returned.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat as S
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from tilde import exceptions as exc
+
+from .config import FsConfig
+from .data_cache import BlockCache, ObjectRef
+from .errors import FsError, to_fs_error
+from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
+from .meta_cache import DirEntry, DirPage, MetaCache, Stat
+from .prefetch import Prefetcher
+from .readdir import DirHandle, to_dir_page, valid_name
+from .remote import CommitOutcome, Remote, View
+from .upload import StagedFile, Staging, Uploader
+
+__all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "OpenResult", "StatFs"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+@dataclass
+class Attr:
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    blocks: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    generation: int
+
+
+@dataclass
+class OpenResult:
+    fh: int
+    keep_cache: bool
+    direct_io: bool = False
+
+
+@dataclass
+class StatFs:
+    block_size: int = 4096
+    fragment_size: int = 4096
+    blocks: int = 1 << 40
+    blocks_free: int = 1 << 40
+    blocks_available: int = 1 << 40
+    files: int = 1 << 32
+    files_free: int = 1 << 32
+    files_available: int = 1 << 32
+    name_max: int = 1024
+
+
+@dataclass
+class Overrides:
+    """chmod/chown/utimens results: kept for the mount's life, never sent to the server."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(eq=False)
+class FileHandle:
+    node: Inode
+    writable: bool
+    ref: ObjectRef | None
+    prefetcher: Prefetcher
+    sf: StagedFile | None = None   # the staged copy this handle wrote or saw at open
+
+
+@dataclass
+class _Readers:
+    reads: int = 0
+    writes: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _move_tree(table: dict[str, _T], src: str, dst: str) -> None:
+    """Re-key every entry at or under ``src`` to the same place under ``dst``."""
+    moved = {p: v for p, v in table.items() if is_under(p, src)}
+    for p in moved:
+        del table[p]
+    for p, v in moved.items():
+        table[dst + p[len(src):]] = v
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _decode(name: bytes) -> str:
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FsError(errno.EINVAL, "names must be UTF-8") from None
+    if not valid_name(text):
+        raise FsError(errno.EINVAL, f"invalid name {text!r}")
+    return text
+
+
+class Filesystem:
+    def __init__(self, remote: Remote, config: FsConfig, *, session_id: str | None = None,
+                 ref: str | None = None) -> None:
+        self.remote = remote
+        self.config = config
+        self.read_only = config.read_only or ref is not None
+        self._resume_session = session_id
+        self._pinned_ref = ref
+        self.view = View(session_id=session_id) if not self.read_only else View(ref=ref)
+        self.base_commit: str | None = None
+        self._inodes = InodeTable()
+        self._meta = MetaCache(config.attr_ttl, config.negative_ttl)
+        self._fetch_limiter = trio.CapacityLimiter(config.fetch_concurrency)
+        self._blocks = BlockCache(
+            block_size=config.block_size, memory_bytes=config.memory_cache_bytes,
+            max_request_bytes=config.max_request_bytes, fetch_limiter=self._fetch_limiter,
+            disk_dir=config.blocks_dir if config.cache_size > 0 else None,
+            disk_bytes=config.cache_size)
+        self._staging = Staging(config.staging_dir, chunk=config.upload_chunk)
+        self._uploader = Uploader(remote, self._staging, session=lambda: self.view.session_id,
+                                  concurrency=config.upload_concurrency,
+                                  on_uploaded=self._on_uploaded)
+        self._files: dict[str, StagedFile] = {}
+        self._dirs: dict[str, int] = {}            # local dirs -> mtime_ns
+        self._overrides: dict[str, Overrides] = {}
+        self._handles: dict[int, FileHandle] = {}
+        self._dir_handles: dict[int, DirHandle] = {}
+        self._fh = itertools.count(1)
+        self._kernel_cache_key: dict[int, object] = {}
+        self._detached_stat: dict[int, Stat] = {}
+        self._warned: set[str] = set()
+        self._mount_ns = _now_ns()
+        self._nursery: trio.Nursery | None = None
+        self._closing = trio.Event()
+        self._stopped = trio.Event()
+        self._control_lock = trio.Lock()
+        self.counters = _Readers()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def session_id(self) -> str | None:
+        return self.view.session_id
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Start (session, caches, uploads), report started, serve until ``close()``."""
+        try:
+            await self._staging.start()
+            await self._blocks.start()
+            if self.read_only:
+                if self._pinned_ref is None:
+                    self.view = View(ref=await self.remote.latest_commit_id())
+                self.base_commit = self.view.ref
+            elif self._resume_session is None:
+                self.base_commit = await self.remote.latest_commit_id()
+                self.view = View(session_id=await self.remote.create_session())
+            else:
+                self.base_commit = await self.remote.latest_commit_id()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._uploader.run)
+                task_status.started()
+                await self._closing.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                await self._staging.close()
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop background work (uploads in flight are cancelled; no commit)."""
+        self._closing.set()
+        if self._nursery is not None or not self._stopped.is_set():
+            with trio.move_on_after(30):
+                await self._stopped.wait()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Filesystem]:
+        """``async with fs.serving():`` runs the filesystem in a nursery of its own."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run)
+            try:
+                yield self
+            finally:
+                await self.close()
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    # ------------------------------------------------------------------ helpers
+    def _warn_once(self, key: str, why: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("skipping %r: %s", key, why)
+
+    def _node(self, ino: int) -> Inode:
+        node = self._inodes.get(ino)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    def _dir_node(self, ino: int) -> Inode:
+        node = self._node(ino)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR)
+        return node
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise FsError(errno.EROFS)
+
+    def _local_stat(self, path: str) -> Stat | None:
+        sf = self._files.get(path)
+        if sf is not None:
+            return Stat(False, sf.size if sf.ready else (sf.base.size if sf.base else 0),
+                        "", sf.mtime_ns)
+        if path in self._dirs:
+            return Stat(True, mtime_ns=self._dirs[path])
+        return None
+
+    async def _resolve(self, path: str) -> Stat:
+        """What ``path`` is, from local state, the cache or the remote (subtlety 1)."""
+        if path == "":
+            return Stat(True, mtime_ns=self._mount_ns)
+        local = self._local_stat(path)
+        if local is not None:
+            return local
+        cached = self._meta.get(path)
+        if cached is not None:
+            return cached
+        parent, name = parent_of(path), basename(path)
+        if self._meta.is_negative(path) or self._meta.known_absent(parent, name):
+            raise FsError(errno.ENOENT)
+        try:
+            try:
+                obj = await self.remote.head(path, self.view)
+                found = Stat(False, obj.size, obj.etag, obj.mtime_ns)
+            except exc.NotFoundError:
+                page = await self.remote.list_page(path + "/", self.view, amount=1)
+                if not (page.objects or page.prefixes):
+                    self._meta.put_negative(path)
+                    raise FsError(errno.ENOENT) from None
+                found = Stat(True)
+        except exc.TildeError as e:
+            raise to_fs_error(e) from e
+        # -- the answer may be older than a local mutation made meanwhile; local wins --
+        local = self._local_stat(path)
+        if local is not None:
+            return local
+        self._meta.put(path, found)
+        return found
+
+    def _attr(self, node: Inode, st: Stat) -> Attr:
+        ov = self._overrides.get(node.path) or Overrides()
+        kind = S.S_IFDIR if st.is_dir else S.S_IFREG
+        perm = self.config.dir_mode if st.is_dir else self.config.file_mode
+        if ov.mode is not None:
+            perm = ov.mode & 0o7777
+        size = 0 if st.is_dir else st.size
+        mtime = ov.mtime_ns if ov.mtime_ns is not None else (st.mtime_ns or self._mount_ns)
+        return Attr(
+            ino=node.ino, mode=kind | perm, nlink=2 if st.is_dir else 1,
+            uid=self.config.uid if ov.uid is None else ov.uid,
+            gid=self.config.gid if ov.gid is None else ov.gid,
+            size=size, blocks=(size + 511) // 512,
+            atime_ns=ov.atime_ns if ov.atime_ns is not None else mtime,
+            mtime_ns=mtime, ctime_ns=mtime, generation=self._inodes.generation)
+
+    def _changed(self, path: str) -> None:
+        """Invalidate what a mutation of ``path`` touched (meta_cache subtlety 3)."""
+        self._meta.invalidate(path)
+        self._meta.invalidate_dir(parent_of(path))
+
+    def _keep_parent(self, path: str) -> None:
+        parent = parent_of(path)
+        if parent and parent not in self._dirs:
+            self._dirs[parent] = _now_ns()
+
+    def _remote_call_error(self, e: exc.TildeError, *, creating: bool = False) -> FsError:
+        return to_fs_error(e, creating=creating)
+
+    # ------------------------------------------------------------------ lookups
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        pnode = self._dir_node(parent)
+        try:
+            text = _decode(name)
+        except FsError:
+            raise FsError(errno.ENOENT) from None
+        path = join(pnode.path, text)
+        st = await self._resolve(path)
+        node = self._inodes.remember(path, st.is_dir)
+        return self._attr(node, st)
+
+    def forget(self, items: list[tuple[int, int]]) -> None:
+        for ino, n in items:
+            self._inodes.forget(ino, n)
+            if self._inodes.get(ino) is None:
+                self._kernel_cache_key.pop(ino, None)
+                self._detached_stat.pop(ino, None)
+
+    async def _node_stat(self, node: Inode) -> Stat:
+        if node.detached:
+            for h in self._handles.values():
+                if h.node is node and h.sf is not None:
+                    return Stat(False, h.sf.size, "", h.sf.mtime_ns)
+            st = self._detached_stat.get(node.ino)
+            if st is None:
+                raise FsError(errno.ENOENT)
+            return st
+        return await self._resolve(node.path)
+
+    async def getattr(self, ino: int) -> Attr:
+        node = self._node(ino)
+        return self._attr(node, await self._node_stat(node))
+
+    async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,
+                      uid: int | None = None, gid: int | None = None,
+                      atime_ns: int | None = None, mtime_ns: int | None = None,
+                      fh: int | None = None) -> Attr:
+        node = self._node(ino)
+        self._check_writable()
+        st = await self._node_stat(node)
+        if size is not None:
+            if st.is_dir:
+                raise FsError(errno.EISDIR)
+            handle = self._handles.get(fh) if fh is not None else None
+            sf = handle.sf if handle is not None and node.detached else None
+            if sf is None:
+                sf = await self._stage_for_write(node.path, keep=size > 0)
+            await self._staging.truncate(sf, size)
+            sf.touch(_now_ns())
+            if handle is not None:
+                handle.sf = sf
+            if sf.open_handles == 0:
+                self._uploader.schedule(sf)
+            st = Stat(False, sf.size, "", sf.mtime_ns)
+        if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)):
+            ov = self._overrides.setdefault(node.path, Overrides())
+            if mode is not None:
+                ov.mode = mode & 0o7777
+            if uid is not None:
+                ov.uid = uid
+            if gid is not None:
+                ov.gid = gid
+            if atime_ns is not None:
+                ov.atime_ns = atime_ns
+            if mtime_ns is not None:
+                ov.mtime_ns = mtime_ns
+        return self._attr(node, st)
+
+    # ------------------------------------------------------------------ directories
+    async def _dir_page(self, directory: str, after: str | None) -> DirPage:
+        page = self._meta.get_page(directory, after)
+        if page is None:
+            try:
+                listed = await self.remote.list_page(
+                    f"{directory}/" if directory else "", self.view, after=after,
+                    amount=self.config.list_page_size)
+            except exc.TildeError as e:
+                raise to_fs_error(e) from e
+            page = to_dir_page(directory, listed, self._warn_once)
+            self._meta.put_page(directory, after, page)
+        return page
+
+    def _local_children(self, directory: str) -> dict[str, Stat]:
+        out: dict[str, Stat] = {}
+        for path in itertools.chain(self._files, self._dirs):
+            if path and parent_of(path) == directory:
+                st = self._local_stat(path)
+                if st is not None:
+                    out[basename(path)] = st
+        return out
+
+    async def opendir(self, ino: int) -> int:
+        node = self._dir_node(ino)
+        fh = next(self._fh)
+        self._dir_handles[fh] = DirHandle(node.path, self._local_children(node.path))
+        self._inodes.opened(node)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int,
+                      reply: Callable[[bytes, Attr, int], bool]) -> None:
+        h = self._dir_handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        i = start_id
+        while True:
+            while i >= len(h.entries) and not h.done:
+                first = h.after is None and not h.entries
+                h.add_page(await self._dir_page(h.directory, h.after))
+                if (h.done and first) or (h.done and start_id == 0):
+                    self._meta.mark_complete(h.directory, h.remote_names)
+            if i >= len(h.entries):
+                return
+            entry: DirEntry = h.entries[i]
+            path = join(h.directory, entry.name)
+            st = self._local_stat(path) or entry.stat
+            node = self._inodes.ensure(path, st.is_dir)
+            if not reply(entry.name.encode("utf-8"), self._attr(node, st), i + 1):
+                self._inodes.forget(node.ino, 0)  # drop it again if nobody holds it
+                return
+            node.lookups += 1
+            i += 1
+
+    async def releasedir(self, fh: int) -> None:
+        h = self._dir_handles.pop(fh, None)
+        if h is not None:
+            node = self._inodes.by_path(h.directory)
+            if node is not None:
+                self._inodes.closed(node)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
+        self._check_writable()
+        pnode = self._dir_node(parent)
+        path = join(pnode.path, _decode(name))
+        if await self._exists(path):
+            raise FsError(errno.EEXIST)
+        self._dirs[path] = _now_ns()
+        self._changed(path)
+        if mode & 0o7777 != self.config.dir_mode:
+            self._overrides[path] = Overrides(mode=mode & 0o7777)
+        node = self._inodes.remember(path, True)
+        return self._attr(node, Stat(True, mtime_ns=self._dirs[path]))
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self._resolve(path)
+            return True
+        except FsError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    async def _is_empty_dir(self, path: str) -> bool:
+        prefix = path + "/"
+        if any(p.startswith(prefix) for p in itertools.chain(self._files, self._dirs)):
+            return False
+        page = await self._dir_page(path, None)
+        return not page.entries
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        self._check_writable()
+        pnode = self._dir_node(parent)
+        path = join(pnode.path, _decode(name))
+        st = await self._resolve(path)
+        if not st.is_dir:
+            raise FsError(errno.ENOTDIR)
+        if not await self._is_empty_dir(path):
+            raise FsError(errno.ENOTEMPTY)
+        # -- atomic: forget the directory everywhere --
+        self._dirs.pop(path, None)
+        self._overrides.pop(path, None)
+        self._meta.invalidate_tree(path)
+        self._changed(path)
+        self._meta.put_negative(path)
+        self._inodes.detach_path(path)
+        self._keep_parent(path)
+
+    # ------------------------------------------------------------------ files
+    async def _stage_for_write(self, path: str, *, keep: bool) -> StagedFile:
+        """The staged copy of ``path``, made now if needed (upload.py subtlety 2).
+
+        ``keep=False`` (O_TRUNC, truncate to 0) skips copying the old content.
+        """
+        sf = self._files.get(path)
+        if sf is None:
+            st = await self._resolve(path)
+            if st.is_dir:
+                raise FsError(errno.EISDIR)
+            sf = self._files.get(path)  # another writer may have won the race
+            if sf is None:
+                base = ObjectRef(path, st.etag, st.size) if keep and st.size > 0 else None
+                # -- atomic: create and register in one step (subtlety 3) --
+                sf = self._staging.new(path, base=base, mtime_ns=st.mtime_ns or _now_ns())
+                sf.on_remote = True
+                self._files[path] = sf
+                if base is not None:
+                    await self._populate(sf)
+        if not sf.ready:
+            await sf.ready_event.wait()
+            if not sf.ready:
+                raise FsError(errno.EIO, f"could not copy {path} into staging")
+        return sf
+
+    async def _populate(self, sf: StagedFile) -> None:
+        base = sf.base
+        assert base is not None
+        view = self.view
+
+        async def fetch(start: int, end: int) -> bytes:
+            async with self._fetch_limiter:
+                return await self.remote.read_range(sf.path, start, end, view)
+
+        try:
+            await self._staging.populate(sf, fetch, chunk=self.config.max_request_bytes)
+        except BaseException:
+            if self._files.get(sf.path) is sf:
+                del self._files[sf.path]
+            raise
+
+    async def open(self, ino: int, flags: int) -> OpenResult:
+        node = self._node(ino)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable:
+            self._check_writable()
+        sf: StagedFile | None = None
+        if writable and flags & os.O_TRUNC:
+            sf = await self._stage_for_write(node.path, keep=False)
+            if sf.size:
+                await self._staging.truncate(sf, 0)
+            sf.touch(_now_ns())
+        st = await self._node_stat(node)
+        sf = sf or (self._files.get(node.path) if not node.detached else None)
+        ref = ObjectRef(node.path, st.etag, st.size) if sf is None and st.etag else None
+        key: object = ("etag", st.etag) if ref is not None else ("staged", id(sf))
+        keep = self._kernel_cache_key.get(node.ino) == key
+        self._kernel_cache_key[node.ino] = key
+        fh = next(self._fh)
+        self._handles[fh] = FileHandle(node, writable, ref, Prefetcher(
+            initial=self.config.prefetch_initial, maximum=self.config.prefetch_max), sf)
+        self._inodes.opened(node)
+        if sf is not None:
+            sf.open_handles += 1
+        return OpenResult(fh, keep_cache=keep)
+
+    async def create(self, parent: int, name: bytes, mode: int,
+                     flags: int) -> tuple[OpenResult, Attr]:
+        self._check_writable()
+        pnode = self._dir_node(parent)
+        path = join(pnode.path, _decode(name))
+        existing: Stat | None = None
+        try:
+            existing = await self._resolve(path)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            if existing.is_dir:
+                raise FsError(errno.EISDIR)
+        sf = self._files.get(path)
+        if sf is None:
+            # -- atomic: create and register (subtlety 3) --
+            sf = self._staging.new(path, mtime_ns=_now_ns())
+            sf.on_remote = existing is not None
+            self._files[path] = sf
+        elif sf.size:
+            await self._staging.truncate(sf, 0)
+        sf.touch(_now_ns())
+        self._changed(path)
+        if mode & 0o7777 != self.config.file_mode:
+            self._overrides[path] = Overrides(mode=mode & 0o7777)
+        else:
+            self._overrides.pop(path, None)
+        node = self._inodes.remember(path, False)
+        fh = next(self._fh)
+        self._handles[fh] = FileHandle(node, True, None, Prefetcher(
+            initial=self.config.prefetch_initial, maximum=self.config.prefetch_max), sf)
+        self._inodes.opened(node)
+        sf.open_handles += 1
+        self._kernel_cache_key[node.ino] = ("staged", id(sf))
+        return OpenResult(fh, keep_cache=False), self._attr(node, Stat(False, 0, "", sf.mtime_ns))
+
+    def _handle(self, fh: int) -> FileHandle:
+        h = self._handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        return h
+
+    def _current_sf(self, h: FileHandle) -> StagedFile | None:
+        if h.node.detached:
+            return h.sf
+        sf = self._files.get(h.node.path)
+        if sf is not None and sf is not h.sf:
+            if h.sf is not None:
+                h.sf.open_handles -= 1
+            sf.open_handles += 1
+            h.sf = sf
+        return sf
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        self.counters.reads += 1
+        sf = self._current_sf(h)
+        if sf is not None and sf.ready:
+            data = await self._staging.read(sf, off, size)
+        else:
+            ref = sf.base if sf is not None else self._read_ref(h)
+            if ref is None:
+                st = await self._node_stat(h.node)
+                if self._current_sf(h) is not None:
+                    return await self.read(fh, off, size)
+                ref = ObjectRef(h.node.path, st.etag, st.size)
+            data = await self._read_remote(h, ref, off, size)
+        self.counters.bytes_read += len(data)
+        return data
+
+    def _read_ref(self, h: FileHandle) -> ObjectRef | None:
+        """The content a clean handle reads: the newest ETag known without a request."""
+        if not h.node.detached:
+            st = self._meta.get(h.node.path)
+            if st is not None and not st.is_dir and st.etag and \
+                    (h.ref is None or h.ref.etag != st.etag):
+                h.ref = ObjectRef(h.node.path, st.etag, st.size)
+        return h.ref
+
+    async def _read_remote(self, h: FileHandle, ref: ObjectRef, off: int, size: int) -> bytes:
+        node, view = h.node, self.view
+
+        async def fetch(start: int, end: int) -> bytes:
+            return await self.remote.read_range(node.path, start, end, view)
+
+        ahead = h.prefetcher.on_read(off, size, ref.size)
+        if ahead is not None:
+            self._spawn(self._prefetch, ref, ahead, fetch)
+        try:
+            return await self._blocks.read(ref, off, size, fetch)
+        except exc.TildeError as e:
+            raise to_fs_error(e) from e
+
+    async def _prefetch(self, ref: ObjectRef, rng: tuple[int, int],
+                        fetch: Callable[[int, int], Any]) -> None:
+        try:
+            await self._blocks.prefetch(ref, rng[0], rng[1], fetch)
+        except Exception as e:  # read-ahead is an optimisation; the read path reports
+            log.debug("prefetch of %s %s failed: %s", ref.path, rng, e)
+
+    async def write(self, fh: int, off: int, data: bytes) -> int:
+        h = self._handle(fh)
+        if not h.writable:
+            raise FsError(errno.EBADF)
+        sf = self._current_sf(h)
+        if sf is None:
+            sf = await self._stage_for_write(h.node.path, keep=True)
+            self._current_sf(h)
+        elif not sf.ready:
+            await sf.ready_event.wait()
+        n = await self._staging.write(sf, off, data)
+        sf.touch(_now_ns())
+        ov = self._overrides.get(sf.path)
+        if ov is not None:
+            ov.mtime_ns = None
+        self.counters.writes += 1
+        self.counters.bytes_written += n
+        return n
+
+    async def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        sf = self._current_sf(h)
+        if sf is not None and sf.dirty:
+            self._uploader.schedule(sf)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self._handle(fh)
+        sf = self._current_sf(h)
+        if sf is not None and sf.dirty:
+            try:
+                await self._uploader.wait(sf)
+            except Exception as e:
+                raise FsError(errno.EIO, f"upload of {sf.path} failed: {e}") from e
+
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if h is None:
+            return
+        self._inodes.closed(h.node)
+        sf = h.sf
+        if sf is None:
+            return
+        sf.open_handles -= 1
+        if sf.unlinked:
+            if sf.open_handles <= 0:
+                await self._staging.discard(sf)
+        elif sf.dirty:
+            self._uploader.schedule(sf)
+        elif sf.open_handles <= 0 and not sf.uploading:
+            await self._drop_clean(sf)
+
+    async def _drop_clean(self, sf: StagedFile) -> None:
+        """A staged copy that is uploaded and closed is no longer needed (subtlety 6)."""
+        if self._files.get(sf.path) is sf and not sf.dirty and sf.open_handles <= 0 \
+                and sf.ready and sf.uploaded_version == sf.version and sf.version > 0:
+            del self._files[sf.path]
+            await self._staging.discard(sf)
+
+    async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
+        self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
+        self._meta.invalidate_dir(parent_of(sf.path))
+        sf.on_remote = True
+        if not sf.dirty and sf.open_handles <= 0:
+            await self._drop_clean(sf)
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        self._check_writable()
+        pnode = self._dir_node(parent)
+        path = join(pnode.path, _decode(name))
+        st = await self._resolve(path)
+        if st.is_dir:
+            raise FsError(errno.EISDIR)
+        await self._remove_file(path, st)
+
+    async def _remove_file(self, path: str, st: Stat) -> None:
+        sf = self._files.get(path)
+        on_remote = True
+        if sf is not None:
+            await sf.idle.wait()  # a running upload lands first, then the delete
+            on_remote = sf.on_remote or sf.uploaded_version > 0
+        node = self._inodes.by_path(path)
+        if node is not None and node.open_count:
+            self._detached_stat[node.ino] = st
+        if on_remote:
+            try:
+                await self.remote.delete(path, session_id=self._sid())
+            except exc.NotFoundError:
+                pass
+            except exc.TildeError as e:
+                raise to_fs_error(e) from e
+        # -- atomic: local state follows the server --
+        sf = self._files.pop(path, None)
+        if sf is not None:
+            sf.unlinked = True
+            if sf.open_handles <= 0:
+                self._spawn(self._staging.discard, sf)
+        self._overrides.pop(path, None)
+        self._changed(path)
+        self._meta.put_negative(path)
+        self._inodes.detach_path(path)
+        self._keep_parent(path)
+
+    def _sid(self) -> str:
+        if self.view.session_id is None:
+            raise FsError(errno.EROFS)
+        return self.view.session_id
+
+    # ------------------------------------------------------------------ rename
+    async def rename(self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes,
+                     flags: int) -> None:
+        self._check_writable()
+        if flags & RENAME_EXCHANGE:
+            raise FsError(errno.ENOTSUP)
+        src = join(self._dir_node(parent_old).path, _decode(name_old))
+        dst = join(self._dir_node(parent_new).path, _decode(name_new))
+        if src == dst:
+            return
+        st = await self._resolve(src)
+        dst_st: Stat | None = None
+        try:
+            dst_st = await self._resolve(dst)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        if st.is_dir and is_under(dst, src):
+            raise FsError(errno.EINVAL)
+        if dst_st is not None:
+            if flags & RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST)
+            if st.is_dir and not dst_st.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if not st.is_dir and dst_st.is_dir:
+                raise FsError(errno.EISDIR)
+            if dst_st.is_dir and not await self._is_empty_dir(dst):
+                raise FsError(errno.ENOTEMPTY)
+        try:
+            if st.is_dir:
+                await self._rename_dir(src, dst, dst_st)
+            else:
+                await self._rename_file(src, dst, st, dst_st)
+        except exc.TildeError as e:
+            raise to_fs_error(e) from e
+
+    async def _rename_file(self, src: str, dst: str, st: Stat, dst_st: Stat | None) -> None:
+        sf = self._files.get(src)
+        if sf is not None:
+            await sf.ready_event.wait()
+            await sf.idle.wait()
+        old = self._files.get(dst)
+        if old is not None:
+            await old.idle.wait()
+        sid = self._sid()
+        sf = self._files.get(src)
+        if sf is not None and sf.dirty:
+            # content not on the server yet: it will be uploaded under the new name
+            if sf.on_remote or sf.uploaded_version > 0:
+                try:
+                    await self.remote.delete(src, session_id=sid)
+                except exc.NotFoundError:
+                    pass
+            moved_on_remote = False
+        else:
+            await self.remote.copy(src, dst, session_id=sid)
+            await self.remote.delete(src, session_id=sid)
+            moved_on_remote = True
+        # -- atomic: local state follows (no await until the end) --
+        old = self._files.pop(dst, None)
+        if old is not None:
+            old.unlinked = True
+        sf = self._files.pop(src, None)
+        if sf is not None:
+            sf.path = dst
+            sf.on_remote = moved_on_remote
+            if not moved_on_remote:
+                sf.on_remote = dst_st is not None
+            self._files[dst] = sf
+        self._move_overrides(src, dst)
+        self._inodes.rename(src, dst)
+        self._changed(src)
+        self._changed(dst)
+        self._meta.put_negative(src)
+        if moved_on_remote and st.etag:
+            self._meta.put(dst, st)
+        self._keep_parent(src)
+        if old is not None and old.open_handles <= 0:
+            await self._staging.discard(old)
+        if sf is not None and sf.dirty and sf.open_handles <= 0:
+            self._uploader.schedule(sf)
+
+    async def _rename_dir(self, src: str, dst: str, dst_st: Stat | None) -> None:
+        prefix = src + "/"
+        for sf in [f for p, f in self._files.items() if p.startswith(prefix)]:
+            await sf.ready_event.wait()
+            await sf.idle.wait()
+        sid = self._sid()
+        keys: list[str] = []
+        after: str | None = None
+        while True:
+            page = await self.remote.list_page(prefix, self.view, after=after, amount=1000,
+                                               delimiter=None)
+            keys.extend(o.path for o in page.objects)
+            after = page.next_after
+            if after is None:
+                break
+        limiter = trio.CapacityLimiter(8)
+
+        async def copy_one(key: str) -> None:
+            async with limiter:
+                await self.remote.copy(key, dst + key[len(src):], session_id=sid)
+
+        async with trio.open_nursery() as nursery:
+            for key in keys:
+                nursery.start_soon(copy_one, key)
+        if keys:
+            await self.remote.delete_many(keys, session_id=sid)
+        # -- atomic: move every piece of local state under src --
+        _move_tree(self._files, src, dst)
+        _move_tree(self._dirs, src, dst)
+        _move_tree(self._overrides, src, dst)
+        for p, sf in self._files.items():
+            if is_under(p, dst):
+                sf.path = p
+        self._dirs.setdefault(dst, _now_ns())
+        self._inodes.rename(src, dst)
+        self._meta.invalidate_tree(src)
+        self._meta.invalidate_tree(dst)
+        self._changed(src)
+        self._changed(dst)
+        self._meta.put_negative(src)
+        self._keep_parent(src)
+        for sf in list(self._files.values()):
+            if is_under(sf.path, dst) and sf.dirty and sf.open_handles <= 0:
+                self._uploader.schedule(sf)
+
+    def _move_overrides(self, src: str, dst: str) -> None:
+        ov = self._overrides.pop(src, None)
+        self._overrides.pop(dst, None)
+        if ov is not None:
+            self._overrides[dst] = ov
+
+    # ------------------------------------------------------------------ misc
+    async def statfs(self) -> StatFs:
+        return StatFs()
+
+    # ------------------------------------------------------------------ control plane
+    def _dirty_files(self) -> list[StagedFile]:
+        return [sf for sf in self._files.values() if sf.dirty or not sf.ready]
+
+    async def sync(self) -> None:
+        """Upload everything dirty (open files as they stand now) and wait for it."""
+        if self.read_only:
+            return
+        await self._uploader.sync(self._dirty_files())
+
+    async def commit(self, message: str, metadata: dict[str, str] | None = None
+                     ) -> CommitOutcome:
+        """Sync, then commit the session; on success go on over a fresh session.
+
+        A conflict (``tilde.exceptions.ConflictError``), a server failure or an upload
+        failure propagates and changes nothing: the session and staging stay as they are.
+        """
+        self._check_writable()
+        async with self._control_lock:
+            await self.sync()
+            sid = self._sid()
+            outcome = await self.remote.commit(sid, message, metadata)
+            new_sid = await self.remote.create_session()
+            # -- atomic: switch sessions (content is identical: caches stay valid) --
+            self.view = View(session_id=new_sid)
+            if outcome.status == "committed":
+                self.base_commit = outcome.commit_id or self.base_commit
+            else:  # awaiting approval: the new session does not see those changes yet
+                self._meta.clear()
+            for sf in self._files.values():
+                if not sf.dirty:
+                    sf.on_remote = True
+            log.info("session %s: %s %s; now on session %s", sid, outcome.status,
+                     outcome.commit_id or outcome.web_url, new_sid)
+            return outcome
+
+    async def rollback(self) -> None:
+        """Discard the session's changes and local staging; go on over a fresh session."""
+        self._check_writable()
+        async with self._control_lock:
+            sid = self._sid()
+            try:
+                await self.remote.rollback(sid)
+            except exc.NotFoundError:
+                pass
+            new_sid = await self.remote.create_session()
+            # -- atomic: forget every local change --
+            dropped = list(self._files.values())
+            self._files.clear()
+            self._dirs.clear()
+            self._meta.clear()
+            self.view = View(session_id=new_sid)
+            for sf in dropped:
+                sf.unlinked = True
+            for node_path in [p for p in list(self._inodes._by_path) if p]:
+                node = self._inodes.by_path(node_path)
+                if node is not None and not node.open_count:
+                    self._inodes.detach(node)
+            for sf in dropped:
+                if sf.open_handles <= 0:
+                    await sf.idle.wait()
+                    await self._staging.discard(sf)
+
+    async def _changes(self) -> list[tuple[str, bool]]:
+        """(path, deleted) for every change in the session, from the server."""
+        sid = self.view.session_id
+        if sid is None:
+            return []
+        out: list[tuple[str, bool]] = []
+        after: str | None = None
+        while True:
+            records, after = await self.remote.list_changes(sid, after=after, amount=1000)
+            out.extend((r.path, r.entry is None) for r in records)
+            if after is None:
+                return out
+
+    async def _existed_before(self, paths: list[str]) -> set[str]:
+        if self.base_commit is None:
+            return set()
+        found: set[str] = set()
+        limiter = trio.CapacityLimiter(16)
+        base = View(ref=self.base_commit)
+
+        async def check(path: str) -> None:
+            async with limiter:
+                try:
+                    await self.remote.head(path, base)
+                    found.add(path)
+                except exc.NotFoundError:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for p in paths[:2000]:
+                nursery.start_soon(check, p)
+        return found
+
+    async def status(self) -> dict[str, Any]:
+        changes = await self._changes()
+        deleted = sorted(p for p, gone in changes if gone)
+        written = {p for p, gone in changes if not gone}
+        pending = sorted(sf.path for sf in self._dirty_files())
+        written.update(pending)
+        existed = await self._existed_before(sorted(written))
+        return {
+            "repository": self.remote.repository,
+            "endpoint": self.remote.endpoint,
+            "session_id": self.view.session_id,
+            "ref": self.view.ref,
+            "read_only": self.read_only,
+            "base_commit": self.base_commit,
+            "added": sorted(written - existed),
+            "modified": sorted(written & existed),
+            "deleted": [p for p in deleted if p not in written],
+            "uploads_pending": len(pending),
+            "pending_paths": pending,
+            "uploads_in_flight": len(self._uploader.pending),
+            "uploaded": {"files": self._uploader.uploaded_files,
+                         "bytes": self._uploader.uploaded_bytes},
+            "staging_bytes": self._staging.bytes_used,
+            "cache": {"blocks": self._blocks.usage(), "metadata": self._meta.usage()},
+            "inodes": len(self._inodes),
+            "open_handles": len(self._handles),
+            "requests": self.remote.stats(),
+        }
+
