@@ -420,9 +420,10 @@ def _require_tilde_mount(mountpoint: str) -> str:
 def _control_failure(exc: control.ControlError) -> NoReturn:
     if exc.code == "conflict":
         sid = exc.data.get("session_id")
-        fail(f"commit failed: conflict: {exc.message}. Nothing was lost: the changes stay "
-             f"in the mount (session {sid}); resolve and run `tilde-mount commit` again, "
-             "or `tilde-mount rollback` to discard them")
+        fail(f"commit failed: conflict: {exc.message.rstrip('.')}. Nothing was lost: the "
+             f"changes stay in the mount (session {sid}); see docs/troubleshooting.md "
+             "(conflicts), then run `tilde-mount commit` again, or `tilde-mount rollback` "
+             "to discard them")
     fail(exc.message)
 
 
@@ -466,10 +467,26 @@ def status_cmd(mountpoint: str, as_json: bool) -> None:
     click.echo(format_status(result))
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> str:
+    """``a.b=1, a.c=2 KiB`` from nested dicts; byte counts in human units."""
+    parts = []
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            inner = _flat(v, name + ".")
+            if inner:
+                parts.append(inner)
+        elif isinstance(v, int) and not isinstance(v, bool) and ("bytes" in k or k.endswith("_limit")):
+            parts.append(f"{name}={format_size(v)}")
+        else:
+            parts.append(f"{name}={v}")
+    return ", ".join(parts)
+
+
 def format_status(s: dict[str, Any]) -> str:
     """Human rendering of the daemon's status dict (tolerant of missing keys)."""
     lines = [
-        f"repository:  {s.get('repo', '?')}",
+        f"repository:  {s.get('repo') or s.get('repository', '?')}",
         f"endpoint:    {s.get('endpoint', '?')}",
         f"mountpoint:  {s.get('mountpoint', '?')}",
     ]
@@ -487,15 +504,18 @@ def format_status(s: dict[str, Any]) -> str:
         if len(paths) > 50:
             lines.append(f"  ... and {len(paths) - 50} more")
     lines.append(f"uploads pending: {s.get('uploads_pending', 0)}")
-    cache = s.get("cache")
-    if isinstance(cache, dict):
-        parts = []
-        for k, v in sorted(cache.items()):
-            parts.append(f"{k}={format_size(v) if 'bytes' in k and isinstance(v, int) else v}")
-        lines.append("cache:       " + ", ".join(parts))
-    reqs = s.get("requests")
-    if isinstance(reqs, dict):
-        lines.append("requests:    " + ", ".join(f"{k}={v}" for k, v in sorted(reqs.items())))
+    for p in (s.get("pending_paths") or [])[:20]:
+        lines.append(f"  {p}")
+    if isinstance(s.get("uploaded"), dict):
+        up = s["uploaded"]
+        lines.append(f"uploaded:    {up.get('files', 0)} files, "
+                     f"{format_size(int(up.get('bytes', 0)))}")
+    if isinstance(s.get("staging_bytes"), int):
+        lines.append(f"staging:     {format_size(s['staging_bytes'])}")
+    if isinstance(s.get("cache"), dict):
+        lines.append("cache:       " + _flat(s["cache"]))
+    if isinstance(s.get("requests"), dict):
+        lines.append("requests:    " + _flat(s["requests"]))
     if s.get("log_file"):
         lines.append(f"log:         {s['log_file']}")
     return "\n".join(lines)

@@ -1,0 +1,696 @@
+"""The daemon's composition root: remote -> Filesystem -> Operations, the FUSE loop,
+the control socket, signals and the unmount action.
+
+Lifecycle (``run``):
+
+1. Logging is set up first (``--log-file`` or stderr); the API key is never logged.
+2. Preflight, synchronous and before anything is mounted: the endpoint answers, the key is
+   accepted, the repository (and ``--commit`` / ``--session``) exist. A failure here is a
+   ``StartupError`` with one clear line, reported to the waiting CLI through the
+   readiness pipe; nothing was mounted.
+3. Inside one trio nursery and one exit stack: the remote, the session (created unless
+   ``--session`` or read-only), the Filesystem, the Operations adapter, ``pyfuse3.init``,
+   the control server, the signal watcher. Teardown runs in reverse.
+4. Readiness: only after the kernel answered a ``stat`` of the mountpoint through our own
+   loop is READY reported (readiness pipe and systemd's ``$NOTIFY_SOCKET``).
+5. Ways out, all ending in the on-unmount action:
+   - ``tilde-mount unmount``: flush and apply the action *while still mounted*; a commit
+     that fails leaves the mount serving (nothing lost) and reports why; a commit that
+     succeeds is followed by the unmount;
+   - ``umount``/``fusermount3 -u``: the kernel ends the session, ``pyfuse3.main``
+     returns, then the action runs;
+   - SIGTERM/SIGINT: the loop is terminated, the mount removed, then the action runs.
+6. An unexpected exception escaping ``pyfuse3.main`` (a handler bug that got past
+   fuse_ops' own guard) is logged and the loop restarted, so the mount survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from typing import Any
+
+import httpx
+import trio
+
+from . import control
+from .options import MountConfig, default_cache_dir, format_size
+
+log = logging.getLogger("tilde_mount")
+
+STARTUP_TIMEOUT = 15.0
+
+
+class StartupError(Exception):
+    """The mount could not start; the message is the one line the user sees."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+class _RedactKey(logging.Filter):
+    """Belt and braces: scrub the API key from any log record that carries it."""
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__()
+        self.key = key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.key and len(self.key) >= 6:
+            msg = record.getMessage()
+            if self.key in msg:
+                record.msg = msg.replace(self.key, "***")
+                record.args = None
+        return True
+
+
+def setup_logging(config: MountConfig) -> None:
+    """Log to --log-file or stderr; httpx request lines only with --debug."""
+    handler: logging.Handler
+    if config.log_file:
+        os.makedirs(os.path.dirname(config.log_file) or ".", exist_ok=True)
+        handler = logging.FileHandler(config.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
+    handler.addFilter(_RedactKey(config.api_key))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if config.debug else logging.INFO)
+    for noisy in ("httpx", "httpcore", "pyfuse3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if config.debug else logging.WARNING)
+    if not config.debug:
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify(%s) failed: %s", state, exc)
+
+
+class Readiness:
+    """Reports the outcome of startup once: to the CLI's pipe, to systemd, to the log."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.done = False
+
+    def report(self, ok: bool, **data: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        if ok:
+            sd_notify("READY=1")
+        if self.fd is not None:
+            try:
+                os.write(self.fd, json.dumps({"ok": ok, **data}).encode() + b"\n")
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _describe_transport(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        reason = text.split("] ", 1)[-1] if "] " in text else text
+        return reason
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return text
+
+
+def preflight(config: MountConfig) -> None:
+    """Check endpoint, key, repository, and --commit/--session before mounting anything."""
+    from tilde import _wire
+
+    base = _wire.base_url(config.endpoint)
+    headers = {"User-Agent": f"tilde-mount/{_version()}"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=STARTUP_TIMEOUT) as http:
+            def send(req: Any) -> httpx.Response:
+                return http.request(req.method, req.path, params=list(req.params),
+                                    headers=list(req.headers), json=req.json)
+
+            r = send(_wire.get_repository(config.org, config.repo))
+            _check(r, config, what=f"repository {config.repo_path}")
+            if config.commit_id:
+                r = send(_wire.get_commit(config.org, config.repo, config.commit_id))
+                _check(r, config, what=f"commit {config.commit_id} in {config.repo_path}")
+            if config.session_id:
+                r = send(_wire.list_changes(config.org, config.repo,
+                                            session_id=config.session_id, amount=1))
+                _check(r, config, what=f"session {config.session_id} of {config.repo_path}",
+                       hint=" (expired, committed or rolled back?)")
+    except httpx.InvalidURL as exc:
+        raise StartupError(f"invalid endpoint URL {config.endpoint!r}: {exc}") from None
+    except httpx.UnsupportedProtocol:
+        raise StartupError(f"invalid endpoint URL {config.endpoint!r} "
+                           "(expected http:// or https://)") from None
+    except httpx.TransportError as exc:
+        raise StartupError(
+            f"cannot reach {config.endpoint}: {_describe_transport(exc)}") from None
+
+
+def _check(r: httpx.Response, config: MountConfig, *, what: str, hint: str = "") -> None:
+    if r.is_success:
+        return
+    try:
+        message = str(r.json().get("message", ""))
+    except (ValueError, AttributeError):
+        message = r.text[:200]
+    detail = f": {message}" if message else ""
+    if r.status_code == 401:
+        if not config.api_key:
+            raise StartupError(
+                f"{config.endpoint} needs an API key: pass --api-key, set TILDE_API_KEY or "
+                "put api_key in ~/.tilde/config.yaml")
+        raise StartupError(f"the API key was rejected by {config.endpoint} (401{detail})")
+    if r.status_code == 403:
+        raise StartupError(f"access to {what} denied (403{detail})")
+    if r.status_code == 404:
+        raise StartupError(f"{what} not found at {config.endpoint}{hint}")
+    raise StartupError(f"{config.endpoint} answered {r.status_code} for {what}{detail}")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def run(config: MountConfig, ready_fd: int | None = None) -> int:
+    """Run the daemon until unmounted; returns the process exit status.
+
+    Raises ``StartupError`` (after reporting it on the readiness pipe) when nothing could
+    be mounted.
+    """
+    setup_logging(config)
+    readiness = Readiness(ready_fd)
+    log.info("starting: %s at %s (endpoint %s, %s)", config.repo_path, config.mountpoint,
+             config.endpoint,
+             f"commit {config.commit_id}" if config.commit_id else
+             "read-only" if config.read_only else
+             f"session {config.session_id}" if config.session_id else "new session")
+    try:
+        preflight(config)
+        return trio.run(Daemon(config, readiness).main)
+    except BaseException as exc:
+        startup = _find_startup_error(exc)
+        if startup is not None:
+            log.error("startup failed: %s", startup)
+            readiness.report(False, error=str(startup))
+            raise startup from None
+        log.exception("daemon failed")
+        readiness.report(False, error=f"daemon failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        readiness.report(False, error="daemon exited before the mount was live")
+
+
+class Daemon:
+    """One mount: owns the nursery, the FUSE loop and the unmount protocol."""
+
+    def __init__(self, config: MountConfig, readiness: Readiness) -> None:
+        self.config = config
+        self.readiness = readiness
+        self.fs: Any = None
+        self.remote: Any = None
+        self.session_id: str | None = config.session_id
+        self.cache_dir = os.path.join(config.cache_dir or default_cache_dir(),
+                                      control.mount_key(config.mountpoint))
+        self._mounted = False
+        self._stopping = False
+        self._unmount_requested = trio.Event()
+        self._serving_done = trio.Event()
+        self._final: dict[str, Any] | None = None
+        self._final_ready = trio.Event()
+        self._commit_lock = trio.Lock()
+        self._ready = False
+        self._created_session = False
+        self.exit_code = 0
+
+    # ---- composition
+
+    async def main(self) -> int:
+        import pyfuse3
+
+        from .fuse_ops import Operations
+
+        async with contextlib.AsyncExitStack() as stack:
+            self.remote, self.fs = self._build(stack)
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(self.fs.run)
+                except Exception as exc:
+                    raise StartupError(_startup_message(self.config, exc)) from exc
+                self._refresh_session_id()
+                try:
+                    ops = Operations(self.fs)
+                    server = control.ControlServer(self.config.mountpoint, self.handle_control)
+                    server.bind()
+                    stack.callback(server.close)
+                    options = self._fuse_options()
+                    log.debug("pyfuse3.init(%s, %s)", self.config.mountpoint, sorted(options))
+                    try:
+                        pyfuse3.init(ops, self.config.mountpoint, options)
+                    except RuntimeError as exc:
+                        raise StartupError(f"{self.config.mountpoint}: mount failed ({exc}); "
+                                           "see the log for the kernel's reason") from None
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await self._discard_created_session()
+                        await self.fs.close()
+                    raise
+                self._mounted = True
+                stack.callback(self._close_fuse)
+                nursery.start_soon(server.run)
+                nursery.start_soon(self._watch_signals)
+                nursery.start_soon(self._announce_ready)
+                await self._serve()
+                self._serving_done.set()
+                self._close_fuse()
+                with trio.CancelScope(shield=True):
+                    await self._finish()
+                    # Let `tilde-mount unmount` clients read their answer before the
+                    # control server is cancelled.
+                    with trio.move_on_after(5):
+                        await server.drain()
+                nursery.cancel_scope.cancel()
+        return self.exit_code
+
+    def _build(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
+        """HttpRemote -> Filesystem (started by ``main`` inside its nursery)."""
+        from pathlib import Path
+
+        from .config import FsConfig
+        from .fs import Filesystem
+        from .remote import HttpRemote
+
+        c = self.config
+        remote = HttpRemote(c.endpoint, c.repo_path, c.api_key)
+        stack.push_async_callback(remote.aclose)
+        fs_kwargs: dict[str, Any] = {"cache_dir": Path(self.cache_dir),
+                                     "read_only": c.read_only, "cache_size": c.cache_size}
+        if c.uid is not None:
+            fs_kwargs["uid"] = c.uid
+        if c.gid is not None:
+            fs_kwargs["gid"] = c.gid
+        fs = Filesystem(remote, FsConfig(**fs_kwargs), session_id=c.session_id,
+                        ref=c.commit_id)
+        return remote, fs
+
+    def _fuse_options(self) -> set[str]:
+        c = self.config
+        opts = {"fsname=tilde:" + c.repo_path, "subtype=tilde", "default_permissions"}
+        if c.allow_other:
+            opts.add("allow_other")
+        if c.read_only:
+            opts.add("ro")
+        if c.debug:
+            opts.add("debug")
+        return opts
+
+    def _close_fuse(self) -> None:
+        """Unmount (lazily, if still mounted) and release the FUSE session; idempotent."""
+        if not self._mounted:
+            return
+        import pyfuse3
+
+        self._mounted = False
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception:
+            log.exception("pyfuse3.close failed")
+        log.info("unmounted %s", self.config.mountpoint)
+
+    async def _serve(self) -> None:
+        """Run pyfuse3.main until the session ends; restart it after an unexpected crash."""
+        import pyfuse3
+
+        crashes = 0
+        while True:
+            try:
+                await pyfuse3.main()
+                return
+            except Exception:
+                if self._stopping:
+                    log.exception("FUSE loop failed while stopping")
+                    return
+                crashes += 1
+                log.exception("FUSE loop crashed (%d); restarting it", crashes)
+                if crashes > 100:
+                    log.error("too many FUSE loop crashes; giving up")
+                    self.exit_code = 1
+                    return
+                await trio.sleep(0.05)
+
+    async def _announce_ready(self) -> None:
+        """Prove the mount answers (a stat through the kernel), then report READY."""
+        deadline = trio.current_time() + STARTUP_TIMEOUT
+        last: Exception | None = None
+        while trio.current_time() < deadline:
+            try:
+                # Both calls go through the kernel to our own loop: never on the loop.
+                if await trio.to_thread.run_sync(_mount_answers, self.config.mountpoint):
+                    break
+            except OSError as exc:
+                last = exc
+            await trio.sleep(0.02)
+        else:
+            self.readiness.report(False, error=f"{self.config.mountpoint}: the mount did not "
+                                                f"answer ({last})")
+            self._request_stop()
+            return
+        self._ready = True
+        log.info("mounted %s at %s%s", self.config.repo_path, self.config.mountpoint,
+                 f" (session {self.session_id})" if self.session_id else "")
+        self.readiness.report(True, session_id=self.session_id, pid=os.getpid(),
+                              log_file=self.config.log_file)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP ignored (use `tilde-mount unmount` to stop)")
+                    continue
+                log.info("%s received: unmounting", signal.Signals(signum).name)
+                self._request_stop()
+
+    def _request_stop(self) -> None:
+        """End the FUSE loop; the unmount action runs after it returns."""
+        import pyfuse3
+
+        if self._stopping:
+            return
+        self._stopping = True
+        sd_notify("STOPPING=1")
+        if self._mounted:
+            try:
+                pyfuse3.terminate()
+            except Exception:
+                log.exception("pyfuse3.terminate failed")
+
+    # ---- the unmount action
+
+    async def _finish(self) -> None:
+        """After the loop ended: run the on-unmount action unless `unmount` already did."""
+        self._stopping = True
+        if not self._ready:
+            self._final = {"action": "none", "outcome": {}}
+        if self._final is None:
+            self._final = await self._apply_action(self.config.on_unmount,
+                                                   self.config.unmount_message, None)
+        try:
+            await self._settle_fresh_session()
+        except Exception:
+            log.exception("settling the session after unmount failed")
+        try:
+            with trio.move_on_after(30):
+                await self.fs.close()
+        except Exception:
+            log.exception("closing the filesystem failed")
+        self._final_ready.set()
+
+    async def _apply_action(self, action: str, message: str,
+                            progress: control.Send | None) -> dict[str, Any]:
+        """Flush, then commit / roll back / keep; never raises (the result says what
+        happened and how to recover)."""
+        if not self.config.writable:
+            return {"action": "none", "outcome": {}}
+        try:
+            await self._sync_with_progress(progress)
+        except Exception as exc:
+            log.exception("flushing before %s failed", action)
+            return {"action": action, "outcome": {
+                "status": "failed", "error": f"upload failed: {exc}",
+                "recover": f"Staged data is under {self.cache_dir}; whatever was uploaded "
+                           f"is in session {self.session_id}."}}
+        if action == "keep":
+            log.info("unmount: session %s kept open", self.session_id)
+            return {"action": "keep", "outcome": {"session_id": self.session_id}}
+        if action == "rollback":
+            try:
+                await self.fs.rollback()
+            except Exception as exc:
+                log.exception("rollback failed")
+                return {"action": "rollback", "outcome": {"status": "failed",
+                                                          "error": str(exc)}}
+            self._refresh_session_id()
+            return {"action": "rollback", "outcome": {"status": "rolled_back"}}
+        outcome = await self._commit(message, None)
+        return {"action": "commit", "outcome": outcome}
+
+    async def _sync_with_progress(self, progress: control.Send | None) -> None:
+        """fs.sync(), reporting the pending upload count every half second."""
+        if progress is None:
+            await self.fs.sync()
+            return
+        async with trio.open_nursery() as nursery:
+            async def report() -> None:
+                while True:
+                    await trio.sleep(0.5)
+                    try:
+                        st = await self.fs.status()
+                    except Exception:
+                        continue
+                    pending = st.get("uploads_pending", 0)
+                    if pending:
+                        extra = ""
+                        if st.get("upload_bytes_pending"):
+                            extra = f", {format_size(st['upload_bytes_pending'])}"
+                        await progress({"message": f"uploading: {pending} pending{extra}"})
+
+            nursery.start_soon(report)
+            await self.fs.sync()
+            nursery.cancel_scope.cancel()
+
+    async def _commit(self, message: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+        """Commit through the filesystem; the result is JSON-able, failures included.
+
+        A failure changes nothing (fs.commit guarantees it): the result says how to go on.
+        """
+        from tilde import exceptions as exc
+
+        sid = self.session_id
+        recover = (f"Nothing was lost: the changes are in session {sid}" +
+                   ("" if self._mounted else
+                    f"; resume with `tilde-mount {self.config.repo_path} MOUNTPOINT "
+                    f"--session {sid}`"))
+        try:
+            outcome = await self.fs.commit(message, metadata)
+        except exc.ConflictError as e:
+            log.warning("commit of session %s: conflict: %s", sid, e.message)
+            text = e.message or str(e)
+            if text.lower().startswith("conflict: "):
+                text = text[len("conflict: "):]
+            return {"status": "failed", "code": "conflict", "error": text,
+                    "recover": recover, "session_id": sid}
+        except exc.BadRequestError as e:
+            if e.code == "no_changes":
+                return {"status": "nothing_to_commit", "session_id": sid}
+            log.warning("commit of session %s refused: %s", sid, e)
+            return {"status": "failed", "code": "refused", "error": e.message or str(e),
+                    "recover": recover, "session_id": sid}
+        except exc.TildeError as e:
+            log.warning("commit of session %s failed: %s", sid, e)
+            return {"status": "failed", "code": "error", "error": str(e),
+                    "recover": recover, "session_id": sid}
+        except Exception as e:
+            log.exception("commit of session %s failed", sid)
+            return {"status": "failed", "code": "internal", "error": f"{type(e).__name__}: {e}",
+                    "recover": recover, "session_id": sid}
+        self._refresh_session_id()
+        log.info("committed session %s: %s", sid, outcome)
+        if outcome.status == "approval_required":
+            return {"status": "approval_required", "web_url": outcome.web_url,
+                    "committed_session": sid, "session_id": self.session_id}
+        return {"status": "committed", "commit_id": outcome.commit_id,
+                "committed_session": sid, "session_id": self.session_id}
+
+    def _refresh_session_id(self) -> None:
+        if self.fs is not None:
+            self.session_id = self.fs.session_id
+
+    async def _discard_created_session(self) -> None:
+        """Startup failed after we created a session: do not leave it open on the server."""
+        if self.config.session_id is None and self.config.writable and self.fs is not None:
+            sid = self.fs.session_id
+            if sid:
+                with contextlib.suppress(Exception), trio.move_on_after(10):
+                    await self.remote.rollback(sid)
+
+    async def _settle_fresh_session(self) -> None:
+        """After commit/rollback on unmount, the fs sits on a fresh session: write-backs
+        that raced with the unmount are committed too, an empty session is discarded."""
+        final = self._final or {}
+        if not self._ready:
+            await self._discard_created_session()
+            return
+        action, outcome = final.get("action"), final.get("outcome") or {}
+        if action not in ("commit", "rollback"):
+            return
+        if outcome.get("status") not in ("committed", "approval_required",
+                                           "nothing_to_commit", "rolled_back"):
+            return
+        if action == "commit" and outcome.get("status") == "committed":
+            await self.fs.sync()
+            st = await self.fs.status()
+            if st.get("added") or st.get("modified") or st.get("deleted"):
+                log.info("changes arrived during unmount; committing them too")
+                more = await self._commit(self.config.unmount_message, None)
+                outcome["late_commit"] = more
+                if more.get("status") != "committed":
+                    return
+        if outcome.get("status") == "nothing_to_commit":
+            # The session has nothing in it: discard it rather than leave it open.
+            pass
+        sid = self.fs.session_id
+        if sid:
+            with contextlib.suppress(Exception):
+                await self.remote.rollback(sid)
+                log.info("discarded the empty session %s", sid)
+
+    # ---- control requests
+
+    async def handle_control(self, req: dict[str, Any], send: control.Send) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "status":
+            return await self._status()
+        if op in ("commit", "rollback") and not self.config.writable:
+            raise control.ControlError(
+                f"{self.config.mountpoint} is a read-only mount; there is no session to "
+                f"{op}", "read_only")
+        if self._stopping and op in ("commit", "rollback"):
+            raise control.ControlError(f"{self.config.mountpoint} is being unmounted", "stopping")
+        if op == "commit":
+            message = req.get("message")
+            if not isinstance(message, str) or not message:
+                raise control.ControlError("a commit message is required (-m)", "usage")
+            metadata = req.get("metadata") or None
+            async with self._commit_lock:
+                await self._sync_with_progress(send)
+                await send({"message": "committing"})
+                outcome = await self._commit(message, metadata)
+            if outcome.get("status") == "failed":
+                code = outcome.get("code", "error")
+                text = outcome["error"] if code == "conflict" else (
+                    f"commit failed: {outcome['error']}. {outcome.get('recover', '')}".strip())
+                raise control.ControlError(text, code, {"session_id": self.session_id})
+            return outcome
+        if op == "rollback":
+            async with self._commit_lock:
+                try:
+                    await self.fs.rollback()
+                except Exception as exc:
+                    log.exception("rollback failed")
+                    raise control.ControlError(f"rollback failed: {exc}", "rollback") from exc
+                self._refresh_session_id()
+            return {"status": "rolled_back", "session_id": self.session_id}
+        if op == "unmount":
+            return await self._unmount_request(req, send)
+        raise control.ControlError(f"unknown request {op!r}", "protocol")
+
+    async def _unmount_request(self, req: dict[str, Any], send: control.Send) -> dict[str, Any]:
+        """`tilde-mount unmount`: flush and act while mounted, then unmount and report."""
+        if not self._stopping and self._final is None:
+            message = req.get("message") or self.config.unmount_message
+            async with self._commit_lock:
+                result = await self._apply_action(self.config.on_unmount, message, send)
+            outcome = result.get("outcome", {})
+            if outcome.get("status") == "failed":
+                raise control.ControlError(
+                    f"{result['action']} failed: {outcome.get('error')}; "
+                    f"{self.config.mountpoint} is still mounted and nothing was lost",
+                    outcome.get("code", "error"), {"session_id": self.session_id})
+            self._final = result
+            await send({"message": "unmounting"})
+            self._request_stop()
+        await self._final_ready.wait()
+        assert self._final is not None
+        return dict(self._final)
+
+    async def _status(self) -> dict[str, Any]:
+        try:
+            st = dict(await self.fs.status())
+        except Exception as exc:
+            log.exception("status failed")
+            st = {"error": str(exc)}
+        c = self.config
+        st.setdefault("repo", st.get("repository") or c.repo_path)
+        st.setdefault("endpoint", c.endpoint)
+        st["mountpoint"] = c.mountpoint
+        st["read_only"] = c.read_only
+        st["commit_id"] = c.commit_id
+        st["on_unmount"] = c.on_unmount
+        st["pid"] = os.getpid()
+        st["log_file"] = c.log_file
+        st["cache_dir"] = self.cache_dir
+        st.setdefault("session_id", self.session_id)
+        return st
+
+
+def _startup_message(config: MountConfig, exc: BaseException) -> str:
+    """One line for a failure while opening the session (after a good preflight)."""
+    from tilde import exceptions as texc
+
+    if isinstance(exc, texc.TransportError):
+        return f"cannot reach {config.endpoint}: {exc}"
+    if isinstance(exc, texc.AuthenticationError):
+        return f"the API key was rejected by {config.endpoint} ({exc.status_code})"
+    if isinstance(exc, texc.ForbiddenError):
+        return f"access to {config.repo_path} denied ({exc.message or exc.status_code})"
+    if isinstance(exc, texc.NotFoundError):
+        return f"{config.repo_path}: not found at {config.endpoint} ({exc.message})"
+    if isinstance(exc, texc.APIError):
+        return f"{config.endpoint} refused to open the mount: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot prepare the cache directory: {exc}"
+    return f"startup failed: {type(exc).__name__}: {exc}"
+
+
+def _find_startup_error(exc: BaseException) -> StartupError | None:
+    """trio wraps errors raised inside nurseries in ExceptionGroups: dig ours out."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _find_startup_error(sub)
+            if found is not None:
+                return found
+    return None
+
+
+def _mount_answers(path: str) -> bool:
+    """Blocking: the mountpoint is a mount and its root stats as a directory."""
+    return os.path.ismount(path) and stat.S_ISDIR(os.stat(path).st_mode)
