@@ -1,0 +1,158 @@
+"""POSIX behaviour checks written against an abstract "filesystem under test".
+
+The same checks can run against `Filesystem` directly (``CoreFs`` in harness.py, no
+kernel) and through a real mount (an implementation on plain ``os`` calls). Every
+operation is async; failures are ``OSError`` with ``errno`` set, whatever the harness.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Protocol
+
+import pytest
+
+
+class FsUnderTest(Protocol):
+    async def write_file(self, path: str, data: bytes) -> None: ...
+    async def read_file(self, path: str) -> bytes: ...
+    async def read_range(self, path: str, offset: int, size: int) -> bytes: ...
+    async def pwrite(self, path: str, offset: int, data: bytes) -> None: ...
+    async def append(self, path: str, data: bytes) -> None: ...
+    async def truncate(self, path: str, size: int) -> None: ...
+    async def unlink(self, path: str) -> None: ...
+    async def mkdir(self, path: str) -> None: ...
+    async def rmdir(self, path: str) -> None: ...
+    async def rename(self, src: str, dst: str) -> None: ...
+    async def listdir(self, path: str) -> list[str]: ...
+    async def size(self, path: str) -> int: ...
+    async def is_dir(self, path: str) -> bool: ...
+    async def exists(self, path: str) -> bool: ...
+    async def chmod(self, path: str, mode: int) -> None: ...
+    async def mode(self, path: str) -> int: ...
+
+
+async def expect_errno(code: int, coro: object) -> None:
+    with pytest.raises(OSError) as info:
+        await coro  # type: ignore[misc]
+    assert info.value.errno == code, f"expected {errno.errorcode[code]}, got {info.value!r}"
+
+
+async def check_create_read(fs: FsUnderTest) -> None:
+    await fs.write_file("hello.txt", b"hello world\n")
+    assert await fs.read_file("hello.txt") == b"hello world\n"
+    assert await fs.size("hello.txt") == 12
+    assert not await fs.is_dir("hello.txt")
+    assert "hello.txt" in await fs.listdir("")
+
+
+async def check_overwrite(fs: FsUnderTest) -> None:
+    await fs.write_file("o.txt", b"a much longer first version")
+    await fs.write_file("o.txt", b"short")
+    assert await fs.read_file("o.txt") == b"short"
+    assert await fs.size("o.txt") == 5
+
+
+async def check_append(fs: FsUnderTest) -> None:
+    await fs.write_file("log.txt", b"one\n")
+    await fs.append("log.txt", b"two\n")
+    await fs.append("log.txt", b"three\n")
+    assert await fs.read_file("log.txt") == b"one\ntwo\nthree\n"
+
+
+async def check_random_write(fs: FsUnderTest) -> None:
+    data = bytes(range(256)) * 1024  # 256 KiB
+    await fs.write_file("r.bin", data)
+    await fs.pwrite("r.bin", 1000, b"XXXX")
+    await fs.pwrite("r.bin", len(data) + 10, b"tail")  # past the end: a hole of zeros
+    expected = bytearray(data)
+    expected[1000:1004] = b"XXXX"
+    expected += b"\0" * 10 + b"tail"
+    assert await fs.read_file("r.bin") == bytes(expected)
+    assert await fs.read_range("r.bin", 998, 8) == bytes(expected[998:1006])
+
+
+async def check_truncate(fs: FsUnderTest) -> None:
+    await fs.write_file("t.txt", b"0123456789")
+    await fs.truncate("t.txt", 4)
+    assert await fs.read_file("t.txt") == b"0123"
+    await fs.truncate("t.txt", 8)
+    assert await fs.read_file("t.txt") == b"0123\0\0\0\0"
+    await fs.truncate("t.txt", 0)
+    assert await fs.read_file("t.txt") == b""
+
+
+async def check_unlink(fs: FsUnderTest) -> None:
+    await fs.write_file("gone.txt", b"x")
+    await fs.unlink("gone.txt")
+    assert not await fs.exists("gone.txt")
+    assert "gone.txt" not in await fs.listdir("")
+    await expect_errno(errno.ENOENT, fs.unlink("gone.txt"))
+    await expect_errno(errno.ENOENT, fs.read_file("never-existed"))
+
+
+async def check_mkdir_rmdir(fs: FsUnderTest) -> None:
+    await fs.mkdir("d")
+    assert await fs.is_dir("d")
+    assert await fs.listdir("d") == []
+    await expect_errno(errno.EEXIST, fs.mkdir("d"))
+    await fs.mkdir("d/sub")
+    await fs.write_file("d/sub/f.txt", b"f")
+    await expect_errno(errno.ENOTEMPTY, fs.rmdir("d"))
+    await expect_errno(errno.ENOTEMPTY, fs.rmdir("d/sub"))
+    await fs.unlink("d/sub/f.txt")
+    assert await fs.is_dir("d/sub"), "a directory stays after its last file is removed"
+    await fs.rmdir("d/sub")
+    await fs.rmdir("d")
+    assert not await fs.exists("d")
+    await expect_errno(errno.ENOENT, fs.rmdir("d"))
+
+
+async def check_rename_file(fs: FsUnderTest) -> None:
+    await fs.write_file("a.txt", b"content of a")
+    await fs.rename("a.txt", "b.txt")
+    assert not await fs.exists("a.txt")
+    assert await fs.read_file("b.txt") == b"content of a"
+    await fs.write_file("c.txt", b"c")
+    await fs.rename("b.txt", "c.txt")  # replaces
+    assert await fs.read_file("c.txt") == b"content of a"
+    names = await fs.listdir("")
+    assert "a.txt" not in names and "b.txt" not in names and "c.txt" in names
+
+
+async def check_rename_dir(fs: FsUnderTest) -> None:
+    await fs.mkdir("src")
+    await fs.mkdir("src/inner")
+    await fs.write_file("src/one.txt", b"1")
+    await fs.write_file("src/inner/two.txt", b"2")
+    await fs.mkdir("src/empty")
+    await fs.rename("src", "dst")
+    assert not await fs.exists("src")
+    assert sorted(await fs.listdir("dst")) == ["empty", "inner", "one.txt"]
+    assert await fs.read_file("dst/inner/two.txt") == b"2"
+    assert await fs.read_file("dst/one.txt") == b"1"
+    assert await fs.is_dir("dst/empty")
+
+
+async def check_chmod_kept(fs: FsUnderTest) -> None:
+    await fs.write_file("m.sh", b"#!/bin/sh\n")
+    assert await fs.mode("m.sh") == 0o644
+    await fs.chmod("m.sh", 0o755)
+    assert await fs.mode("m.sh") == 0o755
+
+
+async def check_large_file(fs: FsUnderTest) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    await fs.write_file("big.bin", data)
+    assert await fs.size("big.bin") == len(data)
+    assert await fs.read_file("big.bin") == data
+    assert await fs.read_range("big.bin", 2 * 1024 * 1024 + 7, 4096) == \
+        data[2 * 1024 * 1024 + 7:2 * 1024 * 1024 + 7 + 4096]
+
+
+POSIX_CHECKS = [
+    check_create_read, check_overwrite, check_append, check_random_write, check_truncate,
+    check_unlink, check_mkdir_rmdir, check_rename_file, check_rename_dir, check_chmod_kept,
+    check_large_file,
+]
