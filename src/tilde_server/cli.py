@@ -9,6 +9,7 @@ works at once. On a later start a different --admin-key is added as another key 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -46,6 +47,25 @@ def write_client_config(api_key: str, endpoint: str) -> Path | None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     return cfg
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown (exit status 1 or death
+        by signal); a stop by signal is the normal way to end this server, so exit 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if captured:
+                    log.info("stopping on signal %s", ", ".join(str(s) for s in captured))
+                    captured.clear()
+
+    return Server
 
 
 @click.group()
@@ -92,7 +112,7 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
                             log_level=log_level, timeout_graceful_shutdown=10,
                             server_header=False)
     try:
-        uvicorn.Server(config).run()
+        _server_class()(config).run()
     finally:
         store.close()
         log.info("tilde-server stopped")
