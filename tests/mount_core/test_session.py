@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 from tilde import exceptions as exc
 from tilde_mount.errors import FsError
@@ -133,7 +134,7 @@ def test_random_read_fetches_kilobytes_and_sequential_prefetches(
             out = bytearray()
             for off in range(0, len(data), 128 * 1024):
                 out += await fs.read(fh, off, 128 * 1024)
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
             await fs.release(fh)
             assert bytes(out) == data
             reads = fs.remote.stats()["by_kind"]["read"] - reads_before
