@@ -136,21 +136,18 @@ def is_tilde_mount(real: str) -> bool:
 def _clean_stale_mount(real: str) -> None:
     """Remove a tilde mount whose daemon is gone ("Transport endpoint is not connected").
 
-    Only mounts of our own fstype whose control socket no longer answers are touched.
+    Only mounts of our own fstype are touched, and only when nothing listens on their
+    control socket any more (a hung daemon still accepts connections, so it is left alone).
+    (A stat is no test: the kernel may answer it from its attribute cache.)
     """
     if not is_tilde_mount(real):
         return
     try:
-        os.stat(real)
-        return  # alive (or at least answering)
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            return
-    try:
-        control.request(real, {"op": "ping"}, timeout=2)
+        control.request(real, {"op": "ping"}, timeout=5)
         return
-    except control.ControlError:
-        pass
+    except control.ControlError as exc:
+        if exc.code != "not_mounted":
+            return
     click.echo(f"tilde-mount: {real}: removing a stale mount left by a dead daemon", err=True)
     _force_unmount(real)
 
@@ -476,7 +473,8 @@ def _flat(d: dict[str, Any], prefix: str = "") -> str:
             inner = _flat(v, name + ".")
             if inner:
                 parts.append(inner)
-        elif isinstance(v, int) and not isinstance(v, bool) and ("bytes" in k or k.endswith("_limit")):
+        elif isinstance(v, int) and not isinstance(v, bool) and (
+                "bytes" in k or k.endswith("_limit")):
             parts.append(f"{name}={format_size(v)}")
         else:
             parts.append(f"{name}={v}")

@@ -610,16 +610,57 @@ class Daemon:
             return outcome
         if op == "rollback":
             async with self._commit_lock:
+                known = self._kernel_entries()
                 try:
                     await self.fs.rollback()
                 except Exception as exc:
                     log.exception("rollback failed")
                     raise control.ControlError(f"rollback failed: {exc}", "rollback") from exc
                 self._refresh_session_id()
+                await self._invalidate_kernel_entries(known)
             return {"status": "rolled_back", "session_id": self.session_id}
         if op == "unmount":
             return await self._unmount_request(req, send)
         raise control.ControlError(f"unknown request {op!r}", "protocol")
+
+    def _kernel_entries(self) -> list[tuple[int, bytes]]:
+        """(parent inode, name) of every entry the kernel may have cached, deepest first.
+
+        Workaround: Filesystem.rollback() forgets its local nodes but does not tell the
+        kernel, whose cached dentries would then point at detached inodes (ENOENT) until
+        their TTL ran out. This reads the inode table (private to fs.py) defensively.
+        """
+        table = getattr(self.fs, "_inodes", None)
+        by_path = getattr(table, "_by_path", None)
+        if not isinstance(by_path, dict):
+            return []
+        out = []
+        for path in list(by_path):
+            if not path:
+                continue
+            parent_path, _, name = path.rpartition("/")
+            parent = by_path.get(parent_path)
+            if parent is None:
+                continue
+            out.append((path.count("/"), int(parent.ino),
+                        name.encode("utf-8", "surrogateescape")))
+        out.sort(reverse=True)
+        return [(ino, name) for _, ino, name in out]
+
+    async def _invalidate_kernel_entries(self, entries: list[tuple[int, bytes]]) -> None:
+        """Make the kernel look entries up again (in a thread: it may wait on our loop)."""
+        if not entries or not self._mounted:
+            return
+        import pyfuse3
+
+        def invalidate() -> None:
+            for parent, name in entries:
+                try:
+                    pyfuse3.invalidate_entry(parent, name)
+                except OSError:
+                    pass  # ENOENT: the kernel did not have it
+
+        await trio.to_thread.run_sync(invalidate)
 
     async def _unmount_request(self, req: dict[str, Any], send: control.Send) -> dict[str, Any]:
         """`tilde-mount unmount`: flush and act while mounted, then unmount and report."""

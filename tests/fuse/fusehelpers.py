@@ -107,8 +107,8 @@ class Api:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.server.api_key}"}
 
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, headers=self.headers, timeout=30)
+    def get(self, route: str, **params: Any) -> httpx.Response:
+        return httpx.get(self.base + route, params=params, headers=self.headers, timeout=30)
 
     def log(self) -> list[dict[str, Any]]:
         r = self.get("/log", amount=100)
