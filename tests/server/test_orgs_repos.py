@@ -86,8 +86,9 @@ def test_repo_lifecycle(api: Api) -> None:
     assert r.json()["description"] == "new" and r.json()["visibility"] == "public"
     assert r.json()["retention_days"] == 9
     assert_error(api.http.put(f"{org_url}/repositories/second", json={"visibility": "x"}), 400)
-    assert_error(api.http.put(f"{org_url}/repositories/second", json={"retention_days": "x"}),
-                 400)
+    for bad in ("x", 10**30, True, 0):
+        assert_error(api.http.put(f"{org_url}/repositories/second",
+                                  json={"retention_days": bad}), 400)
     assert api.http.get(f"{org_url}/repositories/second").json()["description"] == "new"
 
     # paging by name

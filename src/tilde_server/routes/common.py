@@ -100,14 +100,15 @@ def field_req(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def field_int(body: dict[str, Any], name: str, *, minimum: int = 0) -> int | None:
+def field_int(body: dict[str, Any], name: str, *, minimum: int = 0,
+              maximum: int = 2**53) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest(f"field {name!r} must be an integer", "invalid_input")
-    if value < minimum:
-        raise BadRequest(f"field {name!r} must be at least {minimum}", "invalid_input")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"field {name!r} must be in {minimum}..{maximum}", "invalid_input")
     return value
 
 

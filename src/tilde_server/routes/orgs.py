@@ -74,7 +74,7 @@ def _repo_fields(body: dict[str, Any]) -> dict[str, Any]:
         fields["visibility"] = vis
     for k in ("session_max_duration_days", "retention_days"):
         if k in body:
-            fields[k] = field_int(body, k, minimum=1)
+            fields[k] = field_int(body, k, minimum=1, maximum=100_000)
     return fields
 
 
