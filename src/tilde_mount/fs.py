@@ -189,6 +189,7 @@ class Filesystem:
         self._kernel_cache_key: dict[int, object] = {}
         self._detached_stat: dict[int, Stat] = {}
         self._warned: set[str] = set()
+        self._dir_gen: dict[str, int] = {}        # bumped by every change in a directory
         self._mount_ns = _now_ns()
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
@@ -331,7 +332,11 @@ class Filesystem:
     def _changed(self, path: str) -> None:
         """Invalidate what a mutation of ``path`` touched (meta_cache subtlety 3)."""
         self._meta.invalidate(path)
-        self._meta.invalidate_dir(parent_of(path))
+        self._dir_changed(parent_of(path))
+
+    def _dir_changed(self, directory: str) -> None:
+        self._meta.invalidate_dir(directory)
+        self._dir_gen[directory] = self._dir_gen.get(directory, 0) + 1
 
     def _keep_parent(self, path: str) -> None:
         parent = parent_of(path)
@@ -436,7 +441,9 @@ class Filesystem:
     async def opendir(self, ino: int) -> int:
         node = self._dir_node(ino)
         fh = next(self._fh)
-        self._dir_handles[fh] = DirHandle(node.path, self._local_children(node.path))
+        h = DirHandle(node.path, self._local_children(node.path))
+        h.generation = self._dir_gen.get(node.path, 0)
+        self._dir_handles[fh] = h
         self._inodes.opened(node)
         return fh
 
@@ -750,7 +757,7 @@ class Filesystem:
 
     async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
         self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
-        self._meta.invalidate_dir(parent_of(sf.path))
+        self._dir_changed(parent_of(sf.path))
         sf.on_remote = True
         if not sf.dirty and sf.open_handles <= 0:
             await self._drop_clean(sf)
@@ -954,11 +961,12 @@ class Filesystem:
         self._check_writable()
         async with self._control_lock:
             await self.sync()
-            sid = self._sid()
-            outcome = await self.remote.commit(sid, message, metadata)
-            new_sid = await self.remote.create_session()
-            # -- atomic: switch sessions (content is identical: caches stay valid) --
-            self.view = View(session_id=new_sid)
+            async with self._uploader.paused():
+                sid = self._sid()
+                outcome = await self.remote.commit(sid, message, metadata)
+                new_sid = await self.remote.create_session()
+                self.view = View(session_id=new_sid)
+            # -- switched sessions (content is identical: caches stay valid) --
             if outcome.status == "committed":
                 self.base_commit = outcome.commit_id or self.base_commit
             else:  # awaiting approval: the new session does not see those changes yet

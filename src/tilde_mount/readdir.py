@@ -68,6 +68,7 @@ class DirHandle:
         self.entries: list[DirEntry] = []
         self.after: str | None = None
         self.done = False
+        self.generation = 0  # the directory's change counter at opendir (fs.py)
         self._seen: set[str] = set()
         self._remote_names: set[str] = set()
         self._local = local

@@ -20,11 +20,13 @@ Subtleties:
 3. Every change bumps ``version``; an upload remembers the version it read and the file
    stays dirty if a write came in meanwhile, so the loop uploads again. The last upload
    therefore always carries the last write, whatever raced with it.
-4. One upload per file at a time (``StagedFile.idle``); uploads of different files run in
+4. ``paused()`` (used by commit) lets running uploads finish and holds new ones at their
+   start, so the session does not change while it is being committed.
+5. One upload per file at a time (``StagedFile.idle``); uploads of different files run in
    parallel up to ``concurrency``; large files go multipart inside the remote.
-5. A failed upload (after the remote's retries) leaves the file dirty and records the
+6. A failed upload (after the remote's retries) leaves the file dirty and records the
    error; ``wait``/``sync`` raise it, a later ``schedule`` retries.
-6. All blocking file I/O runs in threads through the CapacityLimiter named
+7. All blocking file I/O runs in threads through the CapacityLimiter named
    "tilde-mount staging".
 """
 
@@ -36,6 +38,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,6 +230,9 @@ class Uploader:
         self.pending: set[StagedFile] = set()
         self.uploaded_files = 0
         self.uploaded_bytes = 0
+        self._active = 0
+        self._quiet = trio.Event()
+        self._resume: trio.Event | None = None
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -247,15 +253,24 @@ class Uploader:
     async def _upload(self, sf: StagedFile) -> None:
         try:
             while sf.dirty:
-                sid = self._session()
-                if sid is None:
-                    raise RuntimeError("no session to upload into")
-                version, path, size = sf.version, sf.path, sf.size
                 async with self._limiter:
+                    while self._resume is not None:
+                        await self._resume.wait()
                     if not sf.dirty:
                         break
-                    etag = await self._remote.upload(path, self._staging.source(sf, size),
-                                                     session_id=sid)
+                    # -- atomic: snapshot what this upload carries, count it as active --
+                    sid = self._session()
+                    if sid is None:
+                        raise RuntimeError("no session to upload into")
+                    version, path, size = sf.version, sf.path, sf.size
+                    self._active += 1
+                    try:
+                        etag = await self._remote.upload(path, self._staging.source(sf, size),
+                                                         session_id=sid)
+                    finally:
+                        self._active -= 1
+                        if not self._active:
+                            self._quiet.set()
                 sf.error = None
                 self.uploaded_files += 1
                 self.uploaded_bytes += size
@@ -271,18 +286,45 @@ class Uploader:
             sf.idle.set()
 
     async def wait(self, sf: StagedFile) -> None:
-        """Until ``sf`` is uploaded as it stands now; raises the upload's error."""
+        """Until ``sf`` is uploaded as it stands now; raises the upload's error.
+
+        An error left by an earlier background upload gets one fresh attempt first (it
+        may have been aimed at a session that was committed meanwhile).
+        """
+        retried = False
+        target = sf.version  # later writes are not waited for: "as it stands now"
         while True:
             await sf.idle.wait()
-            if sf.error is not None:
-                error, sf.error = sf.error, None
-                raise error
-            if not sf.dirty:
+            if not sf.dirty or sf.uploaded_version >= target:
+                sf.error = None
                 return
-            self.schedule(sf)
-            if not sf.uploading:  # not ready: wait for the copy-in first
+            if sf.error is not None:
+                if retried:
+                    error, sf.error = sf.error, None
+                    raise error
+                sf.error = None
+            retried = True
+            if not sf.ready:  # wait for the copy-in first
                 await sf.ready_event.wait()
-                self.schedule(sf)
+                if not sf.ready:
+                    raise OSError(5, f"could not copy {sf.path} into staging")
+            self.schedule(sf)
+
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No upload runs inside this block (commit: the session must not move under it).
+
+        Uploads already running finish first; new ones wait at their start.
+        """
+        self._resume = trio.Event()
+        try:
+            while self._active:
+                self._quiet = trio.Event()
+                await self._quiet.wait()
+            yield
+        finally:
+            self._resume.set()
+            self._resume = None
 
     async def sync(self, files: list[StagedFile]) -> None:
         for sf in files:
