@@ -14,11 +14,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import RepoRef, ServerHandle
 from test_readme_scenarios import SCENARIOS, run_scenario
+
+if TYPE_CHECKING:  # not at run time: tests/*/conftest.py modules share the name "conftest"
+    from conftest import RepoRef, ServerHandle
 
 pytestmark = pytest.mark.official
 

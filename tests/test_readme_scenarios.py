@@ -12,10 +12,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import RepoRef, ServerHandle
+if TYPE_CHECKING:  # not at run time: tests/*/conftest.py modules share the name "conftest"
+    from conftest import RepoRef, ServerHandle
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
