@@ -31,6 +31,11 @@ class FsUnderTest(Protocol):
     async def exists(self, path: str) -> bool: ...
     async def chmod(self, path: str, mode: int) -> None: ...
     async def mode(self, path: str) -> int: ...
+    # handles (file descriptors in the FUSE harness)
+    async def open(self, path: str, flags: int) -> int: ...
+    async def hwrite(self, handle: int, offset: int, data: bytes) -> None: ...
+    async def hread(self, handle: int, offset: int, size: int) -> bytes: ...
+    async def close(self, handle: int) -> None: ...
 
 
 async def expect_errno(code: int, coro: object) -> None:
@@ -151,8 +156,63 @@ async def check_large_file(fs: FsUnderTest) -> None:
         data[2 * 1024 * 1024 + 7:2 * 1024 * 1024 + 7 + 4096]
 
 
+async def check_rename_open_file(fs: FsUnderTest) -> None:
+    """Write, rename while open, keep writing: the data lands under the new name."""
+    h = await fs.open("open.tmp", os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+    await fs.hwrite(h, 0, b"first ")
+    await fs.rename("open.tmp", "open.txt")
+    await fs.hwrite(h, 6, b"second")
+    await fs.close(h)
+    assert not await fs.exists("open.tmp")
+    assert await fs.read_file("open.txt") == b"first second"
+
+
+async def check_replace_by_rename(fs: FsUnderTest) -> None:
+    """The sed -i / rsync / editors pattern: write a temp file, rename it over the target."""
+    await fs.write_file("conf.ini", b"old=1\n")
+    for i in range(3):
+        await fs.write_file(".conf.ini.tmp", f"new={i}\n".encode())
+        await fs.rename(".conf.ini.tmp", "conf.ini")
+        assert await fs.read_file("conf.ini") == f"new={i}\n".encode()
+    assert ".conf.ini.tmp" not in await fs.listdir("")
+
+
+async def check_two_handles_see_each_other(fs: FsUnderTest) -> None:
+    await fs.write_file("shared.bin", b"0123456789")
+    w = await fs.open("shared.bin", os.O_RDWR)
+    r = await fs.open("shared.bin", os.O_RDONLY)
+    await fs.hwrite(w, 2, b"ab")
+    assert await fs.hread(r, 0, 10) == b"01ab456789"
+    await fs.close(w)
+    await fs.close(r)
+
+
+async def check_unlink_open_file(fs: FsUnderTest) -> None:
+    await fs.write_file("doomed.txt", b"still readable")
+    h = await fs.open("doomed.txt", os.O_RDONLY)
+    await fs.unlink("doomed.txt")
+    assert not await fs.exists("doomed.txt")
+    assert await fs.hread(h, 0, 100) == b"still readable"
+    await fs.close(h)
+
+
+async def check_many_files_in_a_directory(fs: FsUnderTest) -> None:
+    await fs.mkdir("bulk")
+    names = [f"n{i:03d}" for i in range(40)]
+    for n in names:
+        await fs.write_file(f"bulk/{n}", n.encode())
+    assert await fs.listdir("bulk") == names
+    await fs.rename("bulk", "bulk2")
+    assert await fs.listdir("bulk2") == names
+    assert await fs.read_file("bulk2/n017") == b"n017"
+    for n in names[:20]:
+        await fs.unlink(f"bulk2/{n}")
+    assert await fs.listdir("bulk2") == names[20:]
+
+
 POSIX_CHECKS = [
     check_create_read, check_overwrite, check_append, check_random_write, check_truncate,
     check_unlink, check_mkdir_rmdir, check_rename_file, check_rename_dir, check_chmod_kept,
-    check_large_file,
+    check_large_file, check_rename_open_file, check_replace_by_rename,
+    check_two_handles_see_each_other, check_unlink_open_file, check_many_files_in_a_directory,
 ]

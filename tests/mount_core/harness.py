@@ -193,6 +193,32 @@ class CoreFs:
     async def mode(self, path: str) -> int:
         return stat.S_IMODE((await self.stat(path)).mode)
 
+    async def open(self, path: str, flags: int) -> int:
+        async def go() -> int:
+            pino, name = await self._parent(path)
+            try:
+                ino = (await self.fs.lookup(pino, name)).ino
+            except FsError as e:
+                if e.errno != 2 or not flags & os.O_CREAT:
+                    raise
+                return (await self.fs.create(pino, name, stat.S_IFREG | 0o644, flags))[0].fh
+            return (await self.fs.open(ino, flags)).fh
+        result: int = await self._call(go())
+        return result
+
+    async def hwrite(self, handle: int, offset: int, data: bytes) -> None:
+        await self._call(self.fs.write(handle, offset, data))
+
+    async def hread(self, handle: int, offset: int, size: int) -> bytes:
+        result: bytes = await self._call(self.fs.read(handle, offset, size))
+        return result
+
+    async def close(self, handle: int) -> None:
+        async def go() -> None:
+            await self.fs.flush(handle)
+            await self.fs.release(handle)
+        await self._call(go())
+
 
 class Http:
     """Plain HTTP checks against the server (no tilde_mount code involved)."""

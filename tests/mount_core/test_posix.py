@@ -62,5 +62,10 @@ def test_posix_suite_then_commit(server: Any, repo_ref: Any, tmp_path: Path) -> 
     for gone in ("gone.txt", "a.txt", "b.txt", "src/one.txt", "d/sub/f.txt"):
         assert gone not in objects
     assert len(objects["big.bin"]) == 3 * 1024 * 1024 + 12345
+    assert objects["open.txt"] == b"first second"
+    assert objects["conf.ini"] == b"new=2\n"
+    assert objects["bulk2/n039"] == b"n039"
     assert set(objects) == {"hello.txt", "o.txt", "log.txt", "r.bin", "t.txt", "c.txt",
-                            "dst/one.txt", "dst/inner/two.txt", "m.sh", "big.bin"}
+                            "dst/one.txt", "dst/inner/two.txt", "m.sh", "big.bin", "open.txt",
+                            "conf.ini", "shared.bin",
+                            *(f"bulk2/n{i:03d}" for i in range(20, 40))}
