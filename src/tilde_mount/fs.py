@@ -190,6 +190,9 @@ class Filesystem:
         self._detached_stat: dict[int, Stat] = {}
         self._warned: set[str] = set()
         self._dir_gen: dict[str, int] = {}        # bumped by every change in a directory
+        #: mkdir'ed directories with nothing on the server yet: lookups inside them that
+        #: local state cannot answer are ENOENT without a request (git, sqlite probe a lot)
+        self._local_only: set[str] = set()
         self._mount_ns = _now_ns()
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
@@ -292,7 +295,8 @@ class Filesystem:
         if cached is not None:
             return cached
         parent, name = parent_of(path), basename(path)
-        if self._meta.is_negative(path) or self._meta.known_absent(parent, name):
+        if self._meta.is_negative(path) or self._meta.known_absent(parent, name) \
+                or parent in self._local_only:
             raise FsError(errno.ENOENT)
         try:
             try:
@@ -337,6 +341,12 @@ class Filesystem:
     def _dir_changed(self, directory: str) -> None:
         self._meta.invalidate_dir(directory)
         self._dir_gen[directory] = self._dir_gen.get(directory, 0) + 1
+
+    def _on_server(self, path: str) -> None:
+        """An object now exists at ``path``: its directories are no longer local-only."""
+        while path:
+            path = parent_of(path)
+            self._local_only.discard(path)
 
     def _keep_parent(self, path: str) -> None:
         parent = parent_of(path)
@@ -485,6 +495,7 @@ class Filesystem:
         if await self._exists(path):
             raise FsError(errno.EEXIST)
         self._dirs[path] = _now_ns()
+        self._local_only.add(path)
         self._changed(path)
         if mode & 0o7777 != self.config.dir_mode:
             self._overrides[path] = Overrides(mode=mode & 0o7777)
@@ -518,6 +529,7 @@ class Filesystem:
             raise FsError(errno.ENOTEMPTY)
         # -- atomic: forget the directory everywhere --
         self._dirs.pop(path, None)
+        self._local_only.discard(path)
         self._overrides.pop(path, None)
         self._meta.invalidate_tree(path)
         self._changed(path)
@@ -756,6 +768,7 @@ class Filesystem:
             await self._staging.discard(sf)
 
     async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
+        self._on_server(sf.path)
         self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
         self._dir_changed(parent_of(sf.path))
         sf.on_remote = True
@@ -859,6 +872,7 @@ class Filesystem:
                     pass
             moved_on_remote = False
         else:
+            self._on_server(dst)
             await self.remote.copy(src, dst, session_id=sid)
             await self.remote.delete(src, session_id=sid)
             moved_on_remote = True
@@ -907,6 +921,8 @@ class Filesystem:
             async with limiter:
                 await self.remote.copy(key, dst + key[len(src):], session_id=sid)
 
+        if keys:
+            self._on_server(dst + "/x")
         async with trio.open_nursery() as nursery:
             for key in keys:
                 nursery.start_soon(copy_one, key)
@@ -916,6 +932,10 @@ class Filesystem:
         _move_tree(self._files, src, dst)
         _move_tree(self._dirs, src, dst)
         _move_tree(self._overrides, src, dst)
+        moved_local = {p for p in self._local_only if is_under(p, src)}
+        self._local_only -= moved_local
+        if not keys:
+            self._local_only |= {dst + p[len(src):] for p in moved_local}
         for p, sf in self._files.items():
             if is_under(p, dst):
                 sf.path = p
@@ -992,6 +1012,7 @@ class Filesystem:
             dropped = list(self._files.values())
             self._files.clear()
             self._dirs.clear()
+            self._local_only.clear()
             self._meta.clear()
             self.view = View(session_id=new_sid)
             for sf in dropped:

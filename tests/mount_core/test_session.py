@@ -108,6 +108,18 @@ def test_meta_and_negative_cache_send_no_request(server: Any, repo_ref: Any,
             n = requests(fs)
             assert not await cfs.exists("a/other")
             assert requests(fs) == n
+            # inside a directory made on this mount, probes of absent names are free
+            await cfs.mkdir("fresh")
+            await cfs.mkdir("fresh/sub")
+            n = requests(fs)
+            for probe in ("fresh/HEAD", "fresh/sub/x", "fresh/config.lock"):
+                assert not await cfs.exists(probe)
+            assert requests(fs) == n
+            await cfs.write_file("fresh/sub/x", b"x")
+            await fs.sync()
+            await cfs.rename("fresh/sub", "fresh/moved")
+            assert await cfs.read_file("fresh/moved/x") == b"x"
+            assert await cfs.listdir("fresh") == ["moved"]
 
     trio.run(main)
 
