@@ -215,7 +215,10 @@ def run(config: MountConfig, ready_fd: int | None = None) -> int:
     """
     setup_logging(config)
     readiness = Readiness(ready_fd)
-    log.info("starting: %s at %s (endpoint %s, %s)", config.repo_path, config.mountpoint,
+    # On stderr (foreground, no --log-file) a refused start must stay one line: the CLI's.
+    quiet = config.log_file is None
+    log.log(logging.DEBUG if quiet else logging.INFO,
+            "starting: %s at %s (endpoint %s, %s)", config.repo_path, config.mountpoint,
              config.endpoint,
              f"commit {config.commit_id}" if config.commit_id else
              "read-only" if config.read_only else
@@ -226,7 +229,8 @@ def run(config: MountConfig, ready_fd: int | None = None) -> int:
     except BaseException as exc:
         startup = _find_startup_error(exc)
         if startup is not None:
-            log.error("startup failed: %s", startup)
+            if not quiet:
+                log.error("startup failed: %s", startup)
             readiness.report(False, error=str(startup))
             raise startup from None
         log.exception("daemon failed")
@@ -470,28 +474,44 @@ class Daemon:
         return {"action": "commit", "outcome": outcome}
 
     async def _sync_with_progress(self, progress: control.Send | None) -> None:
-        """fs.sync(), reporting the pending upload count every half second."""
+        """fs.sync(), reporting pending files and bytes sent twice a second."""
         if progress is None:
             await self.fs.sync()
             return
-        async with trio.open_nursery() as nursery:
-            async def report() -> None:
-                while True:
-                    await trio.sleep(0.5)
-                    try:
-                        st = await self.fs.status()
-                    except Exception:
-                        continue
-                    pending = st.get("uploads_pending", 0)
-                    if pending:
-                        extra = ""
-                        if st.get("upload_bytes_pending"):
-                            extra = f", {format_size(st['upload_bytes_pending'])}"
-                        await progress({"message": f"uploading: {pending} pending{extra}"})
+        sent_at_start = self._upload_counters()[1]
+        started = trio.current_time()
 
+        async def report() -> None:
+            while True:
+                await trio.sleep(0.5)
+                pending, sent = self._upload_counters()
+                if pending is None:
+                    continue
+                done = max(0, sent - sent_at_start)
+                rate = done / max(trio.current_time() - started, 1e-3)
+                await progress({"message": f"uploading: {pending} file(s) pending, "
+                                           f"{format_size(done)} sent "
+                                           f"({format_size(rate)}/s)",
+                                "pending": pending, "bytes_sent": done})
+
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(report)
             await self.fs.sync()
             nursery.cancel_scope.cancel()
+
+    def _upload_counters(self) -> tuple[int | None, int]:
+        """(files pending, bytes sent so far), cheaply.
+
+        Workaround: Filesystem.status() lists the session's changes and HEADs every
+        changed path, far too heavy to poll; the dirty-file list (private to fs.py) and
+        the remote's byte counter are read directly, defensively.
+        """
+        try:
+            pending = len(self.fs._dirty_files())
+            sent = int(getattr(self.remote, "bytes_out", 0))
+        except Exception:
+            return None, 0
+        return pending, sent
 
     async def _commit(self, message: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         """Commit through the filesystem; the result is JSON-able, failures included.
@@ -670,10 +690,14 @@ class Daemon:
                 result = await self._apply_action(self.config.on_unmount, message, send)
             outcome = result.get("outcome", {})
             if outcome.get("status") == "failed":
+                why = outcome.get("error")
+                if outcome.get("code") == "conflict":
+                    why = f"conflict: {why}"
                 raise control.ControlError(
-                    f"{result['action']} failed: {outcome.get('error')}; "
+                    f"not unmounted: {result['action']} failed: {why}; "
                     f"{self.config.mountpoint} is still mounted and nothing was lost",
-                    outcome.get("code", "error"), {"session_id": self.session_id})
+                    "unmount_failed", {"session_id": self.session_id,
+                                       "cause": outcome.get("code", "error")})
             self._final = result
             await send({"message": "unmounting"})
             self._request_stop()

@@ -131,6 +131,11 @@ def test_conflicting_commit_loses_nothing(tool: Tool, api: Api, tmp_path: Path) 
     st = tool.status(mnt)
     assert "shared.txt" in (st.get("modified") or []) + (st.get("added") or [])
 
+    # Unmounting with on_unmount=commit fails the same way and leaves the mount serving.
+    r = tool.tm("unmount", str(mnt), check=False)
+    assert r.returncode == 1 and "conflict" in r.stderr and "still mounted" in r.stderr
+    assert is_mounted(mnt) and (mnt / "shared.txt").read_bytes() == b"mine\n"
+
     # Resolve: keep my version aside, take theirs, commit; then put mine back and commit.
     mine = (mnt / "shared.txt").read_bytes()
     (mnt / "shared.txt").write_bytes(b"theirs\n")
