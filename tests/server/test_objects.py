@@ -342,3 +342,40 @@ def test_bad_inputs_objects(api: Api) -> None:
     assert h.headers["x-tilde-meta-k"] == "v" and h.headers["x-tilde-meta-u"] == "%C3%A9"
     ls = api.ls(session_id=sid)["results"][0]["entry"]
     assert ls["metadata"] == {"k": "v", "u": "é"} and ls["content_type"] == "text/plain"
+
+
+def test_garbage_never_500(api: Api) -> None:
+    """Garbage query values and bodies on every route: never a 5xx; errors have the body."""
+    sid = api.session()
+    junk_q = [{"session_id": "\x00"}, {"path": "%ff"}, {"amount": "1e9"}, {"after": "é" * 2000},
+              {"session_id": sid, "path": "a", "prefix": "\x00", "delimiter": "\x00"},
+              {"token": "a.b", "part_number": "0", "upload_id": "x"},
+              {"left": "x", "right": "y"}, {"ref": "", "session_id": ""}]
+    junk_bodies: list[object] = [b"", b"null", b"[]", b'{"paths": [1]}', b'{"message": []}',
+                                 b'{"parts": "x", "total_size": -1}', b"\x00\xff",
+                                 b'{"token": 1, "upload_id": {}, "physical_address": []}']
+    routes = [("GET", "/objects"), ("GET", "/object"), ("HEAD", "/object"),
+              ("DELETE", "/object"), ("POST", "/object/stage"), ("PUT", "/object/finalize"),
+              ("POST", "/object/multipart"), ("GET", "/object/multipart/part"),
+              ("POST", "/object/multipart/complete"), ("POST", "/object/multipart/abort"),
+              ("POST", "/object/copy"), ("POST", "/objects/delete"), ("GET", "/changes"),
+              ("GET", "/log"), ("GET", "/diff"), ("POST", f"/sessions/{sid}x"),
+              ("POST", "/commits/x/revert"), ("PUT", "")]
+    for method, route in routes:
+        for q in junk_q:
+            for body in junk_bodies[:3] if method in ("GET", "HEAD", "DELETE") else junk_bodies:
+                r = api.http.request(method, f"{api.R}{route}", params=q, content=body,
+                                     headers={"content-type": "application/json"})
+                assert r.status_code < 500, (method, route, q, body, r.text)
+                if method != "HEAD" and r.status_code >= 400:
+                    assert_error(r, r.status_code)
+    for q in junk_q:
+        for route in ("/_tilde/upload", "/_tilde/part"):
+            r = httpx.put(f"{api.server.endpoint}{route}", params=q, content=b"x")
+            assert 400 <= r.status_code < 500, (route, q, r.text)
+    assert api.http.get(f"{api.R}/changes", params={"session_id": sid}).json()["results"] == []
+    for raw in ("after=%ED%A0%80", "prefix=%ff%fe", "path=%ED%A0%80"):
+        r = api.http.get(f"{api.R}/objects?{raw}")
+        assert r.status_code < 500, r.text
+        r = api.http.get(f"{api.R}/object?{raw}")
+        assert r.status_code < 500, r.text

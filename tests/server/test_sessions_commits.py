@@ -246,3 +246,22 @@ def test_diff_and_revert(api: Api) -> None:
     assert api.http.get(f"{api.R}/log").json()["results"][0]["id"] == head_before
     assert_error(api.http.post(f"{api.R}/commits/{'0' * 64}/revert"), 404)
     assert_error(api.http.post(f"{api.R}/commits/{c3}/revert", json={"message": 1}), 400)
+
+
+def test_concurrent_sessions(api: Api) -> None:
+    """Parallel uploads and commits of disjoint sessions all succeed; none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker(i: int) -> str:
+        sid = api.session()
+        for j in range(4):
+            api.put(sid, f"w{i}/f{j}", f"{i}-{j}".encode())
+        return api.commit_ok(sid, f"worker {i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(worker, range(8)))
+    assert len(set(ids)) == 8
+    assert len(api.paths()) == 32
+    assert api.read("w5/f3") == b"5-3"
+    head = api.http.get(f"{api.R}/log").json()["results"][0]
+    assert head["object_count"] == 32
