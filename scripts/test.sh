@@ -23,7 +23,7 @@ step() {
 
 step ruff .venv/bin/ruff check .
 step mypy .venv/bin/mypy
-step pytest .venv/bin/python -m pytest --durations=10 "$@"
+step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors "$@"
 
 echo "=== test.sh finished in $(( $(date +%s) - started ))s"
 if [ ${#failed[@]} -gt 0 ]; then
