@@ -56,11 +56,13 @@ def printed() -> Iterator[list[str]]:
     """Collect what the README code prints (also echoed), as a list of lines."""
     lines: list[str] = []
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        yield lines
-    text = buf.getvalue()
-    sys.stdout.write(text)
-    lines.extend(text.splitlines())
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield lines
+    finally:  # echoed even when the README code raised, for the failure report
+        text = buf.getvalue()
+        sys.stdout.write(text)
+        lines.extend(text.splitlines())
 
 
 def commit_files(repo, files: dict[str, bytes], message: str) -> str:
