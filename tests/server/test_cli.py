@@ -13,9 +13,16 @@ from pathlib import Path
 
 import httpx
 import yaml
-from serverapi import Api, assert_error
-
-from conftest import RepoRef, free_port, server_command, start_server, stop_server, unique
+from serverapi import (
+    Api,
+    RepoRef,
+    assert_error,
+    free_port,
+    server_command,
+    start_server,
+    stop_server,
+    unique,
+)
 
 
 def _run(args: list[str], home: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:

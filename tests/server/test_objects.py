@@ -11,9 +11,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from serverapi import Api, assert_error, make_api
-
-from conftest import RepoRef, ServerHandle, start_server, stop_server, unique
+from serverapi import (
+    Api,
+    RepoRef,
+    ServerHandle,
+    assert_error,
+    make_api,
+    start_server,
+    stop_server,
+    unique,
+)
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serverapi import Api, assert_error, make_api
-
-from conftest import RepoRef, ServerHandle, unique
+from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api, unique
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from serverapi import Api, assert_error, make_api
-
-from conftest import RepoRef, ServerHandle
+from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api
 
 
 @pytest.fixture
