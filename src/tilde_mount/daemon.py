@@ -433,6 +433,10 @@ class Daemon:
         if self._final is None:
             self._final = await self._apply_action(self.config.on_unmount,
                                                    self.config.unmount_message, None)
+            outcome = self._final.get("outcome") or {}
+            if outcome.get("status") == "failed":
+                log.error("on unmount: %s failed: %s. %s", self._final.get("action"),
+                          outcome.get("error"), outcome.get("recover", ""))
         try:
             await self._settle_fresh_session()
         except Exception:
