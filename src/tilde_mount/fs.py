@@ -31,7 +31,9 @@ Subtleties:
 5. After a commit the mount continues on a fresh session on top of the new commit:
    content is identical, so open handles, inodes and ETag-keyed caches all stay valid.
    A failed commit changes nothing (the exception propagates, session and staging stay).
-6. Files uploaded and no longer open drop their staged copy; reads then go to the block
+6. Uploads start when the last descriptor of a file is released, on fsync (which waits)
+   and on sync/commit; never on flush (see ``flush``).
+7. Files uploaded and no longer open drop their staged copy; reads then go to the block
    cache, keyed by the ETag the upload returned.
 """
 
@@ -729,10 +731,9 @@ class Filesystem:
         return n
 
     async def flush(self, fh: int) -> None:
-        h = self._handle(fh)
-        sf = self._current_sf(h)
-        if sf is not None and sf.dirty:
-            self._uploader.schedule(sf)
+        """Nothing to do: uploads start at release (flush comes on *every* close(), also of
+        a dup'ed descriptor whose file handle lives on, e.g. ``dd of=``)."""
+        self._handle(fh)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         h = self._handle(fh)
@@ -761,7 +762,7 @@ class Filesystem:
             await self._drop_clean(sf)
 
     async def _drop_clean(self, sf: StagedFile) -> None:
-        """A staged copy that is uploaded and closed is no longer needed (subtlety 6)."""
+        """A staged copy that is uploaded and closed is no longer needed (subtlety 7)."""
         if self._files.get(sf.path) is sf and not sf.dirty and sf.open_handles <= 0 \
                 and sf.ready and sf.uploaded_version == sf.version and sf.version > 0:
             del self._files[sf.path]

@@ -18,7 +18,9 @@ Subtleties:
    into a large object is one download of it. ``ready`` is False until the copy is done;
    readers keep reading the remote object meanwhile, writers wait for ``ready_event``.
 3. Every change bumps ``version``; an upload remembers the version it read and the file
-   stays dirty if a write came in meanwhile, so the loop uploads again. The last upload
+   stays dirty if a write came in meanwhile. A closed file is then uploaded again at
+   once; an open one waits for its next trigger (release, fsync, sync), so a file being
+   written is not re-uploaded after every write. The last upload after the last close
    therefore always carries the last write, whatever raced with it.
 4. ``paused()`` (used by commit) lets running uploads finish and holds new ones at their
    start, so the session does not change while it is being committed.
@@ -263,6 +265,7 @@ class Uploader:
                     if sid is None:
                         raise RuntimeError("no session to upload into")
                     version, path, size = sf.version, sf.path, sf.size
+                    log.debug("upload %s: %d bytes, version %d", path, size, version)
                     self._active += 1
                     try:
                         etag = await self._remote.upload(path, self._staging.source(sf, size),
@@ -277,6 +280,8 @@ class Uploader:
                 if sf.path == path and not sf.unlinked:
                     sf.uploaded_version = version
                     await self._on_uploaded(sf, etag, size, version)
+                if sf.open_handles > 0:
+                    break  # still being written: the next release/fsync/sync uploads again
         except Exception as e:  # kept on the file; wait()/sync() report it
             log.warning("upload of %s failed: %s", sf.path, e)
             sf.error = e
