@@ -197,6 +197,7 @@ class Filesystem:
         self._local_only: set[str] = set()
         self._mount_ns = _now_ns()
         self._nursery: trio.Nursery | None = None
+        self._started = False
         self._closing = trio.Event()
         self._stopped = trio.Event()
         self._control_lock = trio.Lock()
@@ -210,6 +211,7 @@ class Filesystem:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Start (session, caches, uploads), report started, serve until ``close()``."""
+        self._started = True
         try:
             await self._staging.start()
             await self._blocks.start()
@@ -237,7 +239,7 @@ class Filesystem:
     async def close(self) -> None:
         """Stop background work (uploads in flight are cancelled; no commit)."""
         self._closing.set()
-        if self._nursery is not None or not self._stopped.is_set():
+        if self._started:
             with trio.move_on_after(30):
                 await self._stopped.wait()
 

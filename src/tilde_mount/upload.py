@@ -125,8 +125,23 @@ class Staging:
         self.bytes_used = 0
 
     async def start(self) -> None:
-        await trio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True),
-                                      limiter=self.limiter)
+        """Make our directory; remove those of daemons that died (their data was either
+        uploaded into their session or is lost with them: ``--session`` resumes the former)."""
+        def prepare() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for other in self.root.parent.iterdir():
+                pid = other.name.partition("-")[0]
+                if other == self.root or not pid.isdigit():
+                    continue
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    log.warning("removing staging left by dead daemon %s: %s", pid, other)
+                    shutil.rmtree(other, ignore_errors=True)
+                except PermissionError:
+                    pass
+
+        await trio.to_thread.run_sync(prepare, limiter=self.limiter)
 
     async def close(self) -> None:
         await trio.to_thread.run_sync(lambda: shutil.rmtree(self.root, ignore_errors=True),

@@ -193,3 +193,24 @@ def test_kernel_cache_kept_while_etag_unchanged(server: Any, repo_ref: Any,
             await fs.release(third.fh)
 
     trio.run(main)
+
+
+def test_staging_of_dead_daemons_is_removed(tmp_path: Path) -> None:
+    from tilde_mount.upload import Staging
+
+    root = tmp_path / "staging"
+    dead = root / "4194999-abcd"  # above any pid_max: no such process
+    dead.mkdir(parents=True)
+    (dead / "1").write_bytes(b"x")
+    alive = root / f"{os.getpid()}-beef"
+    alive.mkdir()
+
+    async def main() -> None:
+        staging = Staging(root)
+        await staging.start()
+        assert staging.root.is_dir()
+        assert not dead.exists() and alive.exists()
+        await staging.close()
+        assert not staging.root.exists()
+
+    trio.run(main)
