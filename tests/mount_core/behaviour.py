@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Protocol
+import stat
+from typing import Any, Protocol
 
 import pytest
+import trio
 
 
 class FsUnderTest(Protocol):
@@ -216,3 +218,117 @@ POSIX_CHECKS = [
     check_large_file, check_rename_open_file, check_replace_by_rename,
     check_two_handles_see_each_other, check_unlink_open_file, check_many_files_in_a_directory,
 ]
+
+
+class OsFs:
+    """`FsUnderTest` on plain ``os`` calls under ``root``: a real mount, or a local directory.
+
+    Running the suite on a local directory proves the checks encode real POSIX behaviour;
+    running it on a mount (tests/fuse) proves the mount has it. Every call runs in a
+    thread, so a test's trio loop never blocks on the filesystem under test.
+    """
+
+    def __init__(self, root: os.PathLike[str] | str) -> None:
+        self.root = os.fspath(root)
+
+    def _p(self, path: str) -> str:
+        return os.path.join(self.root, path) if path else self.root
+
+    async def _t(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        await self._t(_write, self._p(path), data, "wb")
+
+    async def read_file(self, path: str) -> bytes:
+        result: bytes = await self._t(_read, self._p(path))
+        return result
+
+    async def read_range(self, path: str, offset: int, size: int) -> bytes:
+        result: bytes = await self._t(_pread_path, self._p(path), offset, size)
+        return result
+
+    async def pwrite(self, path: str, offset: int, data: bytes) -> None:
+        await self._t(_pwrite_path, self._p(path), offset, data)
+
+    async def append(self, path: str, data: bytes) -> None:
+        await self._t(_write, self._p(path), data, "ab")
+
+    async def truncate(self, path: str, size: int) -> None:
+        await self._t(os.truncate, self._p(path), size)
+
+    async def unlink(self, path: str) -> None:
+        await self._t(os.unlink, self._p(path))
+
+    async def mkdir(self, path: str) -> None:
+        await self._t(os.mkdir, self._p(path))
+
+    async def rmdir(self, path: str) -> None:
+        await self._t(os.rmdir, self._p(path))
+
+    async def rename(self, src: str, dst: str) -> None:
+        await self._t(os.rename, self._p(src), self._p(dst))
+
+    async def listdir(self, path: str) -> list[str]:
+        result: list[str] = await self._t(_listdir_server_order, self._p(path))
+        return result
+
+    async def size(self, path: str) -> int:
+        return int((await self._t(os.stat, self._p(path))).st_size)
+
+    async def is_dir(self, path: str) -> bool:
+        return stat.S_ISDIR((await self._t(os.stat, self._p(path))).st_mode)
+
+    async def exists(self, path: str) -> bool:
+        return bool(await self._t(os.path.lexists, self._p(path)))
+
+    async def chmod(self, path: str, mode: int) -> None:
+        await self._t(os.chmod, self._p(path), mode)
+
+    async def mode(self, path: str) -> int:
+        return stat.S_IMODE((await self._t(os.stat, self._p(path))).st_mode)
+
+    async def open(self, path: str, flags: int) -> int:
+        return int(await self._t(os.open, self._p(path), flags, 0o644))
+
+    async def hwrite(self, handle: int, offset: int, data: bytes) -> None:
+        await self._t(os.pwrite, handle, data, offset)
+
+    async def hread(self, handle: int, offset: int, size: int) -> bytes:
+        result: bytes = await self._t(os.pread, handle, size, offset)
+        return result
+
+    async def close(self, handle: int) -> None:
+        await self._t(os.close, handle)
+
+
+def _write(path: str, data: bytes, mode: str) -> None:
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _pread_path(path: str, offset: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_path(path: str, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def _listdir_server_order(path: str) -> list[str]:
+    """By name, a directory sorting as its name plus "/" (the server's order)."""
+    names = os.listdir(path)
+    return sorted(names, key=lambda n: n + "/" if os.path.isdir(os.path.join(path, n)) else n)

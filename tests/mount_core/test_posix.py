@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from .behaviour import POSIX_CHECKS, FsUnderTest
+from .behaviour import POSIX_CHECKS, FsUnderTest, OsFs
 from .harness import CoreFs, Http, open_fs
 
 
@@ -69,3 +70,16 @@ def test_posix_suite_then_commit(server: Any, repo_ref: Any, tmp_path: Path) -> 
                             "dst/one.txt", "dst/inner/two.txt", "m.sh", "big.bin", "open.txt",
                             "conf.ini", "shared.bin",
                             *(f"bulk2/n{i:03d}" for i in range(20, 40))}
+
+
+@pytest.mark.parametrize("check", POSIX_CHECKS, ids=lambda c: c.__name__)
+def test_suite_holds_on_a_local_disk(check: Callable[[FsUnderTest], Awaitable[None]],
+                                     tmp_path: Path) -> None:
+    """The checks themselves are right: a local filesystem passes them too."""
+    root = tmp_path / "local"
+    root.mkdir()
+    old = os.umask(0o022)
+    try:
+        trio.run(check, OsFs(root))
+    finally:
+        os.umask(old)
