@@ -7,11 +7,11 @@ Every layer below the FUSE adapter raises either a `tilde.exceptions` error (bui
 logged with its traceback and answered with EIO.
 
 Subtleties:
-1. 409 means EEXIST only when the operation created something; elsewhere (commit) a
-   conflict is surfaced to the control plane, not to a file operation, so the generic
-   mapping is EBUSY-free: callers pass ``creating=True`` to get EEXIST.
+1. 409 means EEXIST only when the operation creates something (callers pass
+   ``creating=True``); any other 409 is EBUSY. A conflicting *commit* never goes through
+   this table: the control plane gets the `ConflictError` itself.
 2. A transient failure (transport error, 5xx, 429) reaches this table only after the
-   remote's retries are exhausted, so it is EIO.
+   remote's retries are exhausted, so it is EIO. 501 (not implemented) is ENOTSUP.
 """
 
 from __future__ import annotations
