@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tilde_server.store.errors import DataDirError
 
 FORMAT_NAME = "tilde-server"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +79,59 @@ CREATE TABLE upload_parts (
     sha256 TEXT NOT NULL, md5 TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (address, part_number)) WITHOUT ROWID;
 """
+
+
+def add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step adding a nullable column unless it is already there (idempotent)."""
+
+    def step(c: sqlite3.Connection) -> None:
+        have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    return step
+
+
+# Schema added after format 1. MIGRATIONS[N] brings a version N-1 database to version N; all
+# steps also run on a fresh file right after SCHEMA, so SCHEMA itself stays at format 1.
+# Every step must be idempotent (CREATE ... IF NOT EXISTS, add_column), so that several
+# features can append to the same step without ordering trouble. Format 2: secrets,
+# connectors, imports (docs/connectors.md).
+MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
+    2: [
+        # Secrets (spec 2.14): scope 'repo' (scope_id = repos.uid) or 'agent'. The value is
+        # AES-GCM ciphertext (store/vault.py); names and timestamps are plain.
+        """CREATE TABLE IF NOT EXISTS secrets (
+            scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
+            value BLOB NOT NULL, created_by_type TEXT NOT NULL, created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            PRIMARY KEY (scope, scope_id, name)) WITHOUT ROWID""",
+        # Connectors (2.15): `config` is AES-GCM ciphertext of the JSON config (credentials).
+        """CREATE TABLE IF NOT EXISTS connectors (
+            id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+            source_uri TEXT NOT NULL, config BLOB NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT NOT NULL, created_at TEXT NOT NULL, deleted_at TEXT)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS connectors_live_name ON connectors(org_id, name)
+            WHERE deleted_at IS NULL""",
+        """CREATE TABLE IF NOT EXISTS repo_connectors (
+            repo_id INTEGER NOT NULL, connector_id TEXT NOT NULL, attached_by TEXT NOT NULL,
+            attached_at TEXT NOT NULL, PRIMARY KEY (repo_id, connector_id)) WITHOUT ROWID""",
+        # Import jobs (2.16).
+        """CREATE TABLE IF NOT EXISTS import_jobs (
+            id TEXT PRIMARY KEY, repo_id INTEGER NOT NULL, connector_id TEXT,
+            source_repo_id INTEGER, source_organization TEXT NOT NULL,
+            source_repository TEXT NOT NULL, source_prefix TEXT NOT NULL,
+            destination_path TEXT NOT NULL, commit_message TEXT NOT NULL, status TEXT NOT NULL,
+            objects_imported INTEGER, commit_id TEXT NOT NULL, error TEXT NOT NULL,
+            session_uid TEXT, created_by_type TEXT NOT NULL, created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS import_jobs_repo ON import_jobs(repo_id, created_at)",
+        # Provenance of imported objects (2.5.1 source_metadata) as JSON text, NULL otherwise:
+        # a column (not a joined table) so listings cost what they cost before.
+        add_column("entries", "source", "TEXT"),
+        add_column("staged", "source", "TEXT"),
+    ],
+}
 
 
 class Database:
@@ -146,13 +199,33 @@ class Database:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            self._run_migrations(c, 1)
             c.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
                 [("format", FORMAT_NAME), ("format_version", str(FORMAT_VERSION)), *meta.items()],
             )
 
+    @staticmethod
+    def _run_migrations(c: sqlite3.Connection, from_version: int) -> None:
+        for version in range(from_version + 1, FORMAT_VERSION + 1):
+            for step in MIGRATIONS.get(version, []):
+                if callable(step):
+                    step(c)
+                else:
+                    c.execute(step)
+
+    def migrate(self, from_version: int) -> None:
+        """Bring an older database up to FORMAT_VERSION in one transaction (idempotent)."""
+        if from_version >= FORMAT_VERSION:
+            return
+        with self.write() as c:
+            self._run_migrations(c, from_version)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                      (str(FORMAT_VERSION),))
+
     def check_format(self) -> dict[str, str]:
-        """Read the meta table of an existing file; refuse foreign or newer formats."""
+        """Read the meta table of an existing file; refuse foreign or newer formats, migrate
+        older ones (MIGRATIONS)."""
         try:
             with self.read() as c:
                 rows = c.execute("SELECT key, value FROM meta").fetchall()
@@ -170,6 +243,7 @@ class Database:
                 f"{self.path} has format version {version}; this tilde-server reads up to "
                 f"{FORMAT_VERSION} (upgrade tilde-server)"
             )
+        self.migrate(version)
         return meta
 
     def close(self) -> None:
