@@ -64,6 +64,11 @@ class Client:
         self._api_key = settings.api_key
         self._default_sandbox_image = settings.default_sandbox_image
         self._credentials_provider = credentials_provider
+        if credentials_provider is None and settings.credentials_uri:
+            # Inside a sandbox (1.2 step 3): short-lived tokens from the metadata endpoint.
+            from ._credentials import SandboxCredentialsProvider
+
+            self._credentials_provider = SandboxCredentialsProvider(settings.credentials_uri)
         self._user_agent = _wire.USER_AGENT + (f" {extra_user_agent}" if extra_user_agent else "")
         if httpx_client is None:
             self._http = httpx.Client(headers={"User-Agent": self._user_agent})
@@ -105,6 +110,10 @@ class Client:
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    @property
+    def default_sandbox_image(self) -> str:
+        return self._default_sandbox_image
 
     def close(self) -> None:
         if self._closed:
@@ -215,3 +224,20 @@ class Client:
                 f"{wire.method} {response.request.url} -> {response.status_code}: "
                 "expected a redirect to the part upload URL")
         return _wire.resolve_upload_url(self._base_url, location)
+
+    def _ws_connect(self, path: str) -> Any:
+        """Open a WebSocket to ``{ws-base}{path}`` with the bearer token (2.8.4, 1.4).
+
+        The websockets library's own User-Agent is sent (as 0.7.2 does), inbound messages
+        are capped at 1 MiB, compression is offered. Handshake failures are the library's
+        exceptions; the shell turns them into ``SandboxError``.
+        """
+        from websockets.sync.client import connect
+
+        from . import _ws_wire
+
+        return connect(
+            _wire.websocket_url(self._base_url, path),
+            additional_headers={"Authorization": f"Bearer {self._token()}"},
+            open_timeout=_ws_wire.OPEN_TIMEOUT, close_timeout=_ws_wire.CLOSE_TIMEOUT,
+            max_size=_ws_wire.MAX_MESSAGE_SIZE)

@@ -5,6 +5,9 @@ Order, first non-empty wins:
             ``endpoint_url``, then ``https://tilde.run``;
   api key:  argument, ``TILDE_API_KEY``, config file ``api_key``, then none (no error until
             the first request).
+  image:    argument, ``TILDE_DEFAULT_SANDBOX_IMAGE`` (set-but-empty gives ""), ``ubuntu``.
+  sandbox credentials: ``TILDE_SANDBOX_CREDENTIALS_URI`` only when no static key was found
+            and no ``api_key`` argument was given (not even ``""``).
 
 The config file is read only when a setting is not resolved before it. Only non-empty string
 values of those two keys count; a missing, unreadable, malformed or non-mapping file is
@@ -31,6 +34,8 @@ class Settings:
     endpoint_url: str
     api_key: str | None
     default_sandbox_image: str
+    # TILDE_SANDBOX_CREDENTIALS_URI, only when no static key and no explicit api_key (1.2).
+    credentials_uri: str | None = None
 
 
 def config_file_path() -> Path:
@@ -70,5 +75,10 @@ def resolve(*, endpoint_url: str | None = None, api_key: str | None = None,
     image = default_sandbox_image
     if image is None:
         image = os.environ.get("TILDE_DEFAULT_SANDBOX_IMAGE", DEFAULT_SANDBOX_IMAGE)
+    # A static key, or an explicit api_key argument even when empty, turns auto-detection of
+    # the sandbox credentials endpoint off (1.2).
+    credentials_uri = None
+    if api_key is None and not key:
+        credentials_uri = _env("TILDE_SANDBOX_CREDENTIALS_URI")
     return Settings(endpoint_url=endpoint or DEFAULT_ENDPOINT, api_key=key or None,
-                    default_sandbox_image=image)
+                    default_sandbox_image=image, credentials_uri=credentials_uri)

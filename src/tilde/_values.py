@@ -7,7 +7,9 @@ anything that talks to the network.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -169,3 +171,154 @@ class MultipartUpload:
     physical_address: str
     token: str
 
+
+
+# --- sandboxes (spec 2.8, 2.9, 2.17, 3.6, 3.9) -------------------------------------------
+
+
+class OutputStream:
+    """Captured output of a sandboxed command (merged stdout and stderr in 0.7.2).
+
+    The bytes are held in memory: ``execute`` reads the whole log and ``Shell.run`` collects
+    a run's output before returning, so there is nothing left to stream lazily. The
+    iterators exist so code written for large outputs reads the same either way. ``None``
+    means empty; equality compares bytes (with another stream, or with bytes).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self._data = bytes(data) if data is not None else b""
+
+    def read(self) -> bytes:
+        return self._data
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self._data.decode(encoding, errors="replace")
+
+    def iter_bytes(self, chunk_size: int = 8192) -> Iterator[bytes]:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        for i in range(0, len(self._data), chunk_size):
+            yield self._data[i:i + chunk_size]
+
+    def iter_text(self, chunk_size: int = 8192) -> Iterator[str]:
+        """Text chunks of about ``chunk_size`` bytes; a character is never split."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for chunk in self.iter_bytes(chunk_size):
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def iter_lines(self) -> Iterator[str]:
+        """Lines without their endings (``str.splitlines`` rules)."""
+        yield from self.text().splitlines()
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __bytes__(self) -> bytes:
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, OutputStream):
+            return self._data == other._data
+        if isinstance(other, bytes | bytearray | memoryview):
+            return self._data == bytes(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._data)
+
+    def __repr__(self) -> str:
+        return f"OutputStream({self._data!r})"
+
+
+@dataclass(slots=True, repr=False)
+class RunResult(_ShortRepr):
+    """Outcome of ``Repository.execute`` or ``Shell.run`` (0.7.2 has no ``stderr``)."""
+
+    stdout: OutputStream
+    exit_code: int
+
+
+@dataclass(slots=True, repr=False)
+class SandboxTriggerCondition(_ShortRepr):
+    """When a trigger fires: ``type`` ``prefix``/``path``, ``diff_type`` ("" = any)."""
+
+    type: str = ""
+    prefix: str = ""
+    path: str = ""
+    diff_type: str = ""
+
+
+@dataclass(slots=True, repr=False)
+class SandboxTriggerConfig(_ShortRepr):
+    """The sandbox a trigger starts (the create body of 2.8.1, minus ``interactive``)."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    mountpoint: str = ""
+    path_prefix: str = ""
+    timeout_seconds: int | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxCredentials:
+    """A short-lived token from ``TILDE_SANDBOX_CREDENTIALS_URI`` (2.17)."""
+
+    access_token: str
+    expires_at: datetime
+    principal_type: str | None = None
+    principal_id: str | None = None
+    principal_name: str | None = None
+    organization_id: str | None = None
+    api_url: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class SandboxStatusData:
+    """``GET {S}/status``; ``state`` is the wire field ``status`` (2.8.2)."""
+
+    state: str = ""
+    status_reason: str = ""
+    exit_code: int | None = None
+    commit_id: str = ""
+    web_url: str = ""
+    error_message: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class SandboxTriggerData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    enabled: bool = False
+    conditions: tuple[SandboxTriggerCondition, ...] = ()
+    sandbox_config: SandboxTriggerConfig | None = None
+    run_as: dict[str, str] | None = None
+    repository_id: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class SandboxTriggerRunData:
+    id: str = ""
+    repository_id: str = ""
+    trigger_id: str = ""
+    commit_id: str = ""
+    status: str = ""
+    reason: str = ""
+    sandbox_id: str | None = None
+    matched_paths: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

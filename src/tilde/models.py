@@ -4,6 +4,7 @@ Only the areas implemented so far are exported: organizations, repositories, ses
 objects and commits. Sandboxes, identity, secrets and connectors come later.
 """
 
+from ._credentials import SandboxCredentialsProvider
 from ._values import (
     CommitResult,
     CopyObjectResult,
@@ -11,14 +12,27 @@ from ._values import (
     EntryRecord,
     ListingEntry,
     ObjectMetadata,
+    OutputStream,
     PutObjectResult,
+    RunResult,
+    SandboxCredentials,
+    SandboxTriggerCondition,
+    SandboxTriggerConfig,
     SourceMetadata,
 )
 from .resources.commits import Commit, Commits
 from .resources.objects import ObjectReader, ReadOnlyObjects, SessionObjects
 from .resources.organizations import Organization, Organizations
 from .resources.repositories import Repositories, Repository
+from .resources.sandboxes import LogStream, Sandbox, Sandboxes, SandboxStatus
 from .resources.sessions import Session
+from .resources.shell import Shell
+from .resources.triggers import (
+    SandboxTrigger,
+    SandboxTriggerRun,
+    SandboxTriggerRuns,
+    SandboxTriggers,
+)
 
 __all__ = [
     "Commit",
@@ -28,15 +42,30 @@ __all__ = [
     "Entry",
     "EntryRecord",
     "ListingEntry",
+    "LogStream",
     "ObjectMetadata",
     "Organization",
     "Organizations",
+    "OutputStream",
     "PutObjectResult",
     "ReadOnlyObjects",
     "Repositories",
     "Repository",
+    "RunResult",
+    "Sandbox",
+    "SandboxCredentials",
+    "SandboxCredentialsProvider",
+    "SandboxStatus",
+    "SandboxTrigger",
+    "SandboxTriggerCondition",
+    "SandboxTriggerConfig",
+    "SandboxTriggerRun",
+    "SandboxTriggerRuns",
+    "SandboxTriggers",
+    "Sandboxes",
     "Session",
     "SessionObjects",
+    "Shell",
     "SourceMetadata",
 ]
 

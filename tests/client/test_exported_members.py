@@ -27,9 +27,12 @@ def test_models_all() -> None:
     assert tilde.models.__all__ == sorted(tilde.models.__all__)
     assert tilde.models.__all__ == [
         "Commit", "CommitResult", "Commits", "CopyObjectResult", "Entry", "EntryRecord",
-        "ListingEntry", "ObjectMetadata", "Organization", "Organizations", "PutObjectResult",
-        "ReadOnlyObjects", "Repositories", "Repository", "Session", "SessionObjects",
-        "SourceMetadata",
+        "ListingEntry", "LogStream", "ObjectMetadata", "Organization", "Organizations",
+        "OutputStream", "PutObjectResult", "ReadOnlyObjects", "Repositories", "Repository",
+        "RunResult", "Sandbox", "SandboxCredentials", "SandboxCredentialsProvider",
+        "SandboxStatus", "SandboxTrigger", "SandboxTriggerCondition", "SandboxTriggerConfig",
+        "SandboxTriggerRun", "SandboxTriggerRuns", "SandboxTriggers", "Sandboxes", "Session",
+        "SessionObjects", "Shell", "SourceMetadata",
     ]
 
 

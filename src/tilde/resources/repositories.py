@@ -13,6 +13,12 @@ from .objects import ReadOnlyObjects
 from .sessions import Session
 
 if TYPE_CHECKING:
+    from .._values import RunResult
+    from .sandboxes import Sandboxes
+    from .shell import Shell
+    from .triggers import SandboxTriggers
+
+if TYPE_CHECKING:
     from .._client import Client
 
 
@@ -117,6 +123,53 @@ class Repository:
     def objects(self) -> ReadOnlyObjects:
         """Read-only view of the latest committed state (README name)."""
         return ReadOnlyObjects(self._client, self._org, self.name)
+
+    # --- sandboxes (2.8, 2.9) ---------------------------------------------------------
+
+    @property
+    def sandboxes(self) -> Sandboxes:
+        from .sandboxes import Sandboxes
+
+        return Sandboxes(self._client, self._org, self.name)
+
+    @property
+    def sandbox_triggers(self) -> SandboxTriggers:
+        from .triggers import SandboxTriggers
+
+        return SandboxTriggers(self._client, self._org, self.name)
+
+    def execute(self, command: str | list[str], *, image: str | None = None,
+                env: dict[str, str] | None = None, timeout: int | None = None,
+                check: bool = True, mountpoint: str | None = None,
+                path_prefix: str | None = None) -> RunResult:
+        """Run one command in a new sandbox and wait for it; a clean exit commits its changes.
+
+        A string runs through ``sh -c``. ``check=True`` raises ``CommandError`` on a non-zero
+        exit (nothing is committed then).
+        """
+        from .sandboxes import execute
+
+        return execute(self._client, self._org, self.name, command, image=image, env=env,
+                       timeout=timeout, check=check, mountpoint=mountpoint,
+                       path_prefix=path_prefix)
+
+    def shell(self, *, image: str | None = None, env: dict[str, str] | None = None,
+              cmd: list[str] | None = None, timeout: int | None = None,
+              name: str | None = None, mountpoint: str | None = None,
+              path_prefix: str | None = None) -> Shell:
+        """Create an interactive sandbox now; use the result as ``with ... as sh``.
+
+        ``name`` is accepted and ignored, as in 0.7.2.
+        """
+        from .sandboxes import Sandboxes
+        from .shell import Shell
+
+        del name
+        sandbox = Sandboxes(self._client, self._org, self.name)._create(
+            image=self._client.default_sandbox_image if image is None else image,
+            command=cmd, interactive=True, env=env, mountpoint=mountpoint,
+            path_prefix=path_prefix, timeout_seconds=timeout)
+        return Shell(self._client, sandbox)
 
     def __repr__(self) -> str:
         return f"Repository({self._org}/{self.name})"
