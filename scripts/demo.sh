@@ -25,10 +25,11 @@ stop_server() {
         local rc=0
         wait "$server_pid" || rc=$?
         echo "demo: tilde-server stopped (exit status $rc)"
+        return "$rc"
     fi
 }
 cleanup() {
-    stop_server
+    stop_server || true
     if [ "${KEEP:-0}" = 1 ]; then
         echo "demo: kept $work"
     else
