@@ -27,7 +27,7 @@ if CLIENT == "bundled":
         # Read from offset 1024 to end of file
         with repo.objects.get("data/file.parquet", byte_range=(1024, None)) as f:
             tail = f.read()
-        tail_range, tail_length = f.content_range, f.content_length
+        tail_range, tail_length = f.content_range, f.content_length  # (not in the README)
 
         with repo.objects.get("data/file.parquet", byte_range=(0, 1023)) as f:
             data = f.read()

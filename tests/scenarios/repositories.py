@@ -7,13 +7,13 @@ from tilde.exceptions import NotFoundError
 
 check_client()
 
-# --- README -----------------------------------------------------------------------------
-repo = tilde.repository(REPO)
-
 with printed() as out:
+    # --- README -------------------------------------------------------------------------
+    repo = tilde.repository(REPO)
+
     # Lazy-loaded properties
     print(repo.id, repo.description, repo.visibility)
-# --- end of README ----------------------------------------------------------------------
+    # --- end of README ------------------------------------------------------------------
 
 # The test fixture created the repository private, without a description.
 assert repo.id, "repository id is empty"

@@ -38,14 +38,14 @@ except APIError:
 else:
     raise AssertionError("a rolled-back session could still be committed")
 
-# --- README: explicit control --------------------------------------------------------------
 with printed() as out:
+    # --- README: explicit control -------------------------------------------------------
     session = repo.session()
     print(session.session_id)
     session.objects.put("data/file.csv", b"content")
     session.commit("modifying data in parallel")
     # or: session.rollback()
-# --- end of README ----------------------------------------------------------------------
+    # --- end of README ------------------------------------------------------------------
 
 assert out == [session.session_id] and session.session_id, out
 assert session.session_id != failed_session_id
