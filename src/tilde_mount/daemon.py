@@ -330,6 +330,7 @@ class Daemon:
             fs_kwargs["gid"] = c.gid
         fs = Filesystem(remote, FsConfig(**fs_kwargs), session_id=c.session_id,
                         ref=c.commit_id)
+        fs.on_forget = self._invalidate_kernel
         return remote, fs
 
     def _fuse_options(self) -> set[str]:
@@ -482,40 +483,27 @@ class Daemon:
         if progress is None:
             await self.fs.sync()
             return
-        sent_at_start = self._upload_counters()[1]
+        sent_at_start = self.fs.progress().bytes_sent
         started = trio.current_time()
 
         async def report() -> None:
             while True:
                 await trio.sleep(0.5)
-                pending, sent = self._upload_counters()
-                if pending is None:
-                    continue
+                p = self.fs.progress()
+                pending, sent = p.dirty_files, p.bytes_sent
                 done = max(0, sent - sent_at_start)
                 rate = done / max(trio.current_time() - started, 1e-3)
-                await progress({"message": f"uploading: {pending} file(s) pending, "
+                await progress({"message": f"uploading: {pending} file(s) pending "
+                                           f"({format_size(p.bytes_pending)}), "
                                            f"{format_size(done)} sent "
                                            f"({format_size(rate)}/s)",
-                                "pending": pending, "bytes_sent": done})
+                                "pending": pending, "bytes_pending": p.bytes_pending,
+                                "bytes_sent": done})
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(report)
             await self.fs.sync()
             nursery.cancel_scope.cancel()
-
-    def _upload_counters(self) -> tuple[int | None, int]:
-        """(files pending, bytes sent so far), cheaply.
-
-        Workaround: Filesystem.status() lists the session's changes and HEADs every
-        changed path, far too heavy to poll; the dirty-file list (private to fs.py) and
-        the remote's byte counter are read directly, defensively.
-        """
-        try:
-            pending = len(self.fs._dirty_files())
-            sent = int(getattr(self.remote, "bytes_out", 0))
-        except Exception:
-            return None, 0
-        return pending, sent
 
     async def _commit(self, message: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         """Commit through the filesystem; the result is JSON-able, failures included.
@@ -634,55 +622,37 @@ class Daemon:
             return outcome
         if op == "rollback":
             async with self._commit_lock:
-                known = self._kernel_entries()
                 try:
+                    # fs.rollback awaits _invalidate_kernel (on_forget) before returning
                     await self.fs.rollback()
                 except Exception as exc:
                     log.exception("rollback failed")
                     raise control.ControlError(f"rollback failed: {exc}", "rollback") from exc
                 self._refresh_session_id()
-                await self._invalidate_kernel_entries(known)
             return {"status": "rolled_back", "session_id": self.session_id}
         if op == "unmount":
             return await self._unmount_request(req, send)
         raise control.ControlError(f"unknown request {op!r}", "protocol")
 
-    def _kernel_entries(self) -> list[tuple[int, bytes]]:
-        """(parent inode, name) of every entry the kernel may have cached, deepest first.
+    async def _invalidate_kernel(self, forget: Any) -> None:
+        """``Filesystem.on_forget``: make the kernel drop the entries and pages it cached.
 
-        Workaround: Filesystem.rollback() forgets its local nodes but does not tell the
-        kernel, whose cached dentries would then point at detached inodes (ENOENT) until
-        their TTL ran out. This reads the inode table (private to fs.py) defensively.
+        ``invalidate_entry`` blocks until related requests (lookups in that directory...)
+        are answered, and those are answered by this very trio loop: so the calls run in a
+        worker thread while the loop keeps serving. The hook is only awaited from the
+        control plane (rollback, commit), never inside a FUSE request handler.
         """
-        table = getattr(self.fs, "_inodes", None)
-        by_path = getattr(table, "_by_path", None)
-        if not isinstance(by_path, dict):
-            return []
-        out = []
-        for path in list(by_path):
-            if not path:
-                continue
-            parent_path, _, name = path.rpartition("/")
-            parent = by_path.get(parent_path)
-            if parent is None:
-                continue
-            out.append((path.count("/"), int(parent.ino),
-                        name.encode("utf-8", "surrogateescape")))
-        out.sort(reverse=True)
-        return [(ino, name) for _, ino, name in out]
-
-    async def _invalidate_kernel_entries(self, entries: list[tuple[int, bytes]]) -> None:
-        """Make the kernel look entries up again (in a thread: it may wait on our loop)."""
-        if not entries or not self._mounted:
+        if not self._mounted:
             return
         import pyfuse3
 
         def invalidate() -> None:
-            for parent, name in entries:
-                try:
+            for parent, name in forget.entries:
+                with contextlib.suppress(OSError):  # ENOENT: the kernel did not have it
                     pyfuse3.invalidate_entry(parent, name)
-                except OSError:
-                    pass  # ENOENT: the kernel did not have it
+            for ino in forget.inodes:
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_inode(ino)
 
         await trio.to_thread.run_sync(invalidate)
 

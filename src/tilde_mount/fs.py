@@ -14,7 +14,9 @@ Composition (daemon.py does this; tests do the same without FUSE)::
 
 Inode numbers are ints (root 1), names ``bytes``, errors `FsError`. See
 docs/dev/contracts.md for the method list; this module adds ``run``, ``session_id``
-and ``serving`` (an async context manager for tests).
+and ``serving`` (an async context manager for tests), ``progress()`` (cheap upload
+counters) and ``on_forget`` (awaited with a `KernelForget` after a rollback or a commit
+awaiting approval: what the kernel must drop; the daemon invalidates, tests record).
 
 Subtleties:
 1. State has three layers, consulted in order: local state (staged files in
@@ -45,7 +47,7 @@ import logging
 import os
 import stat as S
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -64,7 +66,8 @@ from .readdir import DirHandle, to_dir_page, valid_name
 from .remote import CommitOutcome, Remote, View
 from .upload import StagedFile, Staging, Uploader
 
-__all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "OpenResult", "StatFs"]
+__all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "KernelForget", "OpenResult",
+           "Progress", "StatFs"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -106,6 +109,36 @@ class StatFs:
     files_free: int = 1 << 32
     files_available: int = 1 << 32
     name_max: int = 1024
+
+
+@dataclass(frozen=True)
+class KernelForget:
+    """What the kernel must drop after a change it did not ask for (rollback, a commit
+    awaiting approval): the filesystem has no kernel, so it reports, the daemon tells.
+
+    ``entries`` are (parent inode, name) pairs the kernel may hold as cached dentries,
+    deepest first (``pyfuse3.invalidate_entry``); ``inodes`` stay known under the same
+    number but their cached attributes and pages are stale (``invalidate_inode``).
+    """
+
+    entries: tuple[tuple[int, bytes], ...] = ()
+    inodes: tuple[int, ...] = ()
+
+
+#: ``Filesystem.on_forget``: awaited with what the kernel must forget, never on a FUSE
+#: request (rollback/commit run on the control plane), so it may block in a thread.
+ForgetHook = Callable[[KernelForget], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Cheap upload counters (no request, no scan of the session): ``progress()``."""
+
+    dirty_files: int        # staged files not yet uploaded as they stand (open ones too)
+    bytes_pending: int      # their sizes added up
+    bytes_uploaded: int     # content of the uploads finished by this mount so far
+    bytes_sent: int         # request bodies sent so far (grows during a large upload)
+    uploads_in_flight: int  # files with an upload scheduled or running
 
 
 @dataclass
@@ -202,6 +235,8 @@ class Filesystem:
         self._stopped = trio.Event()
         self._control_lock = trio.Lock()
         self.counters = _Readers()
+        #: told what the kernel must forget after rollback (see `KernelForget`)
+        self.on_forget: ForgetHook | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -968,6 +1003,17 @@ class Filesystem:
     def _dirty_files(self) -> list[StagedFile]:
         return [sf for sf in self._files.values() if sf.dirty or not sf.ready]
 
+    def progress(self) -> Progress:
+        """Upload counters, cheap enough to poll (no request, one pass over dirty files)."""
+        dirty = self._dirty_files()
+        return Progress(
+            dirty_files=len(dirty),
+            bytes_pending=sum(sf.size if sf.ready else (sf.base.size if sf.base else 0)
+                              for sf in dirty),
+            bytes_uploaded=self._uploader.uploaded_bytes,
+            bytes_sent=int(self.remote.stats().get("bytes_out", 0)),
+            uploads_in_flight=len(self._uploader.pending))
+
     async def sync(self) -> None:
         """Upload everything dirty (open files as they stand now) and wait for it."""
         if self.read_only:
@@ -994,6 +1040,7 @@ class Filesystem:
                 self.base_commit = outcome.commit_id or self.base_commit
             else:  # awaiting approval: the new session does not see those changes yet
                 self._meta.clear()
+                await self._tell_kernel(self._kernel_forget())
             for sf in self._files.values():
                 if not sf.dirty:
                     sf.on_remote = True
@@ -1001,8 +1048,13 @@ class Filesystem:
                      outcome.commit_id or outcome.web_url, new_sid)
             return outcome
 
-    async def rollback(self) -> None:
-        """Discard the session's changes and local staging; go on over a fresh session."""
+    async def rollback(self) -> KernelForget:
+        """Discard the session's changes and local staging; go on over a fresh session.
+
+        Returns what the kernel must forget (also passed to ``on_forget`` before this
+        returns): every entry it may have cached, and the open files that keep their inode
+        but no longer show what was written to them.
+        """
         self._check_writable()
         async with self._control_lock:
             sid = self._sid()
@@ -1020,14 +1072,38 @@ class Filesystem:
             self.view = View(session_id=new_sid)
             for sf in dropped:
                 sf.unlinked = True
-            for node_path in [p for p in list(self._inodes._by_path) if p]:
-                node = self._inodes.by_path(node_path)
-                if node is not None and not node.open_count:
+            forget = self._kernel_forget()
+            for node in self._inodes.attached():
+                if node.path and not node.open_count:
                     self._inodes.detach(node)
+            for ino in forget.inodes:  # the page cache must not be kept at next open
+                self._kernel_cache_key.pop(ino, None)
+            await self._tell_kernel(forget)
             for sf in dropped:
                 if sf.open_handles <= 0:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
+            return forget
+
+    def _kernel_forget(self) -> KernelForget:
+        """Every (parent inode, name) the kernel may have cached, and the open files."""
+        nodes = self._inodes.attached()
+        by_path = {n.path: n for n in nodes}
+        entries: list[tuple[int, bytes]] = []
+        for node in nodes:
+            parent = by_path.get(parent_of(node.path)) if node.path else None
+            if parent is not None:
+                entries.append((parent.ino, basename(node.path).encode("utf-8")))
+        stale = sorted({h.node.ino for h in self._handles.values() if not h.node.detached})
+        return KernelForget(tuple(entries), tuple(stale))
+
+    async def _tell_kernel(self, forget: KernelForget) -> None:
+        if self.on_forget is None or not (forget.entries or forget.inodes):
+            return
+        try:
+            await self.on_forget(forget)
+        except Exception:  # the kernel's TTLs end staleness anyway; never fail the caller
+            log.exception("invalidating the kernel's caches failed")
 
     async def _changes(self) -> list[tuple[str, bool]]:
         """(path, deleted) for every change in the session, from the server."""

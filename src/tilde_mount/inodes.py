@@ -119,6 +119,10 @@ class InodeTable:
         if node is not None:
             self.detach(node)
 
+    def attached(self) -> list[Inode]:
+        """Every node that still has a path (the root included), deepest paths first."""
+        return sorted(self._by_path.values(), key=lambda n: (-n.path.count("/"), n.path))
+
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` (and everything known below it) to ``new``; synchronous on purpose."""
         self.detach_path(new)

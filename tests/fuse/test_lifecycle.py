@@ -188,3 +188,24 @@ def test_status_reports_the_session(tool: Tool, api: Api, tmp_path: Path) -> Non
     assert st["deleted"] == ["d.txt"]
     human = tool.tm("status", str(mnt)).stdout
     assert st["session_id"] in human and "n.txt" in human
+
+
+def test_rollback_makes_the_kernel_forget(tool: Tool, api: Api, tmp_path: Path) -> None:
+    """Entries the kernel cached (TTL 30 s) are gone at once after a rollback."""
+    api.seed({"base.txt": b"base\n"})
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    (mnt / "a" / "b").mkdir(parents=True)
+    (mnt / "a" / "b" / "c.txt").write_bytes(b"c\n")
+    (mnt / "base.txt").write_bytes(b"changed\n")
+    for p in ("a", "a/b", "a/b/c.txt", "base.txt"):
+        os.stat(mnt / p)  # now in the kernel's dentry and attribute caches
+    with open(mnt / "base.txt", "rb") as f:
+        assert f.read() == b"changed\n"
+    tool.tm("rollback", str(mnt))
+    assert not (mnt / "a").exists()
+    assert not os.path.exists(mnt / "a" / "b" / "c.txt")
+    assert os.listdir(mnt) == ["base.txt"]
+    assert os.stat(mnt / "base.txt").st_size == 5
+    assert (mnt / "base.txt").read_bytes() == b"base\n"
+    tool.tm("unmount", str(mnt))
