@@ -410,8 +410,19 @@ def _require_tilde_mount(mountpoint: str) -> str:
         if is_tilde_mount(real):
             fail(f"{mountpoint}: the tilde-mount daemon for this mount is gone; "
                  f"run `fusermount3 -u {real}` (the session is safe on the server)")
+        above = _enclosing_tilde_mount(real)
+        if above is not None:
+            fail(f"{mountpoint}: not a tilde mount, but inside the one at {above}; "
+                 f"pass {above}")
         fail(f"{mountpoint}: not a tilde mount")
     return real
+
+
+def _enclosing_tilde_mount(real: str) -> str | None:
+    """The tilde mount ``real`` lies inside of, if any (the deepest one)."""
+    found = [m for m, t in _mount_table()
+             if t.startswith("fuse.tilde") and real.startswith(m.rstrip("/") + "/")]
+    return max(found, key=len) if found else None
 
 
 def _control_failure(exc: control.ControlError) -> NoReturn:

@@ -12,7 +12,8 @@ Subtleties:
    talk to it (the directory mode alone would not stop root-owned daemons' sockets from
    being reached by a user who guessed the path in /tmp).
 2. The server side is trio and runs in the daemon's nursery; the client side is plain
-   blocking sockets, because the CLI is a short synchronous program.
+   blocking sockets, because the CLI is a short synchronous program (trio is imported
+   only by the server side, so ``tilde-mount --help`` and ``status`` start fast).
 3. A request handler that raises is answered with an error line; it never takes the
    control server (or the mount) down.
 4. A socket file whose daemon is gone is stale: connecting gives ECONNREFUSED, and the
@@ -31,9 +32,10 @@ import socket
 import struct
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+if TYPE_CHECKING:  # trio is imported where the daemon needs it: the CLI stays fast
+    import trio
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,8 @@ class ControlServer:
     """
 
     def __init__(self, mountpoint: str, handler: Handler) -> None:
+        import trio
+
         self.path = socket_path(mountpoint)
         self._handler = handler
         self._sock: trio.socket.SocketType | None = None
@@ -121,6 +125,8 @@ class ControlServer:
         finally:
             os.umask(old)
         raw.listen(16)
+        import trio
+
         self._sock = trio.socket.from_stdlib_socket(raw)
 
     def close(self) -> None:
@@ -130,11 +136,14 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = None) -> None:
+        import trio
+
         if self._sock is None:
             self.bind()
         assert self._sock is not None
-        task_status.started()
+        if task_status is not None:
+            task_status.started()
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as self._accepting:
                 while True:
@@ -158,6 +167,8 @@ class ControlServer:
                 self._idle.set()
 
     async def _serve_one_inner(self, conn: trio.socket.SocketType) -> None:
+        import trio
+
         stream = trio.SocketStream(conn)
         try:
             uid = _peer_uid(conn)

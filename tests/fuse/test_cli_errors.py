@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,45 @@ def test_control_commands_on_a_plain_directory(tool: Tool, tmp_path: Path) -> No
         _refused(tool, args, plain, "not a tilde mount")
 
 
+def test_control_commands_on_anything_but_a_tilde_mount(tool: Tool, api: Api,
+                                                       tmp_path: Path) -> None:
+    """A missing path, a plain file, another filesystem's mount, a directory inside a
+    tilde mount: every subcommand answers with one clear line and a non-zero exit."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    (mnt / "sub").mkdir()
+    cases = [(tmp_path / "missing", "no such directory"), (afile, "not a tilde mount"),
+             (Path("/proc"), "not a tilde mount"),
+             (mnt / "sub", f"inside the one at {mnt}".lower())]
+    for path, needle in cases:
+        for args in (["commit", str(path), "-m", "x"], ["status", str(path)],
+                     ["status", "--json", str(path)], ["rollback", str(path)],
+                     ["unmount", str(path)]):
+            r = tool.tm(*args, check=False)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode != 0 and len(lines) == 1, (args, r.stderr)
+            assert lines[0].startswith("tilde-mount: ") and needle in lines[0].lower(), lines
+    assert is_mounted(mnt)
+
+
 def test_help_is_available(tool: Tool) -> None:
-    for args in (["--help"], ["mount", "--help"], ["commit", "--help"]):
+    for args in (["--help"], ["mount", "--help"], ["commit", "--help"], ["status", "--help"],
+                 ["rollback", "--help"], ["unmount", "--help"]):
         r = tool.tm(*args)
         assert "Usage" in r.stdout
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """``--help`` and the control commands are instant: the daemon, the filesystem,
+    pyfuse3, trio and httpx are imported only when a mount starts."""
+    code = ("import sys\n"
+            "from tilde_mount import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = {'pyfuse3', 'trio', 'httpx', 'tilde', 'tilde_mount.daemon',\n"
+            "         'tilde_mount.fs', 'cachetools'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
