@@ -525,6 +525,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append("cache:       " + _flat(s["cache"]))
     if isinstance(s.get("requests"), dict):
         lines.append("requests:    " + _flat(s["requests"]))
+    if isinstance(s.get("io"), dict):
+        lines.append("served:      " + _flat(s["io"]))
     if s.get("log_file"):
         lines.append(f"log:         {s['log_file']}")
     return "\n".join(lines)

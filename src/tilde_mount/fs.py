@@ -392,9 +392,6 @@ class Filesystem:
         if parent and parent not in self._dirs:
             self._dirs[parent] = _now_ns()
 
-    def _remote_call_error(self, e: exc.TildeError, *, creating: bool = False) -> FsError:
-        return to_fs_error(e, creating=creating)
-
     # ------------------------------------------------------------------ lookups
     async def lookup(self, parent: int, name: bytes) -> Attr:
         pnode = self._dir_node(parent)
@@ -1165,5 +1162,9 @@ class Filesystem:
             "inodes": len(self._inodes),
             "open_handles": len(self._handles),
             "requests": self.remote.stats(),
+            # read/write calls that reached the filesystem (the kernel's page cache
+            # answers the rest): how keep_cache is seen from outside
+            "io": {"reads": self.counters.reads, "bytes_read": self.counters.bytes_read,
+                   "writes": self.counters.writes, "bytes_written": self.counters.bytes_written},
         }
 

@@ -1,0 +1,112 @@
+"""Promises of mount-semantics.md checked through a real mount that the other suites do
+not cover: the errno of every unsupported operation, chown/chmod/utimens kept, the kernel
+page cache kept across opens, ``--on-unmount rollback``."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from fusehelpers import Api, Tool, is_mounted
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("libc has no renameat2")
+    rc = libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags)
+    if rc != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _errno_of(fn: object) -> int:
+    with pytest.raises(OSError) as info:
+        fn()  # type: ignore[operator]
+    return int(info.value.errno or 0)
+
+
+def test_unsupported_operations_answer_the_documented_errno(tool: Tool, api: Api,
+                                                            tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    f, g = mnt / "f.txt", mnt / "g.txt"
+    f.write_bytes(b"f")
+    g.write_bytes(b"g")
+    assert _errno_of(lambda: os.link(f, mnt / "hard")) == errno.EPERM
+    assert _errno_of(lambda: os.symlink("f.txt", mnt / "sym")) == errno.EPERM
+    assert _errno_of(lambda: os.mkfifo(mnt / "fifo")) == errno.EPERM
+    assert _errno_of(lambda: os.mknod(mnt / "sock", 0o600 | 0o140000)) == errno.EPERM
+    assert _errno_of(lambda: os.setxattr(f, "user.k", b"v")) == errno.ENOTSUP
+    assert _errno_of(lambda: os.getxattr(f, "user.k")) == errno.ENOTSUP
+    assert _errno_of(lambda: os.removexattr(f, "user.k")) == errno.ENOTSUP
+    assert os.listxattr(f) == []
+    assert _errno_of(lambda: _renameat2(f, g, RENAME_EXCHANGE)) == errno.ENOTSUP
+    assert _errno_of(lambda: _renameat2(f, g, RENAME_NOREPLACE)) == errno.EEXIST
+    _renameat2(f, mnt / "h.txt", RENAME_NOREPLACE)
+    assert sorted(os.listdir(mnt)) == ["g.txt", "h.txt"]
+    assert not any(p.name in ("hard", "sym", "fifo", "sock") for p in mnt.iterdir())
+
+
+def test_chmod_chown_utimens_are_kept_for_the_mount(tool: Tool, api: Api,
+                                                   tmp_path: Path) -> None:
+    api.seed({"seeded.txt": b"s"})
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    new = mnt / "new.txt"
+    new.write_bytes(b"n")
+    (mnt / "dir").mkdir()
+    for p in (mnt / "seeded.txt", new, mnt / "dir"):
+        os.chmod(p, 0o700)
+        os.chown(p, 1234, 2345)   # the tests run as root; a user could chgrp only
+        os.utime(p, ns=(1_500_000_000_000_000_000, 1_600_000_000_000_000_000))
+    for p in (mnt / "seeded.txt", new, mnt / "dir"):
+        st = os.stat(p)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o700, 1234, 2345), p
+        assert st.st_mtime_ns == 1_600_000_000_000_000_000, p
+    # still there after the kernel's attribute cache was dropped (a remount would not)
+    tool.tm("commit", str(mnt), "-m", "attrs")
+    assert os.stat(new).st_uid == 1234
+    assert api.tree() == {"seeded.txt": b"s", "new.txt": b"n"}
+
+
+def test_page_cache_is_kept_across_opens_while_the_etag_is_unchanged(
+        tool: Tool, api: Api, tmp_path: Path) -> None:
+    api.seed({"data.bin": os.urandom(300_000)})
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+
+    def reads() -> int:
+        return int(tool.status(mnt)["io"]["reads"])
+
+    first = (mnt / "data.bin").read_bytes()
+    after_first = reads()
+    assert after_first > 0
+    for _ in range(3):  # new opens, same ETag: the kernel answers from its page cache
+        assert (mnt / "data.bin").read_bytes() == first
+    assert reads() == after_first
+    # a write changes the content: the next open must not serve the old pages
+    with open(mnt / "data.bin", "r+b") as f:
+        f.write(b"NEW")
+    assert (mnt / "data.bin").read_bytes() == b"NEW" + first[3:]
+
+
+def test_on_unmount_rollback(tool: Tool, api: Api, tmp_path: Path) -> None:
+    first = api.seed({"a.txt": b"a"})
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt, "--on-unmount", "rollback")
+    (mnt / "b.txt").write_bytes(b"b")
+    (mnt / "a.txt").unlink()
+    r = tool.tm("unmount", str(mnt))
+    assert "rolled back" in r.stderr
+    assert not is_mounted(mnt)
+    assert api.head_commit() == first
+    assert api.tree() == {"a.txt": b"a"}

@@ -1,0 +1,89 @@
+"""mount-semantics.md promises not covered elsewhere, checked without a kernel: the errno
+table ("Failure"), a rejected key at run time, RENAME_EXCHANGE, and what --read-only pins."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tilde import exceptions as exc
+from tilde_mount.errors import FsError, errno_for
+from tilde_mount.fs import ROOT_INO, Filesystem
+from tilde_mount.remote import HttpRemote
+
+from .behaviour import expect_errno
+from .harness import CoreFs, Http, open_fs, small_config
+
+
+@pytest.mark.parametrize(("error", "creating", "expected"), [
+    (exc.NotFoundError(404), False, errno.ENOENT),
+    (exc.AuthenticationError(401), False, errno.EACCES),
+    (exc.ForbiddenError(403), False, errno.EACCES),
+    (exc.ConflictError(409), True, errno.EEXIST),
+    (exc.ConflictError(409), False, errno.EBUSY),
+    (exc.ServerError(503), False, errno.EIO),       # after the remote's retries
+    (exc.APIError(429), False, errno.EIO),
+    (exc.ServerError(501), False, errno.ENOTSUP),
+    (exc.TransportError("reset"), False, errno.EIO),
+    (RuntimeError("bug"), False, errno.EIO),
+])
+def test_errno_table(error: BaseException, creating: bool, expected: int) -> None:
+    assert errno_for(error, creating=creating) == expected
+
+
+def test_a_rejected_key_is_eacces(server: Any, repo_ref: Any, tmp_path: Path) -> None:
+    commit = Http(server, repo_ref).put("f.txt", b"f")
+
+    async def main() -> None:
+        remote = HttpRemote(server.endpoint, repo_ref.path, "tk-not-a-key", retries=0)
+        fs = Filesystem(remote, small_config(tmp_path), ref=commit)
+        try:
+            async with fs.serving():
+                with pytest.raises(FsError) as info:
+                    await fs.lookup(ROOT_INO, b"f.txt")
+                assert info.value.errno == errno.EACCES
+        finally:
+            await remote.aclose()
+
+    trio.run(main)
+
+
+def test_rename_exchange_is_enotsup_noreplace_is_eexist(server: Any, repo_ref: Any,
+                                                        tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path) as fs:
+            cfs = CoreFs(fs)
+            await cfs.write_file("a", b"a")
+            await cfs.write_file("b", b"b")
+            for flags, code in ((2, errno.ENOTSUP), (1, errno.EEXIST)):
+                with pytest.raises(FsError) as info:
+                    await fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", flags)
+                assert info.value.errno == code
+            await fs.rename(ROOT_INO, b"a", ROOT_INO, b"c", 1)
+            assert await cfs.listdir("") == ["b", "c"]
+
+    trio.run(main)
+
+
+def test_read_only_shows_the_commit_of_mount_time(server: Any, repo_ref: Any,
+                                                  tmp_path: Path) -> None:
+    """--read-only pins the latest commit *at mount time*; later commits need a remount."""
+    http = Http(server, repo_ref)
+    http.put("v.txt", b"one")
+
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path, read_only=True, attr_ttl=0.0,
+                           negative_ttl=0.0) as fs:
+            cfs = CoreFs(fs)
+            assert await cfs.read_file("v.txt") == b"one"
+            await trio.to_thread.run_sync(lambda: http.put("later.txt", b"later"))
+            await trio.to_thread.run_sync(lambda: http.put("v.txt", b"two"))
+            assert await cfs.listdir("") == ["v.txt"]
+            assert await cfs.read_file("v.txt") == b"one"
+            await expect_errno(errno.EROFS, cfs.write_file("x", b"x"))
+
+    trio.run(main)
