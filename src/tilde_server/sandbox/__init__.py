@@ -1,0 +1,96 @@
+"""Sandboxes: commands run in bubblewrap against a tilde-mount of their own session.
+
+`setup(app, store, endpoint)` wires the subsystem into a built application (the `run` command
+calls it): the manager (app.state.sandboxes), recovery of sandboxes a previous process left,
+repository-scoped sandbox tokens, and sandbox triggers on commits. See docs/sandboxes.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tilde_server.sandbox import records, triggers
+from tilde_server.sandbox.bwrap import Limits
+from tilde_server.sandbox.manager import SandboxManager
+from tilde_server.store import Principal, Store, Unauthorized
+
+__all__ = ["Limits", "SandboxManager", "setup"]
+
+API_PREFIX = "/api/v1"
+
+
+def setup(app: Starlette, store: Store, endpoint: str, *, network: bool = False,
+          limits: Limits | None = None) -> SandboxManager:
+    mgr = SandboxManager(store, endpoint, network=network, limits=limits)
+    mgr.recover()
+    app.state.sandboxes = mgr
+    from tilde_server.routes.sandboxes import ws_routes
+
+    # Before the /api/v1 Mount, which would otherwise take (and refuse) the WebSocket scopes.
+    app.router.routes[0:0] = ws_routes
+    _install_tokens(app, store)
+    triggers.install(store, mgr)
+    return mgr
+
+
+def _install_tokens(app: Starlette, store: Store) -> None:
+    """Sandbox tokens (`tst-...`) authenticate as the sandbox's creator, but only for paths of
+    the one repository they were issued for (checked by ScopeMiddleware before any route)."""
+    original = store.authenticate
+
+    def authenticate(key: str) -> Principal:
+        if key.startswith(records.TOKEN_PREFIX):
+            found = records.lookup_token(store.db, key)
+            if found is None:
+                raise Unauthorized("invalid or expired sandbox token", "invalid_api_key")
+            return found[2]
+        return original(key)
+
+    store.authenticate = authenticate  # type: ignore[method-assign]
+    app.add_middleware(ScopeMiddleware, store=store)
+
+
+class ScopeMiddleware:
+    """403 for a sandbox token used outside its repository."""
+
+    def __init__(self, app: ASGIApp, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        token = ""
+        for k, val in scope.get("headers", []):
+            if k == b"authorization":
+                scheme, _, rest = val.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer":
+                    token = rest.strip()
+        if path.startswith(API_PREFIX + "/") and token.startswith(records.TOKEN_PREFIX):
+            found = await anyio.to_thread.run_sync(records.lookup_token, self.store.db, token)
+            if found is not None:
+                org, repo = found[0], found[1]
+                base = f"{API_PREFIX}/organizations/{org}/repositories/{repo}"
+                if not (path == base or path.startswith(base + "/")):
+                    await _deny(scope, receive, send,
+                                f"this sandbox token is valid only for {org}/{repo}")
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _deny(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"message": message, "code": "forbidden", "request_id": ""}).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"),
+                          (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,656 @@
+"""The sandbox lifecycle: session -> scoped token -> tilde-mount -> bwrap -> unmount -> commit.
+
+Each sandbox has one lifecycle thread (everything here blocks; the HTTP layer only calls the
+quick methods from worker threads and talks to live sandboxes through thread-safe objects).
+
+Subtleties:
+1. States (spec 5.1, 0.7.2 vocabulary, stored as such): `starting` (reason `created`, then
+   `initializing` while the mount comes up), `running`, then exactly one terminal write:
+   `committed` (`committed` + commit_id, or `no_changes` + ""), `error` (`exit_non_zero`),
+   `failed` (`timeout`, `image_not_found`, `internal_error`, `commit_failed`,
+   `sandbox_lost`), `cancelled` (`cancelled_by_user`). The 0.7.9 names are a view (routes).
+2. The terminal decision is taken under `LiveSandbox.lock`: a cancel that arrives after the
+   lifecycle decided to commit is refused (409) and a commit never starts after a cancel.
+3. The process tree dies with the bwrap process: bwrap runs the command in a new pid
+   namespace (its pid 1 is bwrap's reaper), so SIGKILL to the process group of bwrap ends
+   every process in the sandbox, and --die-with-parent covers a dying server.
+4. Output of the main process (stdout and stderr merged, one pipe) is appended to
+   `<data>/sandboxes/<id>/stdout.log` by a reader thread and fanned out to terminal
+   subscribers; UTF-8 sequences are never split across the chunks handed to subscribers.
+5. The repository is a tilde-mount of the sandbox's own session with `--on-unmount keep`:
+   after the command ends the mount is unmounted (which uploads what is pending) and the
+   server commits or rolls back the session itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tilde_server.sandbox import bwrap, images, records
+from tilde_server.sandbox.proxy import ApiSocketProxy
+from tilde_server.sandbox.spec import SandboxSpec
+from tilde_server.store import BadRequest, Conflict, NotFound, Principal, Store
+from tilde_server.store.engine import now_rfc3339
+
+log = logging.getLogger("tilde_server.sandbox")
+
+MOUNT_TIMEOUT = 60.0
+UNMOUNT_TIMEOUT = 300.0
+MAX_LOG_BYTES = 256 * 1024 * 1024
+MOUNT_TOKEN_SLACK = 3600.0
+CREDENTIAL_TTL = 1800.0
+CHUNK = 64 * 1024
+TERMINAL = ("committed", "awaiting_approval", "failed", "error", "cancelled")
+
+
+class OutputHub:
+    """Fan-out of one output stream to subscribers (callables taking bytes; b"" = end)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: list[Callable[[bytes], None]] = []
+        self._backlog = bytearray()  # kept until the first subscriber arrives
+        self._had_subscriber = False
+        self.closed = False
+
+    def publish(self, data: bytes) -> None:
+        with self._lock:
+            if not self._had_subscriber and len(self._backlog) < 1024 * 1024:
+                self._backlog += data
+            subs = list(self._subs)
+        for s in subs:
+            s(data)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            subs = list(self._subs)
+        for s in subs:
+            s(b"")
+
+    def subscribe(self, fn: Callable[[bytes], None]) -> Callable[[], None]:
+        with self._lock:
+            backlog = bytes(self._backlog) if not self._had_subscriber else b""
+            self._had_subscriber = True
+            self._backlog.clear()
+            self._subs.append(fn)
+            closed = self.closed
+        if backlog:
+            fn(backlog)
+        if closed:
+            fn(b"")
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subs.remove(fn)
+        return unsubscribe
+
+
+def utf8_cut(buf: bytes) -> int:
+    """Length of the longest prefix of `buf` that does not end inside a UTF-8 sequence."""
+    n = len(buf)
+    for back in range(1, min(4, n) + 1):
+        b = buf[n - back]
+        if b < 0x80:
+            return n
+        if b >= 0xC0:  # a lead byte: is its sequence complete?
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return n if back >= need else n - back
+    return n
+
+
+@dataclass
+class LiveSandbox:
+    row: records.SandboxRow
+    spec: SandboxSpec
+    who: Principal
+    private_dir: Path
+    runtime_dir: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    output: OutputHub = field(default_factory=OutputHub)
+    done: threading.Event = field(default_factory=threading.Event)
+    finish_requested: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    deciding: bool = False  # the terminal decision has been taken (see subtlety 2)
+    proc: subprocess.Popen[bytes] | None = None
+    stdin_lock: threading.Lock = field(default_factory=threading.Lock)
+    exec_procs: set[subprocess.Popen[bytes]] = field(default_factory=set)
+    mount_pid: int | None = None
+    image: images.Image | None = None
+    repo_dir: str = ""
+    exit_code: int | None = None
+    proxy: ApiSocketProxy | None = None
+    credentials_secret: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def mnt(self) -> Path:
+        return self.runtime_dir / "mnt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.private_dir / "stdout.log"
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of `proc` (bwrap and, through its pid namespace, all inside)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def default_runtime_root(data_dir: Path) -> Path:
+    """Where mountpoints live: traversable (0711) by the sandbox uid, outside the data dir."""
+    env = os.environ.get("TILDE_SERVER_SANDBOX_RUNTIME")
+    if env:
+        return Path(env)
+    tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tilde-sandboxes-{os.geteuid()}-{tag}"
+
+
+class SandboxManager:
+    """Owns the live sandboxes of one server process."""
+
+    def __init__(self, store: Store, endpoint: str, *, network: bool = False,
+                 limits: bwrap.Limits | None = None, runtime_root: Path | None = None,
+                 on_finished: Callable[[records.SandboxRow], None] | None = None) -> None:
+        self.store = store
+        self.db = store.db
+        self.endpoint = endpoint.rstrip("/")
+        self.network = network
+        self.limits = limits or bwrap.Limits()
+        self.data_root = store.root / "sandboxes"
+        self.runtime_root = runtime_root or default_runtime_root(store.root)
+        self.on_finished = on_finished
+        self._live: dict[str, LiveSandbox] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+        records.ensure_schema(self.db)
+
+    # ------------------------------------------------------------------ startup / shutdown
+    def recover(self) -> None:
+        """Sandboxes survive nothing across a restart: mark leftovers failed (sandbox_lost),
+        unmount their mounts, roll back their sessions."""
+        self.data_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.runtime_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.runtime_root, 0o711)
+        for row in records.active_sandboxes(self.db):
+            log.warning("sandbox %s was %s when the server stopped: marking it failed",
+                        row.id, row.status)
+            if row.runtime_dir:
+                _force_unmount(os.path.join(row.runtime_dir, "mnt"))
+                shutil.rmtree(row.runtime_dir, ignore_errors=True)
+            with contextlib.suppress(NotFound):
+                self.store.rollback_session(row.org, row.repo, row.session_id)
+            records.revoke_tokens(self.db, row.id)
+            records.update_sandbox(
+                self.db, row.id, status="failed", status_reason="sandbox_lost",
+                error_message="the server stopped while the sandbox was active",
+                finished_at=now_rfc3339())
+        # Mountpoints of sandboxes this process never knew (crash before the row was written).
+        for child in self.runtime_root.iterdir() if self.runtime_root.exists() else []:
+            if child.is_dir():
+                _force_unmount(str(child / "mnt"))
+                shutil.rmtree(child, ignore_errors=True)
+
+    def shutdown(self) -> None:
+        """Cancel every live sandbox and wait for their teardown (server stop)."""
+        self._closing = True
+        with self._lock:
+            live = list(self._live.values())
+        for sb in live:
+            self._request_cancel(sb, reason="cancelled_by_user")
+        for sb in live:
+            sb.done.wait(UNMOUNT_TIMEOUT)
+
+    # ------------------------------------------------------------------ public operations
+    def live(self, sandbox_id: str) -> LiveSandbox | None:
+        with self._lock:
+            return self._live.get(sandbox_id)
+
+    def create(self, org: str, repo: str, spec: SandboxSpec, who: Principal,
+               trigger_id: str | None = None) -> str:
+        """Open the session, record the sandbox, start its lifecycle thread. Quick."""
+        if self._closing:
+            raise Conflict("the server is stopping", "server_stopping")
+        bwrap.bwrap_path()  # fail loudly (500) if bubblewrap is missing
+        repo_row = self.store.get_repo(org, repo)
+        session_id = self.store.create_session(org, repo, who)
+        sid = records.time_ordered_id()
+        t = now_rfc3339()
+        private = self.data_root / sid
+        runtime = self.runtime_root / sid
+        row = records.SandboxRow(
+            id=sid, org=org, repo=repo, repo_uid=repo_row["uid"], session_id=session_id,
+            spec=spec.to_json(), status="starting", status_reason="created", exit_code=None,
+            commit_id="", error_message="", created_by=records.principal_json(who),
+            created_at=t, updated_at=t, finished_at=None, runtime_dir=str(runtime),
+            trigger_id=trigger_id)
+        records.insert_sandbox(self.db, row)
+        sb = LiveSandbox(row=row, spec=spec, who=who, private_dir=private, runtime_dir=runtime)
+        with self._lock:
+            self._live[sid] = sb
+        threading.Thread(target=self._lifecycle, args=(sb,), name=f"sandbox-{sid[:8]}",
+                         daemon=True).start()
+        return sid
+
+    def cancel(self, org: str, repo: str, sandbox_id: str, wait: float = 10.0) -> str:
+        """Cancel; returns the resulting status. 409 when the sandbox already finished."""
+        row = records.get_sandbox(self.db, org, repo, sandbox_id)
+        sb = self.live(sandbox_id)
+        if sb is None or row.status in TERMINAL:
+            if row.status == "cancelled":
+                return row.status
+            raise Conflict(f"sandbox {sandbox_id} has already finished ({row.status})",
+                           "sandbox_finished")
+        if not self._request_cancel(sb, reason="cancelled_by_user"):
+            raise Conflict(f"sandbox {sandbox_id} is already finishing", "sandbox_finishing")
+        sb.done.wait(wait)
+        return records.get_sandbox(self.db, org, repo, sandbox_id).status
+
+    def finish(self, org: str, repo: str, sandbox_id: str) -> None:
+        """0.7.9 `POST {S}/finish`: end an interactive or service sandbox and commit."""
+        row = records.get_sandbox(self.db, org, repo, sandbox_id)
+        sb = self.live(sandbox_id)
+        if sb is None or row.status in TERMINAL:
+            return
+        sb.finish_requested.set()
+        sb.wake.set()
+
+    def _request_cancel(self, sb: LiveSandbox, reason: str) -> bool:
+        with sb.lock:
+            if sb.deciding:
+                return False
+            sb.cancelled = True
+        sb.wake.set()
+        self._kill_all(sb)
+        return True
+
+    def _kill_all(self, sb: LiveSandbox) -> None:
+        if sb.proc is not None:
+            kill_tree(sb.proc)
+        for p in list(sb.exec_procs):
+            kill_tree(p)
+
+    # ------------------------------------------------------------------ stdin of the shell
+    def write_stdin(self, sb: LiveSandbox, data: bytes) -> None:
+        """Blocking write to the interactive shell's stdin (call from a worker thread)."""
+        with sb.stdin_lock:
+            proc = sb.proc
+            if proc is None or proc.stdin is None or proc.poll() is not None:
+                return
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+
+    # ------------------------------------------------------------------ lifecycle
+    def _set(self, sb: LiveSandbox, **changes: Any) -> None:
+        records.update_sandbox(self.db, sb.id, **changes)
+
+    def _lifecycle(self, sb: LiveSandbox) -> None:
+        outcome: tuple[str, str, str] | None = None  # (status, reason, message) when not ok
+        try:
+            try:
+                sb.image = images.resolve(self.db, sb.spec.image)
+            except images.ImageNotFound as exc:
+                outcome = ("failed", "image_not_found", str(exc))
+            if outcome is None and not sb.cancelled:
+                self._set(sb, status_reason="initializing")
+                try:
+                    self._prepare(sb)
+                except Exception as exc:
+                    log.exception("sandbox %s: could not prepare the repository mount", sb.id)
+                    outcome = ("failed", "internal_error",
+                               f"could not mount the repository: {exc}")
+            if outcome is None and not sb.cancelled:
+                outcome = self._run_main(sb)
+        except Exception as exc:  # a bug: never leave a sandbox without a terminal state
+            log.exception("sandbox %s: unexpected error", sb.id)
+            outcome = ("failed", "internal_error", f"internal error: {exc}")
+        finally:
+            self._finish(sb, outcome)
+
+    def _prepare(self, sb: LiveSandbox) -> None:
+        """Directories, the scoped token, the mount, the API socket."""
+        sb.private_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sb.log_path.touch()
+        sb.runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(sb.runtime_dir, 0o711)
+        sb.mnt.mkdir(mode=0o755, exist_ok=True)
+        ttl = sb.spec.effective_timeout + MOUNT_TOKEN_SLACK
+        token, _ = records.issue_token(self.db, sb.id, sb.row.org, sb.row.repo, sb.who, ttl)
+        self._mount(sb, token)
+        repo_dir = str(sb.mnt)
+        if sb.spec.path_prefix:
+            repo_dir = os.path.join(repo_dir, sb.spec.path_prefix)
+            os.makedirs(repo_dir, exist_ok=True)
+        sb.repo_dir = repo_dir
+        if not self.network:
+            shutil.copyfile(FORWARDER_FILE, sb.runtime_dir / "forward.py")
+            os.chmod(sb.runtime_dir / "forward.py", 0o644)
+            sb.proxy = ApiSocketProxy(str(sb.runtime_dir / "api.sock"), self.endpoint)
+            sb.proxy.start()
+
+    def _mount(self, sb: LiveSandbox, token: str) -> None:
+        env = dict(os.environ, TILDE_API_KEY=token)
+        env.pop("TILDE_ENDPOINT_URL", None)
+        opts = "allow_other,uid=65534,gid=65534" if bwrap.drop_privileges() else ""
+        argv = [sys.executable, "-m", "tilde_mount", f"{sb.row.org}/{sb.row.repo}",
+                str(sb.mnt), "--session", sb.row.session_id, "--on-unmount", "keep",
+                "--endpoint", self.endpoint, "--cache-dir", str(sb.private_dir / "cache"),
+                "--log-file", str(sb.private_dir / "mount.log")]
+        if opts:
+            argv += ["-o", opts]
+        r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=MOUNT_TIMEOUT, check=False)
+        err = r.stderr.decode(errors="replace").strip()
+        m = re.search(r"\(pid (\d+)", err)
+        if m:
+            sb.mount_pid = int(m.group(1))
+        if r.returncode != 0 or not os.path.ismount(sb.mnt):
+            raise RuntimeError(err.splitlines()[-1] if err else f"exit status {r.returncode}")
+
+    def sandbox_env(self, sb: LiveSandbox) -> dict[str, str]:
+        extra = {"TILDE_SANDBOX_ID": sb.id, "TILDE_REPOSITORY": f"{sb.row.org}/{sb.row.repo}"}
+        api_url = self.endpoint if self.network else f"http://127.0.0.1:{PROXY_PORT}"
+        if self.network or (sb.image is not None and _forwarder_for(sb.image)):
+            extra["TILDE_API_URL"] = api_url
+            extra["TILDE_SANDBOX_CREDENTIALS_URI"] = (
+                f"{api_url}/_tilde/sandbox-credentials/{sb.id}/{self._cred_secret(sb)}")
+        return bwrap.environment(sb.spec.mountpoint, sb.spec.env_vars, extra)
+
+    def _cred_secret(self, sb: LiveSandbox) -> str:
+        if not sb.credentials_secret:
+            sb.credentials_secret = self.credentials_secret(sb.id)
+        return sb.credentials_secret
+
+    def credentials_secret(self, sandbox_id: str) -> str:
+        """The unguessable last path segment of a sandbox's credentials URI."""
+        return self.store.signer.sign("sandbox-credentials", sandbox_id)
+
+    def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None) -> list[str]:
+        assert sb.image is not None
+        binds: list[tuple[str, str]] = []
+        wrapped = argv
+        if sb.proxy is not None:
+            helper = _forwarder_for(sb.image)
+            if helper is not None:
+                binds.append((str(sb.runtime_dir / "api.sock"), "/run/tilde/api.sock"))
+                binds.append((str(sb.runtime_dir / "forward.py"), "/run/tilde/forward.py"))
+                wrapped = [helper, "-S", "/run/tilde/forward.py", str(PROXY_PORT),
+                           "/run/tilde/api.sock", "--", *argv]
+        return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
+                             mountpoint=sb.spec.mountpoint, argv=wrapped,
+                             network=self.network, limits=self.limits, cwd=cwd,
+                             extra_binds=binds)
+
+    def spawn(self, sb: LiveSandbox, argv: list[str], *, stdin: int | IO[bytes] | None,
+              stderr_separate: bool = False, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> subprocess.Popen[bytes]:
+        full = self.build_argv(sb, argv, cwd)
+        kwargs: dict[str, Any] = {}
+        if bwrap.drop_privileges():
+            kwargs.update(user=bwrap.SANDBOX_UID, group=bwrap.SANDBOX_GID, extra_groups=[])
+        return subprocess.Popen(
+            full, stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
+            env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
+            close_fds=True, **kwargs)
+
+    def _run_main(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
+        """Run the main process (or, for a service sandbox, wait for finish). Returns None when
+        the sandbox should commit, else the failure outcome."""
+        spec = sb.spec
+        deadline = time.monotonic() + spec.effective_timeout
+        if spec.mode == "service":
+            self._set(sb, status="running", status_reason="")
+            while not (sb.finish_requested.is_set() or sb.cancelled):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return ("failed", "timeout",
+                            f"the sandbox exceeded its timeout of {spec.effective_timeout}s")
+                sb.wake.wait(min(left, 5.0))
+                sb.wake.clear()
+            return None
+        argv = spec.command or ["/bin/sh"]
+        with sb.lock:
+            if sb.cancelled:
+                return None
+            sb.proc = self.spawn(sb, argv, stdin=subprocess.PIPE if spec.interactive
+                                 else subprocess.DEVNULL)
+        reader = threading.Thread(target=self._pump, args=(sb, sb.proc), daemon=True,
+                                  name=f"sandbox-out-{sb.id[:8]}")
+        reader.start()
+        self._set(sb, status="running", status_reason="")
+        timed_out = False
+        while True:
+            try:
+                code = sb.proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                timed_out = True
+                kill_tree(sb.proc)
+            elif sb.finish_requested.is_set():
+                kill_tree(sb.proc)
+        reader.join(10)
+        sb.output.close()
+        sb.exit_code = code
+        if timed_out:
+            return ("failed", "timeout",
+                    f"the sandbox exceeded its timeout of {spec.effective_timeout}s")
+        if sb.cancelled:
+            return None
+        if spec.interactive or sb.finish_requested.is_set():
+            if code < 0 and not sb.finish_requested.is_set():
+                return ("failed", "internal_error", f"the shell was killed by signal {-code}")
+            return None
+        if code != 0:
+            return ("error", "exit_non_zero", f"the command exited with status {code}")
+        return None
+
+    def _pump(self, sb: LiveSandbox, proc: subprocess.Popen[bytes]) -> None:
+        """Copy the merged output to the durable log and the subscribers (subtlety 4)."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        written = 0
+        pending = b""
+        with open(sb.log_path, "ab") as logf:
+            while True:
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                if written < MAX_LOG_BYTES:
+                    logf.write(chunk[:MAX_LOG_BYTES - written])
+                    logf.flush()
+                    written += len(chunk)
+                data = pending + chunk
+                cut = utf8_cut(data)
+                pending = data[cut:]
+                if cut:
+                    sb.output.publish(data[:cut])
+            if pending:
+                sb.output.publish(pending)
+            with contextlib.suppress(OSError):
+                os.fsync(logf.fileno())
+
+    # ------------------------------------------------------------------ exec runs (0.7.9)
+    def start_exec(self, sb: LiveSandbox, argv: list[str], env: dict[str, str],
+                   cwd: str | None, with_stdin: bool) -> subprocess.Popen[bytes]:
+        """A new bwrap process over the same mount (no state shared but the files)."""
+        with sb.lock:
+            if sb.cancelled or sb.deciding:
+                raise RuntimeError("the sandbox is finishing")
+            proc = self.spawn(sb, argv, stdin=subprocess.PIPE if with_stdin
+                              else subprocess.DEVNULL, stderr_separate=True, env=env, cwd=cwd)
+            sb.exec_procs.add(proc)
+        return proc
+
+    def end_exec(self, sb: LiveSandbox, proc: subprocess.Popen[bytes]) -> None:
+        kill_tree(proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        sb.exec_procs.discard(proc)
+
+    # ------------------------------------------------------------------ credentials
+    def issue_credentials(self, sb: LiveSandbox) -> tuple[str, float]:
+        """A token for code inside the sandbox: CREDENTIAL_TTL seconds, this repository only,
+        revoked when the sandbox ends."""
+        return records.issue_token(self.db, sb.id, sb.row.org, sb.row.repo, sb.who,
+                                   CREDENTIAL_TTL)
+
+    def ws_allowed(self, key: str, org: str, repo: str, who: Principal) -> bool:
+        """A sandbox token opens WebSockets only of its own repository."""
+        if not key.startswith(records.TOKEN_PREFIX):
+            return True
+        found = records.lookup_token(self.db, key)
+        return found is not None and found[:2] == (org, repo)
+
+    def append_log(self, sb: LiveSandbox, data: bytes) -> None:
+        with open(sb.log_path, "ab") as logf:
+            logf.write(data)
+
+    # ------------------------------------------------------------------ teardown
+    def _finish(self, sb: LiveSandbox, outcome: tuple[str, str, str] | None) -> None:
+        self._kill_all(sb)
+        for p in list(sb.exec_procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        if sb.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sb.proc.wait(10)
+        sb.output.close()
+        with sb.lock:
+            sb.deciding = True
+            cancelled = sb.cancelled
+        unmount_error = self._unmount(sb)
+        if sb.proxy is not None:
+            sb.proxy.stop()
+        changes: dict[str, Any] = {"exit_code": sb.exit_code, "finished_at": now_rfc3339()}
+        if cancelled:
+            changes.update(status="cancelled", status_reason="cancelled_by_user",
+                           error_message="cancelled")
+        elif outcome is not None:
+            changes.update(status=outcome[0], status_reason=outcome[1],
+                           error_message=outcome[2] if outcome[0] == "failed" else "")
+        elif unmount_error:
+            changes.update(status="failed", status_reason="internal_error",
+                           error_message=f"could not upload the sandbox's changes: "
+                                         f"{unmount_error}")
+        commit = not cancelled and outcome is None and not unmount_error
+        if commit:
+            try:
+                cmd = " ".join(sb.spec.command or ["/bin/sh"])
+                metadata = {"sandbox_id": sb.id}
+                if sb.row.trigger_id:
+                    metadata["sandbox_trigger_id"] = sb.row.trigger_id
+                commit_id = self.store.commit_session(
+                    sb.row.org, sb.row.repo, sb.row.session_id,
+                    f"sandbox {sb.id}: {cmd[:200]}", metadata, sb.who)
+                changes.update(status="committed", status_reason="committed",
+                               commit_id=commit_id)
+            except BadRequest as exc:
+                if exc.code != "no_changes":
+                    changes.update(status="failed", status_reason="commit_failed",
+                                   error_message=exc.message)
+                else:
+                    changes.update(status="committed", status_reason="no_changes",
+                                   commit_id="")
+            except (Conflict, NotFound) as exc:
+                changes.update(status="failed", status_reason="commit_failed",
+                               error_message=exc.message)
+            except Exception as exc:
+                log.exception("sandbox %s: commit failed", sb.id)
+                changes.update(status="failed", status_reason="commit_failed",
+                               error_message=str(exc))
+        if changes.get("status") != "committed":
+            try:
+                self.store.rollback_session(sb.row.org, sb.row.repo, sb.row.session_id)
+            except NotFound:
+                pass
+            except Exception:
+                log.exception("sandbox %s: rollback failed", sb.id)
+        records.revoke_tokens(self.db, sb.id)
+        self._set(sb, **changes)
+        shutil.rmtree(sb.runtime_dir, ignore_errors=True)
+        shutil.rmtree(sb.private_dir / "cache", ignore_errors=True)
+        with self._lock:
+            self._live.pop(sb.id, None)
+        sb.done.set()
+        log.info("sandbox %s: %s (%s)", sb.id, changes.get("status"), changes.get("status_reason"))
+        if self.on_finished is not None:
+            with contextlib.suppress(Exception):
+                self.on_finished(records.get_sandbox_by_id(self.db, sb.id) or sb.row)
+
+    def _unmount(self, sb: LiveSandbox) -> str:
+        """Unmount (uploading what is pending, keeping the session); '' or the error."""
+        mnt = str(sb.mnt)
+        if not os.path.ismount(mnt):
+            return ""
+        try:
+            r = subprocess.run([sys.executable, "-m", "tilde_mount", "unmount", mnt],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=UNMOUNT_TIMEOUT, check=False)
+            err = "" if r.returncode == 0 else (
+                r.stderr.decode(errors="replace").strip().splitlines() or ["unmount failed"])[-1]
+        except subprocess.TimeoutExpired:
+            err = "unmount timed out"
+        if os.path.ismount(mnt):
+            _force_unmount(mnt)
+        if sb.mount_pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(sb.mount_pid, 0)
+                if err:
+                    os.kill(sb.mount_pid, signal.SIGTERM)
+        return err
+
+
+def _force_unmount(mnt: str) -> None:
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-u", "-z", mnt], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+
+
+# ---------------------------------------------------------------- in-sandbox API forwarder
+PROXY_PORT = 8080
+FORWARDER_FILE = str(Path(__file__).with_name("forward.py"))
+
+
+def _forwarder_for(image: images.Image) -> str | None:
+    """The image's python3, which runs forward.py inside the sandbox (None: no forwarder)."""
+    for cand in ("usr/bin/python3", "bin/python3", "usr/local/bin/python3"):
+        path = os.path.join(image.root, cand)
+        if os.path.exists(path):
+            return "/" + cand
+    return None
