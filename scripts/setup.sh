@@ -9,8 +9,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # fuse3/libfuse3-dev/pkg-config build and run pyfuse3; the rest are the
-# ordinary programs the FUSE tests drive for real.
-PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar"
+# ordinary programs the FUSE tests drive for real; bubblewrap (+ util-linux prlimit) runs
+# the sandboxes.
+PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from tilde_server import __version__
+from tilde_server.sandbox.cli import image_group, sandbox_options
 
 log = logging.getLogger("tilde_server")
 
@@ -84,6 +85,7 @@ def main() -> None:
                    "if not given.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@sandbox_options
 def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
@@ -108,11 +110,19 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         if written:
             click.echo(f"tilde-server: wrote {written} (api_key, endpoint_url)")
     log.info("tilde-server %s: data %s, listening on %s", __version__, data_dir, endpoint)
-    config = uvicorn.Config(build_app(store), host=host, port=port, log_config=None,
+    from tilde_server.sandbox import cli as sandbox_cli
+
+    app = build_app(store)
+    sandboxes = sandbox_cli.start(app, store, endpoint)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             log_level=log_level, timeout_graceful_shutdown=10,
                             server_header=False)
     try:
         _server_class()(config).run()
     finally:
+        sandbox_cli.stop(sandboxes)
         store.close()
         log.info("tilde-server stopped")
+
+
+main.add_command(image_group)

@@ -2,9 +2,16 @@
 
 from starlette.routing import BaseRoute
 
-from tilde_server.routes import commits, objects, orgs
+from tilde_server.routes import (
+    commits,
+    objects,
+    orgs,
+    sandbox_triggers,
+    sandboxes,
+)
 
-api_routes: list[BaseRoute] = [*orgs.routes, *commits.routes, *objects.routes]
-upload_routes: list[BaseRoute] = list(objects.upload_routes)
+api_routes: list[BaseRoute] = [*orgs.routes, *commits.routes, *objects.routes,
+                               *sandboxes.routes, *sandbox_triggers.routes]
+upload_routes: list[BaseRoute] = [*objects.upload_routes, *sandboxes.credential_routes]
 
 __all__ = ["api_routes", "upload_routes"]
