@@ -28,7 +28,7 @@ def test_unmount_command_commits(tool: Tool, api: Api, tmp_path: Path) -> None:
     assert api.tree(commit_id) == {"b.txt": b"b\n"}
 
 
-@pytest.mark.parametrize("how", ["fusermount", "sigterm"])
+@pytest.mark.parametrize("how", ["fusermount", "umount", "sigterm"])
 def test_external_unmount_commits(tool: Tool, api: Api, tmp_path: Path, how: str) -> None:
     mnt = tmp_path / "mnt"
     tool.mount(api.ref.path, mnt, "--message", f"by {how}")
@@ -37,6 +37,10 @@ def test_external_unmount_commits(tool: Tool, api: Api, tmp_path: Path, how: str
     pid = int(tool.status(mnt)["pid"])
     if how == "fusermount":
         subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+    elif how == "umount":  # umount(8) of a FUSE mount needs root (users: fusermount3)
+        if os.geteuid() != 0:
+            pytest.skip("umount(8) needs root")
+        subprocess.run(["umount", str(mnt)], check=True)
     else:
         os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not _alive(pid), timeout=30), "daemon did not exit"

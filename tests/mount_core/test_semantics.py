@@ -4,9 +4,11 @@ table ("Failure"), a rejected key at run time, RENAME_EXCHANGE, and what --read-
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -87,3 +89,48 @@ def test_read_only_shows_the_commit_of_mount_time(server: Any, repo_ref: Any,
             await expect_errno(errno.EROFS, cfs.write_file("x", b"x"))
 
     trio.run(main)
+
+
+class _Down(httpx.AsyncBaseTransport):
+    """The server is unreachable while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_commit_with_the_server_down_loses_nothing(server: Any, repo_ref: Any,
+                                                     tmp_path: Path) -> None:
+    http = Http(server, repo_ref)
+    transport = _Down()
+
+    async def main() -> None:
+        kw = {"transport": transport, "retries": 1, "backoff_base": 0.001}
+        async with open_fs(server, repo_ref, tmp_path, remote_kw=kw) as fs:
+            cfs = CoreFs(fs)
+            await cfs.write_file("uploaded.txt", b"up")
+            await fs.sync()
+            h = await cfs.open("pending.txt", os.O_CREAT | os.O_WRONLY)
+            await cfs.hwrite(h, 0, b"pending")
+            sid = fs.session_id
+            transport.down = True
+            with pytest.raises(exc.TransportError):
+                await fs.commit("while down", None)
+            assert fs.session_id == sid
+            assert fs.progress().dirty_files == 1   # still staged, still dirty
+            assert await cfs.hread(h, 0, 100) == b"pending"
+            transport.down = False
+            await cfs.close(h)
+            outcome = await fs.commit("server back", None)
+            assert outcome.status == "committed"
+
+    trio.run(main)
+    assert http.objects() == {"uploaded.txt": b"up", "pending.txt": b"pending"}
