@@ -5,6 +5,9 @@ Subtleties:
 1. Every route under /api/v1 needs `Authorization: Bearer <live key>`; the check runs in the
    middleware (in a worker thread), so even unknown /api/v1 routes answer 401 first.
    The signed upload routes live under /_tilde/ and are authorized by their signature.
+   The key becomes `scope["state"]["principal"]`; every API route is wrapped by
+   `authz.enforce.protect_routes`, which decides the route's declared actions (authz.actions)
+   with the principal's Rego policies before the handler runs (403 when denied).
 2. Every error response has the JSON body {message, code, request_id}; the request id is
    also sent as X-Request-Id on every response.
 3. An unexpected exception is logged with its traceback and becomes a 500 with the error body,
@@ -36,6 +39,7 @@ from tilde_server.store import (
     StoreError,
     Unauthorized,
 )
+from tilde_server.store.identity import Identity
 
 log = logging.getLogger("tilde_server")
 
@@ -93,9 +97,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 class TildeMiddleware:
     """Request id, bearer auth for /api/v1, and the catch-all for unexpected exceptions."""
 
-    def __init__(self, app: ASGIApp, store: Store) -> None:
+    def __init__(self, app: ASGIApp, store: Store, identity: Identity) -> None:
         self.app = app
         self.store = store
+        self.identity = identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,18 +148,23 @@ class TildeMiddleware:
                               {"WWW-Authenticate": "Bearer"})
         try:
             scope["state"]["principal"] = await anyio.to_thread.run_sync(
-                self.store.authenticate, key)
+                self.identity.authenticate, key)
         except Unauthorized as exc:
             return error_body(401, exc.message, exc.code, rid, {"WWW-Authenticate": "Bearer"})
         return None
 
 
-def build_app(store: Store) -> Starlette:
+def build_app(store: Store, identity: Identity | None = None) -> Starlette:
+    from tilde_server.authz.enforce import Authorizer, protect_routes
+
+    identity = identity or Identity(store)
     handlers: dict[Any, Any] = {StoreError: store_error, HTTPException: http_error}
     app = Starlette(
-        routes=[Mount(API_PREFIX, routes=api_routes), *upload_routes],
+        routes=[Mount(API_PREFIX, routes=protect_routes(api_routes)), *upload_routes],
         exception_handlers=handlers,
     )
-    app.add_middleware(TildeMiddleware, store=store)
+    app.add_middleware(TildeMiddleware, store=store, identity=identity)
     app.state.store = store
+    app.state.identity = identity
+    app.state.authorizer = Authorizer(identity)
     return app

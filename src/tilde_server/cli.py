@@ -126,3 +126,125 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
 
 
 main.add_command(image_group)
+
+
+def _open_identity(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Open DIR for a maintenance command; safe while the server runs (SQLite WAL)."""
+    from tilde_server.store import DataDirError, Store
+    from tilde_server.store.identity import Identity
+
+    if not (data_dir / "tilde.db").exists():
+        click.echo(f"tilde-server: error: {data_dir} is not a tilde-server data directory "
+                   "(start `tilde-server run --data DIR` once first)", err=True)
+        sys.exit(2)
+    try:
+        store, _ = Store.open(data_dir, None)
+    except DataDirError as exc:
+        click.echo(f"tilde-server: error: {exc}", err=True)
+        sys.exit(2)
+    return store, Identity(store)
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"tilde-server: error: {getattr(exc, 'message', exc)}", err=True)
+    sys.exit(1)
+
+
+_DATA = click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+                     help="Data directory of the server.")
+
+
+@main.group()
+def user() -> None:
+    """Manage users (works while the server runs)."""
+
+
+@user.command("add")
+@_DATA
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="A server admin: allowed everything everywhere.")
+def user_add(data_dir: Path, name: str, admin: bool) -> None:
+    """Add user NAME and print its API key (shown once)."""
+    from tilde_server.store import StoreError
+
+    store, ident = _open_identity(data_dir)
+    try:
+        info, key = ident.add_user(name, admin=admin)
+    except StoreError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    click.echo(f"user {info['username']} (id {info['id']}){' [server admin]' if admin else ''}")
+    click.echo(f"API key (shown once): {key}")
+
+
+@user.command("list")
+@_DATA
+def user_list(data_dir: Path) -> None:
+    """List users: id, name, server admin or not, live key count."""
+    store, ident = _open_identity(data_dir)
+    try:
+        for u in ident.list_users():
+            flag = "admin" if u["admin"] else "-"
+            click.echo(f"{u['id']}  {u['username']}  {flag}  keys={u['keys']}")
+    finally:
+        store.close()
+
+
+@user.command("remove")
+@_DATA
+@click.argument("name")
+def user_remove(data_dir: Path, name: str) -> None:
+    """Remove user NAME with its keys, memberships and attachments (effective at once)."""
+    from tilde_server.store import StoreError
+
+    store, ident = _open_identity(data_dir)
+    try:
+        ident.remove_user(name)
+    except StoreError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    click.echo(f"removed user {name}")
+
+
+def _decide(data_dir: Path, repo_path: str, session_id: str, approve: bool) -> None:
+    from tilde_server.store import Principal, StoreError
+
+    org, sep, repo = repo_path.partition("/")
+    if not sep or not org or not repo:
+        click.echo("tilde-server: error: give the repository as ORG/REPO", err=True)
+        sys.exit(2)
+    store, ident = _open_identity(data_dir)
+    operator = Principal("cli", "tilde-server-cli", "user", None, True)
+    try:
+        if approve:
+            click.echo(f"approved: commit {ident.approve(org, repo, session_id, operator)}")
+        else:
+            ident.reject(org, repo, session_id, operator)
+            click.echo(f"rejected: session {session_id} rolled back")
+    except StoreError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+
+
+@main.command()
+@_DATA
+@click.argument("repo_path", metavar="ORG/REPO")
+@click.argument("session_id")
+def approve(data_dir: Path, repo_path: str, session_id: str) -> None:
+    """Approve a commit waiting for approval: apply it now (fails on a conflict)."""
+    _decide(data_dir, repo_path, session_id, True)
+
+
+@main.command()
+@_DATA
+@click.argument("repo_path", metavar="ORG/REPO")
+@click.argument("session_id")
+def reject(data_dir: Path, repo_path: str, session_id: str) -> None:
+    """Reject a commit waiting for approval: roll its session back."""
+    _decide(data_dir, repo_path, session_id, False)
+
+
+main.add_command(image_group)

@@ -2,16 +2,10 @@
 
 from starlette.routing import BaseRoute
 
-from tilde_server.routes import (
-    commits,
-    objects,
-    orgs,
-    sandbox_triggers,
-    sandboxes,
-)
+from tilde_server.routes import commits, identity, objects, orgs
 
 api_routes: list[BaseRoute] = [*orgs.routes, *commits.routes, *objects.routes,
-                               *sandboxes.routes, *sandbox_triggers.routes]
-upload_routes: list[BaseRoute] = [*objects.upload_routes, *sandboxes.credential_routes]
+                               *identity.routes]
+upload_routes: list[BaseRoute] = list(objects.upload_routes)
 
 __all__ = ["api_routes", "upload_routes"]

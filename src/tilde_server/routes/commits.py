@@ -19,8 +19,8 @@ from tilde_server.routes.common import (
     run,
     store_of,
 )
+from tilde_server.routes.identity import approval_url
 from tilde_server.routes.orgs import REPO
-from tilde_server.store import NotFound
 from tilde_server.store import validation as v
 
 
@@ -41,14 +41,16 @@ async def session(request: Request) -> Response:
     body = await json_body(request, required=False)
     message = field_str(body, "message", default="") or ""
     metadata = v.metadata(body.get("metadata"))
-    commit_id = await run(store.commit_session, org, repo, sid, message, metadata,
-                          principal(request))
+    who = principal(request)
+    identity = request.app.state.identity
+    if await run(identity.requires_approval, org, repo, who):
+        # 2.4: an agent's commit in a repository that requires approval waits for a human.
+        await run(identity.request_approval, org, repo, sid, message, metadata, who)
+        web_url = approval_url(request, org, repo, sid)
+        return JSONResponse({"approval_required": True, "session_id": sid, "message": message,
+                             "api_url": web_url, "web_url": web_url}, status_code=202)
+    commit_id = await run(store.commit_session, org, repo, sid, message, metadata, who)
     return JSONResponse({"commit_id": commit_id})
-
-
-async def approve(request: Request) -> Response:
-    """There is no approval flow: nothing is ever pending, so polling ends at once (5.10)."""
-    raise NotFound("no approval is pending for this session", "not_pending")
 
 
 async def changes(request: Request) -> Response:
@@ -99,7 +101,6 @@ async def diff(request: Request) -> Response:
 routes = [
     Route(REPO + "/sessions", create_session, methods=["POST"]),
     Route(REPO + "/sessions/{session_id}", session, methods=["POST", "DELETE"]),
-    Route(REPO + "/sessions/{session_id}/approve", approve, methods=["HEAD", "GET"]),
     Route(REPO + "/changes", changes, methods=["GET"]),
     Route(REPO + "/log", log, methods=["GET"]),
     Route(REPO + "/commits/{commit_id}", commit, methods=["GET"]),

@@ -38,6 +38,7 @@ def repo_json(r: dict[str, Any]) -> dict[str, Any]:
         "session_max_duration_days": r["session_max_duration_days"],
         "retention_days": r["retention_days"], "created_by_type": "user",
         "created_by": r["created_by"], "created_at": r["created_at"],
+        "require_approval_for_agents": bool(r.get("require_approval_for_agents", 0)),
     }
 
 
@@ -45,11 +46,15 @@ async def organizations(request: Request) -> Response:
     store = store_of(request)
     if request.method == "GET":
         orgs = await run(store.list_orgs)
-        return JSONResponse({"results": [org_json(o) for o in orgs]})
+        visible = await run(request.app.state.identity.visible_org_ids, principal(request))
+        return JSONResponse({"results": [org_json(o) for o in orgs
+                                         if visible is None or o["id"] in visible]})
     body = await json_body(request)
     name = field_req(body, "name")
     display = field_str(body, "display_name", default="") or ""
     org = await run(store.create_org, name, display)
+    # The creator becomes the owner; the organization gets its built-in role policies.
+    await run(request.app.state.identity.org_created, name, principal(request))
     return JSONResponse(org_json(org), status_code=201)
 
 
@@ -75,6 +80,11 @@ def _repo_fields(body: dict[str, Any]) -> dict[str, Any]:
     for k in ("session_max_duration_days", "retention_days"):
         if k in body:
             fields[k] = field_int(body, k, minimum=1, maximum=100_000)
+    if "require_approval_for_agents" in body:  # this server's setting (docs/api.md)
+        flag = body["require_approval_for_agents"]
+        if not isinstance(flag, bool):
+            raise BadRequest("require_approval_for_agents must be a boolean", "invalid_input")
+        fields["require_approval_for_agents"] = int(flag)
     return fields
 
 

@@ -148,8 +148,14 @@ class DiffItem:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who sends a request. `user_id`/`username` are the id and name of the principal of any
+    `type` (user, agent, role); agents and roles belong to one organization (`org_id`)."""
+
     user_id: str
     username: str
+    type: str = "user"
+    org_id: int | None = None
+    is_admin: bool = False
 
 
 class Store:
@@ -321,7 +327,8 @@ class Store:
 
     def update_repo(self, org: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Partial merge: only the given keys change."""
-        allowed = ("description", "visibility", "session_max_duration_days", "retention_days")
+        allowed = ("description", "visibility", "session_max_duration_days", "retention_days",
+                   "require_approval_for_agents")
         with self.db.write() as c:
             r = self._repo(c, org, name)
             for k in allowed:

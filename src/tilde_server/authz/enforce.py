@@ -1,0 +1,150 @@
+"""Deciding and enforcing: the Rego decision per check, and the wrapper every route gets.
+
+Subtleties:
+1. The decision over a principal's effective policies: denied if any policy's `deny` holds,
+   else allowed if any policy's `allow` holds, else denied (no policy: nothing allowed).
+2. Server admins (the bootstrap `admin`, users added with `--admin`) skip evaluation.
+3. `session:admin` (approving commits) is for users only, whatever the policies say.
+   An agent is allowed an action only if its own policies allow it *and* its creator's would
+   (product rule: an agent never exceeds its creator).
+4. All checks of one request are decided in one worker-thread hop with one database snapshot;
+   a request naming many paths (delete many) costs one evaluation per path and policy.
+5. The input document (docs/authorization.md):
+   {principal: {type, id, name, roles, groups}, action, organization, repository, path}.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tilde_server.authz.actions import GLOBAL_ACTIONS, Check, checks_for
+from tilde_server.authz.rego import PolicyCache
+from tilde_server.store.engine import Principal
+from tilde_server.store.errors import Forbidden, NotFound
+from tilde_server.store.identity import EffectivePolicy, Identity
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+# Whatever their policies say, agents and roles never approve commits (the approval exists
+# to put a person between an agent and the repository).
+HUMAN_ONLY = frozenset({"session:admin"})
+
+
+class Authorizer:
+    """Decides (principal, action, organization, repository, path) questions."""
+
+    def __init__(self, identity: Identity, cache: PolicyCache | None = None) -> None:
+        self.identity = identity
+        self.cache = cache or PolicyCache()
+
+    def _allowed(self, policies: Sequence[EffectivePolicy], doc: dict[str, Any]) -> bool:
+        allow = False
+        for p in policies:
+            d = self.cache.evaluate(p.policy_text, doc)
+            if d.deny:
+                return False
+            allow = allow or d.allow
+        return allow
+
+    def require(self, who: Principal, org: str | None, repo: str | None,
+                items: Sequence[tuple[str, str | None]]) -> None:
+        """Raise Forbidden unless every (action, path) of `items` is allowed."""
+        for action, _ in items:
+            if action in HUMAN_ONLY and who.type != "user":
+                raise Forbidden(f"only a person may {action}; a {who.type} never can",
+                                "forbidden")
+        if who.is_admin:
+            return
+        if org is None:
+            for action, _ in items:
+                if action not in GLOBAL_ACTIONS:
+                    raise Forbidden(f"action {action} needs an organization")
+                if action == "org:create" and who.type != "user":
+                    raise Forbidden(f"a {who.type} cannot create organizations")
+            return
+        self._require_in_org(who, org, repo, items, depth=0)
+
+    def _require_in_org(self, who: Principal, org: str, repo: str | None,
+                        items: Sequence[tuple[str, str | None]], depth: int) -> None:
+        ctx = self.identity.authz_context(org, who)
+        if ctx is None:
+            raise NotFound(f"organization {org!r} not found")
+        _, principal_doc, policies, creator = ctx
+        for action, path in items:
+            doc = {"principal": principal_doc, "action": action, "organization": org,
+                   "repository": repo, "path": path}
+            if not self._allowed(policies, doc):
+                where = f" on {path!r}" if path is not None else ""
+                raise Forbidden(f"{who.type} {who.username!r} is not allowed {action}{where} "
+                                f"in organization {org!r}", "forbidden")
+        if creator is not None and not creator.is_admin:
+            if depth > 8:
+                raise Forbidden("agent creator chain too deep")
+            try:
+                self._require_in_org(creator, org, repo, items, depth + 1)
+            except Forbidden:
+                raise Forbidden(f"agent {who.username!r} may not exceed its creator "
+                                f"{creator.username!r}", "forbidden") from None
+
+
+async def _paths(request: Request, source: str) -> list[str | None]:
+    where, _, name = source.partition(":")
+    if where == "query":
+        return [request.query_params.get(name)]
+    raw = await request.body()  # cached by Starlette: the endpoint reads the same bytes
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        return [None]  # the endpoint answers 400 for this body
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        return [None]
+    return list(value) or [None]
+
+
+def _guard(template: str, endpoint: Endpoint) -> Endpoint:
+    from tilde_server.routes.common import principal, run
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        checks = checks_for(template, request.method)
+        if checks is None:
+            raise Forbidden(f"{request.method} {template} has no declared action")
+        items: list[tuple[str, str | None]] = []
+        for check in checks:
+            paths = await _paths(request, check.path_from) if check.path_from else [None]
+            items.extend((check.action, p) for p in paths)
+        authorizer: Authorizer = request.app.state.authorizer
+        await run(authorizer.require, principal(request), request.path_params.get("org"),
+                  request.path_params.get("repo"), items)
+        return await endpoint(request)
+
+    return guarded
+
+
+def protect_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """Wrap every route's endpoint with its authorization; refuse undeclared routes."""
+    out: list[BaseRoute] = []
+    missing = []
+    for r in routes:
+        if not isinstance(r, Route):
+            raise TypeError(f"cannot protect route {r!r}: only plain Routes are supported")
+        methods = sorted((r.methods or set()) - {"HEAD"})
+        for m in methods:
+            if checks_for(r.path, m) is None:
+                missing.append(f"{m} {r.path}")
+        out.append(Route(r.path, _guard(r.path, r.endpoint), methods=methods, name=r.name))
+    if missing:
+        raise RuntimeError("routes without a declared action (tilde_server.authz.declare): "
+                           + ", ".join(missing))
+    return out
+
+
+__all__ = ["Authorizer", "Check", "protect_routes"]
