@@ -1037,6 +1037,7 @@ class Filesystem:
                 self.base_commit = outcome.commit_id or self.base_commit
             else:  # awaiting approval: the new session does not see those changes yet
                 self._meta.clear()
+                self._reread_open_files()
                 await self._tell_kernel(self._kernel_forget())
             for sf in self._files.values():
                 if not sf.dirty:
@@ -1075,12 +1076,20 @@ class Filesystem:
                     self._inodes.detach(node)
             for ino in forget.inodes:  # the page cache must not be kept at next open
                 self._kernel_cache_key.pop(ino, None)
+            self._reread_open_files()
             await self._tell_kernel(forget)
             for sf in dropped:
                 if sf.open_handles <= 0:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
             return forget
+
+    def _reread_open_files(self) -> None:
+        """The session changed under open handles: their next read asks what it holds now
+        (not the ETag they opened, whose blocks may still be cached)."""
+        for h in self._handles.values():
+            if not h.node.detached:
+                h.ref = None
 
     def _kernel_forget(self) -> KernelForget:
         """Every (parent inode, name) the kernel may have cached, and the open files."""

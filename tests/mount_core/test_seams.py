@@ -35,7 +35,9 @@ def test_rollback_reports_what_the_kernel_must_forget(server: Any, repo_ref: Any
             d = (await cfs.stat("d")).ino
             e = (await cfs.stat("d/e")).ino
             keep = (await cfs.stat("keep.txt")).ino
+            await fs.sync()  # uploaded: the handle reads the session's object by ETag
             h = await cfs.open("keep.txt", os.O_RDONLY)   # stays open across the rollback
+            assert await cfs.hread(h, 0, 100) == b"changed"
             forget = await fs.rollback()
             assert told == [forget]
             entries = list(forget.entries)
