@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sbhelpers import SandboxApi, require_bwrap, start_server, stop_server, unique
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(180)
@@ -212,8 +213,8 @@ def test_interactive_shell_over_terminal_websocket(api: SandboxApi) -> None:
 def test_terminal_handshake_needs_a_valid_key(api: SandboxApi) -> None:
     sid = api.start({"image": "ubuntu", "interactive": True, "timeout_seconds": 60})
     api.wait(sid, {"running"})
-    with pytest.raises(Exception), connect(api.ws_url(sid),
-                                           additional_headers={"Authorization": "Bearer nope"}):
+    with pytest.raises(InvalidStatus), connect(
+            api.ws_url(sid), additional_headers={"Authorization": "Bearer nope"}):
         pass
     assert api.http.delete(f"{api.base}/sandboxes/{sid}").status_code == 202
     assert api.wait(sid)["status"] == "cancelled"
@@ -427,7 +428,7 @@ def test_restart_marks_running_sandboxes_lost(tmp_path: Any) -> None:
         st = api2.status(sid)
         assert (st["status"], st["status_reason"]) == ("failed", "sandbox_lost")
         assert api2.objects() == {}
-        mounts = open("/proc/self/mountinfo").read()
-        assert sid not in mounts
+        with open("/proc/self/mountinfo") as f:
+            assert sid not in f.read()
     finally:
         stop_server(h2)
