@@ -4,14 +4,10 @@ The same checks can run against `Filesystem` directly (``CoreFs`` in harness.py,
 kernel) and through a real mount (`OsFs`, plain ``os`` calls). Every operation is
 async; failures are ``OSError`` with ``errno`` set, whatever the harness.
 
-Through a real mount (tests/fuse), with ``tests`` on ``sys.path``::
-
-    from mount_core.behaviour import POSIX_CHECKS, OsFs
-    for check in POSIX_CHECKS:
-        (mnt / check.__name__).mkdir()
-        trio.run(check, OsFs(mnt / check.__name__))
-
-(All of them pass on a real mount today; on a local disk too, see test_posix.py.)
+Both harnesses run every check: test_posix.py (`CoreFs`, and `OsFs` on a local disk to
+prove the checks themselves) and tests/fuse/test_posix_mount.py (`OsFs` on a real mount,
+loading this file by its path). A new check goes into ``POSIX_CHECKS``; a test there fails
+if a ``check_*`` function is left out.
 """
 
 from __future__ import annotations
