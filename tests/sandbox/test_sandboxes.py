@@ -77,15 +77,23 @@ def test_reads_committed_data_lazily_and_path_prefix(api: SandboxApi) -> None:
     assert "copy.txt" not in objs
 
 
-def test_env_vars_and_environment(api: SandboxApi) -> None:
+def test_env_vars_environment_and_limits(api: SandboxApi, server: Any) -> None:
+    limits = ("import resource as r; print(r.getrlimit(r.RLIMIT_FSIZE)[0], "
+              "r.getrlimit(r.RLIMIT_AS)[0], r.getrlimit(r.RLIMIT_CORE)[0])")
     st, out = api.run({"image": "ubuntu", "env_vars": {"GREETING": "hi there"},
-                       "command": ["sh", "-c", "echo \"$GREETING\"; id -u; echo $HOME"]})
+                       "command": ["sh", "-c", "echo \"$GREETING\"; id -u; echo $HOME; "
+                                               f"python3 -c '{limits}'; env"]})
     assert st["status"] == "committed"
     lines = out.decode().splitlines()
     assert lines[0] == "hi there"
     if os.geteuid() == 0:
         assert lines[1] == "65534"  # never root on the host
     assert lines[2] == "/tmp"
+    assert lines[3] == f"{16 * 1024**3} {16 * 1024**3} 0"
+    assert server.api_key not in out.decode()
+    env = dict(line.split("=", 1) for line in lines[4:] if "=" in line)
+    assert env["TILDE_API_URL"] == "http://127.0.0.1:8080"
+    assert env["TILDE_SANDBOX_CREDENTIALS_URI"].startswith("http://127.0.0.1:8080/_tilde/")
 
 
 def test_timeout_fails_and_rolls_back(api: SandboxApi) -> None:

@@ -256,8 +256,9 @@ class SandboxManager:
                          daemon=True).start()
         return sid
 
-    def cancel(self, org: str, repo: str, sandbox_id: str, wait: float = 10.0) -> str:
-        """Cancel; returns the resulting status. 409 when the sandbox already finished."""
+    def cancel(self, org: str, repo: str, sandbox_id: str, wait: float = 3.0) -> str:
+        """Cancel; returns the resulting status. 409 when the sandbox already finished. Waits
+        at most `wait` seconds for the teardown (0.7.2 clients give up after 5 s)."""
         row = records.get_sandbox(self.db, org, repo, sandbox_id)
         sb = self.live(sandbox_id)
         if sb is None or row.status in TERMINAL:
@@ -357,7 +358,8 @@ class SandboxManager:
 
     def _mount(self, sb: LiveSandbox, token: str) -> None:
         env = dict(os.environ, TILDE_API_KEY=token)
-        env.pop("TILDE_ENDPOINT_URL", None)
+        for name in ("TILDE_ENDPOINT_URL", "TILDE_API_URL", "TILDE_SERVER_ADMIN_KEY"):
+            env.pop(name, None)
         opts = "allow_other,uid=65534,gid=65534" if bwrap.drop_privileges() else ""
         argv = [sys.executable, "-m", "tilde_mount", f"{sb.row.org}/{sb.row.repo}",
                 str(sb.mnt), "--session", sb.row.session_id, "--on-unmount", "keep",
