@@ -322,3 +322,199 @@ class SandboxTriggerRunData:
     matched_paths: tuple[str, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+# --- secrets, connectors, imports (2.14-2.16) ---------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class SecretData:
+    """A secret's metadata; ``value`` is None when the answer did not carry it (lists)."""
+
+    name: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    value: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectorData:
+    id: str = ""
+    name: str = ""
+    type: str = ""
+    source_uri: str = ""
+    disabled: bool = False
+    public_key: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ImportJobData:
+    id: str = ""
+    status: str = ""
+    repository_id: str = ""
+    connector_id: str = ""
+    source_prefix: str = ""
+    destination_path: str = ""
+    commit_message: str = ""
+    objects_imported: int | None = None
+    commit_id: str = ""
+    error: str = ""
+    source_repository_id: str = ""
+    source_organization: str = ""
+    source_repository: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+# --- identity: members, agents, keys, roles, groups, policies (2.2, 2.10-2.13) -------------
+
+
+@dataclass(slots=True, repr=False)
+class GroupMember(_ShortRepr):
+    """A member of a group: a user, group, role or agent."""
+
+    subject_type: str = ""
+    subject_id: str = ""
+    display_name: str = ""
+    username: str = ""
+    added_at: datetime | None = None
+
+
+@dataclass(slots=True, repr=False)
+class EffectiveGroup(_ShortRepr):
+    """A group a principal belongs to, directly or through nested groups."""
+
+    group_id: str = ""
+    group_name: str = ""
+    description: str = ""
+    source: str = ""
+    source_name: str = ""
+
+
+@dataclass(slots=True, repr=False)
+class Attachment(_ShortRepr):
+    """A policy attached to a principal."""
+
+    policy_id: str = ""
+    policy_name: str = ""
+    is_builtin: bool = False
+    principal_type: str = ""
+    principal_id: str = ""
+    principal_name: str = ""
+    attached_by_type: str = ""
+    attached_by: str = ""
+    attached_at: datetime | None = None
+
+
+@dataclass(slots=True, repr=False)
+class EffectivePolicy(_ShortRepr):
+    """A policy that applies to a principal, and where it comes from (``source``)."""
+
+    policy_id: str = ""
+    policy_name: str = ""
+    is_builtin: bool = False
+    source: str = ""
+    source_name: str = ""
+
+
+@dataclass(slots=True, repr=False)
+class ValidationError(_ShortRepr):
+    """One problem the Rego engine found in a policy (1-based line and column)."""
+
+    line: int = 0
+    column: int = 0
+    message: str = ""
+
+
+@dataclass(slots=True, repr=False)
+class ValidationResult(_ShortRepr):
+    """Answer of ``Policies.validate``."""
+
+    valid: bool = False
+    errors: list[ValidationError] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class MemberData:
+    user_id: str = ""
+    username: str = ""
+    full_name: str = ""
+    email: str = ""
+    organization_id: str = ""
+    joined_at: datetime | None = None
+    role: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class AgentData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    inline_policy: str = ""
+    inline_policy_updated_at: datetime | None = None
+    organization_id: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_by_name: str = ""
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class APIKeyData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    token_hint: str = ""
+    token: str = ""
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class RoleData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    organization_id: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_by_name: str = ""
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class GroupData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    organization_id: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    members: tuple[GroupMember, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class PolicyData:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    policy_text: str = ""
+    is_builtin: bool = False
+    organization_id: str = ""
+    created_by_type: str = ""
+    created_by: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    attachment_count: int = 0
+    attachments: tuple[Attachment, ...] = ()

@@ -31,24 +31,39 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from ._values import (
+    AgentData,
+    APIKeyData,
+    Attachment,
     CommitData,
+    ConnectorData,
     CopyObjectResult,
+    EffectiveGroup,
+    EffectivePolicy,
     Entry,
     EntryRecord,
+    GroupData,
+    GroupMember,
+    ImportJobData,
     ListingEntry,
+    MemberData,
     MultipartUpload,
     ObjectMetadata,
     OrganizationData,
+    PolicyData,
     PutObjectResult,
     RepositoryData,
+    RoleData,
     SandboxCredentials,
     SandboxStatusData,
     SandboxTriggerCondition,
     SandboxTriggerConfig,
     SandboxTriggerData,
     SandboxTriggerRunData,
+    SecretData,
     SourceMetadata,
     StagedUpload,
+    ValidationError,
+    ValidationResult,
 )
 from .exceptions import APIError, exception_class_for_status
 
@@ -770,3 +785,439 @@ def parse_sandbox_credentials(body: Any) -> SandboxCredentials:
             raise ValueError(f"credentials field {key} must be a string")
         optional[key] = value
     return SandboxCredentials(access_token=token, expires_at=expires_at, **optional)
+
+
+# --- secrets (2.14) ------------------------------------------------------------------------
+# Two mount points with one behaviour: ``{R}/secrets`` and ``/organizations/{org}/agents/
+# {agent}/secrets``; the builders take that base path.
+
+def repository_secrets_path(org: str, repo: str) -> str:
+    return f"{_r(org, repo)}/secrets"
+
+
+def agent_secrets_path(org: str, agent_name: str) -> str:
+    return f"/organizations/{org}/agents/{agent_name}/secrets"
+
+
+def list_secrets(base: str) -> WireRequest:
+    return WireRequest("GET", base)
+
+
+def get_secret(base: str, name: str) -> WireRequest:
+    return WireRequest("GET", f"{base}/{name}")
+
+
+def put_secret(base: str, name: str, value: str) -> WireRequest:
+    """Create or replace (upsert)."""
+    return WireRequest("PUT", f"{base}/{name}", json={"value": value})
+
+
+def delete_secret(base: str, name: str) -> WireRequest:
+    return WireRequest("DELETE", f"{base}/{name}")
+
+
+def parse_secret(d: Mapping[str, Any]) -> SecretData:
+    """SecretMeta: the name is read from ``key``, falling back to ``name`` (2.14)."""
+    value = d.get("value")
+    return SecretData(
+        name=d.get("key") or d.get("name") or "", created_by_type=_s(d, "created_by_type"),
+        created_by=_s(d, "created_by"), created_at=parse_timestamp(d.get("created_at")),
+        updated_at=parse_timestamp(d.get("updated_at")),
+        value=None if value is None else str(value))
+
+
+def parse_secret_value(body: Any) -> str:
+    """``GET {Sec}/{name}`` -> the value (passed through str(), as 0.7.2 does)."""
+    return str((body or {}).get("value"))
+
+
+# --- connectors (2.15) ---------------------------------------------------------------------
+
+def list_connectors(org: str) -> WireRequest:
+    return WireRequest("GET", f"/organizations/{org}/connectors")
+
+
+def get_connector(org: str, connector_id: str) -> WireRequest:
+    return WireRequest("GET", f"/organizations/{org}/connectors/{connector_id}")
+
+
+def create_connector(org: str, name: str, type: str, source_uri: str,
+                     config: Mapping[str, Any]) -> WireRequest:
+    return WireRequest("POST", f"/organizations/{org}/connectors", json={
+        "name": name, "type": type, "source_uri": source_uri, "config": dict(config)})
+
+
+def delete_connector(org: str, connector_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"/organizations/{org}/connectors/{connector_id}")
+
+
+def list_repository_connectors(org: str, repo: str) -> WireRequest:
+    return WireRequest("GET", f"{_r(org, repo)}/connectors")
+
+
+def attach_connector(org: str, repo: str, connector_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_r(org, repo)}/connectors",
+                       json={"connector_id": connector_id})
+
+
+def detach_connector(org: str, repo: str, connector_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_r(org, repo)}/connectors/{connector_id}")
+
+
+def parse_connector(d: Mapping[str, Any]) -> ConnectorData:
+    return ConnectorData(
+        id=_s(d, "id"), name=_s(d, "name"), type=_s(d, "type"), source_uri=_s(d, "source_uri"),
+        disabled=bool(d.get("disabled", False)), public_key=d.get("public_key"),
+        created_at=parse_timestamp(d.get("created_at")))
+
+
+# --- imports (2.16) ------------------------------------------------------------------------
+
+def _import_options(body: dict[str, Any], source_prefix: str | None,
+                    commit_message: str | None) -> dict[str, Any]:
+    """Optional fields are sent only when given (2.16)."""
+    if source_prefix is not None:
+        body["source_prefix"] = source_prefix
+    if commit_message is not None:
+        body["commit_message"] = commit_message
+    return body
+
+
+def start_import_from_connector(org: str, repo: str, connector_id: str, destination_path: str,
+                                *, source_prefix: str | None = None,
+                                commit_message: str | None = None) -> WireRequest:
+    body = {"connector_id": connector_id, "destination_path": destination_path}
+    return WireRequest("POST", f"{_r(org, repo)}/import",
+                       json=_import_options(body, source_prefix, commit_message))
+
+
+def start_import_from_repository(org: str, repo: str, source_organization: str,
+                                 source_repository: str, destination_path: str, *,
+                                 source_prefix: str | None = None,
+                                 commit_message: str | None = None) -> WireRequest:
+    body = {"source_organization": source_organization,
+            "source_repository": source_repository, "destination_path": destination_path}
+    return WireRequest("POST", f"{_r(org, repo)}/import",
+                       json=_import_options(body, source_prefix, commit_message))
+
+
+def get_import(org: str, repo: str, job_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_r(org, repo)}/import/{job_id}")
+
+
+def parse_job_id(body: Any) -> str:
+    """Import start -> job id, passed through str() as 0.7.2 does (so it must not be null)."""
+    return str((body or {}).get("job_id"))
+
+
+def parse_import_job(d: Mapping[str, Any]) -> ImportJobData:
+    return ImportJobData(
+        id=_s(d, "id"), status=_s(d, "status"), repository_id=_s(d, "repository_id"),
+        connector_id=_s(d, "connector_id"), source_prefix=_s(d, "source_prefix"),
+        destination_path=_s(d, "destination_path"), commit_message=_s(d, "commit_message"),
+        objects_imported=d.get("objects_imported"), commit_id=_s(d, "commit_id"),
+        error=_s(d, "error"), source_repository_id=_s(d, "source_repository_id"),
+        source_organization=_s(d, "source_organization"),
+        source_repository=_s(d, "source_repository"),
+        created_by_type=_s(d, "created_by_type"), created_by=_s(d, "created_by"),
+        created_at=parse_timestamp(d.get("created_at")),
+        updated_at=parse_timestamp(d.get("updated_at")))
+
+
+# --- identity: members (2.2), agents and keys (2.10), roles (2.11), groups (2.12),
+#     policies (2.13) ------------------------------------------------------------------------
+
+def _o(org: str) -> str:
+    return f"/organizations/{org}"
+
+
+def list_members(org: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/members")
+
+
+def add_member(org: str, username: str | None = None, *, user_id: str | None = None,
+               role: str | None = None) -> WireRequest:
+    """0.7.2 sends ``{username}``; the README's ``add(user_id=, role=)`` sends those keys."""
+    body = {k: v for k, v in (("username", username), ("user_id", user_id), ("role", role))
+            if v is not None}
+    return WireRequest("POST", f"{_o(org)}/members", json=body)
+
+
+def remove_member(org: str, user_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/members/{user_id}")
+
+
+def _principals(kind: str) -> str:
+    if kind not in ("agents", "roles"):
+        raise ValueError(f"kind must be 'agents' or 'roles', not {kind!r}")
+    return kind
+
+
+def list_principals(org: str, kind: str, *, after: str | None = None,
+                    amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/{_principals(kind)}",
+                       _params(("amount", _amount(amount)), ("after", after)))
+
+
+def get_principal(org: str, kind: str, name: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/{_principals(kind)}/{name}")
+
+
+def delete_principal(org: str, kind: str, name: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/{_principals(kind)}/{name}")
+
+
+def create_agent(org: str, name: str, *, description: str = "",
+                 metadata: Mapping[str, str] | None = None) -> WireRequest:
+    body: dict[str, Any] = {"name": name, "description": description}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return WireRequest("POST", f"{_o(org)}/agents", json=body)
+
+
+def update_agent(org: str, name: str, *, description: str | None = None,
+                 metadata: Mapping[str, str] | None = None,
+                 inline_policy: str | None = None) -> WireRequest:
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    if inline_policy is not None:
+        body["inline_policy"] = inline_policy
+    return WireRequest("PUT", f"{_o(org)}/agents/{name}", json=body)
+
+
+def create_role(org: str, name: str, *, description: str = "") -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/roles", json={"name": name,
+                                                         "description": description})
+
+
+def list_api_keys(org: str, kind: str, name: str, *, after: str | None = None,
+                  amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/{_principals(kind)}/{name}/auth/keys",
+                       _params(("amount", _amount(amount)), ("after", after)))
+
+
+def get_api_key(org: str, kind: str, name: str, key_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/{_principals(kind)}/{name}/auth/keys/{key_id}")
+
+
+def create_api_key(org: str, kind: str, name: str, key_name: str) -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/{_principals(kind)}/{name}/auth/keys",
+                       json={"name": key_name})
+
+
+def revoke_api_key(org: str, kind: str, name: str, key_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/{_principals(kind)}/{name}/auth/keys/{key_id}")
+
+
+def list_groups(org: str, *, after: str | None = None,
+                amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/groups",
+                       _params(("amount", _amount(amount)), ("after", after)))
+
+
+def get_group(org: str, group_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/groups/{group_id}")
+
+
+def create_group(org: str, name: str, *, description: str = "") -> WireRequest:
+    body = {"name": name}
+    if description:
+        body["description"] = description
+    return WireRequest("POST", f"{_o(org)}/groups", json=body)
+
+
+def update_group(org: str, group_id: str, *, name: str | None = None,
+                 description: str | None = None) -> WireRequest:
+    body = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    return WireRequest("PUT", f"{_o(org)}/groups/{group_id}", json=body)
+
+
+def delete_group(org: str, group_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/groups/{group_id}")
+
+
+def add_group_member(org: str, group_id: str, subject_type: str,
+                     subject_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/groups/{group_id}/members",
+                       json={"subject_type": subject_type, "subject_id": subject_id})
+
+
+def remove_group_member(org: str, group_id: str, subject_type: str,
+                        subject_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/groups/{group_id}/members",
+                       _params(("subject_type", subject_type), ("subject_id", subject_id)))
+
+
+def effective_groups(org: str, principal_type: str, principal_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/effective-groups",
+                       _params(("principal_type", principal_type),
+                               ("principal_id", principal_id)))
+
+
+def list_policies(org: str, *, after: str | None = None,
+                  amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/policies",
+                       _params(("amount", _amount(amount)), ("after", after)))
+
+
+def get_policy(org: str, policy_id: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/policies/{policy_id}")
+
+
+def create_policy(org: str, name: str, policy_text: str, *, description: str = "") -> WireRequest:
+    body = {"name": name, "policy_text": policy_text}
+    if description:
+        body["description"] = description
+    return WireRequest("POST", f"{_o(org)}/policies", json=body)
+
+
+def update_policy(org: str, policy_id: str, *, name: str | None = None,
+                  description: str | None = None,
+                  policy_text: str | None = None) -> WireRequest:
+    body = {k: v for k, v in (("name", name), ("description", description),
+                              ("policy_text", policy_text)) if v is not None}
+    return WireRequest("PUT", f"{_o(org)}/policies/{policy_id}", json=body)
+
+
+def delete_policy(org: str, policy_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/policies/{policy_id}")
+
+
+def validate_policy(org: str, policy_text: str) -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/policies:validate", json={"policy_text": policy_text})
+
+
+def generate_policy(org: str, prompt: str) -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/policies:generate", json={"prompt": prompt})
+
+
+def attach_policy(org: str, policy_id: str, principal_type: str,
+                  principal_id: str) -> WireRequest:
+    return WireRequest("POST", f"{_o(org)}/policies/{policy_id}/attachments",
+                       json={"principal_type": principal_type, "principal_id": principal_id})
+
+
+def detach_policy(org: str, policy_id: str, principal_type: str,
+                  principal_id: str) -> WireRequest:
+    return WireRequest("DELETE", f"{_o(org)}/policies/{policy_id}/attachments",
+                       _params(("principal_type", principal_type),
+                               ("principal_id", principal_id)))
+
+
+def list_attachments(org: str) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/attachments")
+
+
+def effective_policies(org: str, *, principal_type: str | None = None,
+                       principal_id: str | None = None,
+                       user_id: str | None = None) -> WireRequest:
+    return WireRequest("GET", f"{_o(org)}/effective-policies",
+                       _params(("user_id", user_id), ("principal_type", principal_type),
+                               ("principal_id", principal_id)))
+
+
+def parse_member(d: Mapping[str, Any]) -> MemberData:
+    return MemberData(
+        user_id=_s(d, "user_id"), username=d.get("username") or "",
+        full_name=d.get("full_name") or "", email=d.get("email") or "",
+        organization_id=_s(d, "organization_id"), joined_at=parse_timestamp(d.get("joined_at")),
+        role=d.get("role") or "")
+
+
+def parse_agent(d: Mapping[str, Any]) -> AgentData:
+    return AgentData(
+        id=_s(d, "id"), name=_s(d, "name"), description=_s(d, "description"),
+        metadata=tuple((d.get("metadata") or {}).items()),
+        inline_policy=_s(d, "inline_policy"),
+        inline_policy_updated_at=parse_timestamp(d.get("inline_policy_updated_at")),
+        organization_id=_s(d, "organization_id"), created_by_type=_s(d, "created_by_type"),
+        created_by=_s(d, "created_by"), created_by_name=_s(d, "created_by_name"),
+        created_at=parse_timestamp(d.get("created_at")),
+        last_used_at=parse_timestamp(d.get("last_used_at")))
+
+
+def parse_api_key(d: Mapping[str, Any]) -> APIKeyData:
+    return APIKeyData(
+        id=_s(d, "id"), name=_s(d, "name"), description=_s(d, "description"),
+        token_hint=_s(d, "token_hint"), token=d.get("token") or "",
+        created_at=parse_timestamp(d.get("created_at")),
+        last_used_at=parse_timestamp(d.get("last_used_at")),
+        revoked_at=parse_timestamp(d.get("revoked_at")))
+
+
+def parse_role(d: Mapping[str, Any]) -> RoleData:
+    return RoleData(
+        id=_s(d, "id"), name=_s(d, "name"), description=_s(d, "description"),
+        organization_id=_s(d, "organization_id"), created_by_type=_s(d, "created_by_type"),
+        created_by=_s(d, "created_by"), created_by_name=_s(d, "created_by_name"),
+        created_at=parse_timestamp(d.get("created_at")),
+        last_used_at=parse_timestamp(d.get("last_used_at")))
+
+
+def parse_group_member(d: Mapping[str, Any]) -> GroupMember:
+    return GroupMember(subject_type=_s(d, "subject_type"), subject_id=_s(d, "subject_id"),
+                       display_name=_s(d, "display_name"), username=_s(d, "username"),
+                       added_at=parse_timestamp(d.get("added_at")))
+
+
+def parse_attachment(d: Mapping[str, Any]) -> Attachment:
+    return Attachment(
+        policy_id=_s(d, "policy_id"), policy_name=_s(d, "policy_name"),
+        is_builtin=bool(d.get("is_builtin", False)), principal_type=_s(d, "principal_type"),
+        principal_id=_s(d, "principal_id"), principal_name=_s(d, "principal_name"),
+        attached_by_type=_s(d, "attached_by_type"), attached_by=_s(d, "attached_by"),
+        attached_at=parse_timestamp(d.get("attached_at")))
+
+
+def parse_group(body: Mapping[str, Any]) -> GroupData:
+    """Flat, wrapped or detail form (2.12): group fields from ``group`` when present,
+    ``members`` and ``attachments`` always from the top level."""
+    g = body.get("group") if isinstance(body.get("group"), Mapping) else body
+    assert isinstance(g, Mapping)
+    return GroupData(
+        id=_s(g, "id"), name=_s(g, "name"), description=_s(g, "description"),
+        organization_id=_s(g, "organization_id"), created_by_type=_s(g, "created_by_type"),
+        created_by=_s(g, "created_by"), created_at=parse_timestamp(g.get("created_at")),
+        members=tuple(parse_group_member(m) for m in body.get("members") or []),
+        attachments=tuple(parse_attachment(a) for a in body.get("attachments") or []))
+
+
+def parse_effective_group(d: Mapping[str, Any]) -> EffectiveGroup:
+    return EffectiveGroup(group_id=_s(d, "group_id"), group_name=_s(d, "group_name"),
+                          description=_s(d, "description"), source=_s(d, "source"),
+                          source_name=_s(d, "source_name"))
+
+
+def parse_policy(body: Mapping[str, Any]) -> PolicyData:
+    """Flat or wrapped form (2.13); ``attachments`` from the top level."""
+    p = body.get("policy") if isinstance(body.get("policy"), Mapping) else body
+    assert isinstance(p, Mapping)
+    return PolicyData(
+        id=_s(p, "id"), name=_s(p, "name"), description=_s(p, "description"),
+        policy_text=_s(p, "policy_text"), is_builtin=bool(p.get("is_builtin", False)),
+        organization_id=_s(p, "organization_id"), created_by_type=_s(p, "created_by_type"),
+        created_by=_s(p, "created_by"), created_at=parse_timestamp(p.get("created_at")),
+        updated_at=parse_timestamp(p.get("updated_at")),
+        attachment_count=int(p.get("attachment_count") or 0),
+        attachments=tuple(parse_attachment(a) for a in body.get("attachments") or []))
+
+
+def parse_effective_policy(d: Mapping[str, Any]) -> EffectivePolicy:
+    return EffectivePolicy(policy_id=_s(d, "policy_id"), policy_name=_s(d, "policy_name"),
+                           is_builtin=bool(d.get("is_builtin", False)), source=_s(d, "source"),
+                           source_name=_s(d, "source_name"))
+
+
+def parse_validation_result(body: Any) -> ValidationResult:
+    body = body or {}
+    return ValidationResult(valid=bool(body.get("valid", False)), errors=[
+        ValidationError(line=int(e.get("line") or 0), column=int(e.get("column") or 0),
+                        message=e.get("message") or "") for e in body.get("errors") or []])
+
+
+def parse_policy_text(body: Any) -> str:
+    """``policies:generate`` -> its text, through str() as 0.7.2 does."""
+    return str((body or {}).get("policy_text"))

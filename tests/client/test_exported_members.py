@@ -24,15 +24,20 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_models_all() -> None:
+    """Exactly the 0.7.2 list of spec 3.1 (the whole surface is now implemented)."""
     assert tilde.models.__all__ == sorted(tilde.models.__all__)
     assert tilde.models.__all__ == [
-        "Commit", "CommitResult", "Commits", "CopyObjectResult", "Entry", "EntryRecord",
-        "ListingEntry", "LogStream", "ObjectMetadata", "Organization", "Organizations",
-        "OutputStream", "PutObjectResult", "ReadOnlyObjects", "Repositories", "Repository",
-        "RunResult", "Sandbox", "SandboxCredentials", "SandboxCredentialsProvider",
-        "SandboxStatus", "SandboxTrigger", "SandboxTriggerCondition", "SandboxTriggerConfig",
-        "SandboxTriggerRun", "SandboxTriggerRuns", "SandboxTriggers", "Sandboxes", "Session",
-        "SessionObjects", "Shell", "SourceMetadata",
+        "APIKey", "APIKeys", "Agent", "Agents", "Attachment", "Commit", "CommitResult",
+        "Commits", "Connector", "Connectors", "CopyObjectResult", "EffectiveGroup",
+        "EffectivePolicy", "Entry", "EntryRecord", "Group", "GroupMember", "GroupMembers",
+        "Groups", "ImportJob", "Imports", "ListingEntry", "LogStream", "Member", "Members",
+        "ObjectMetadata", "Organization", "Organizations", "OutputStream", "Policies", "Policy",
+        "PutObjectResult", "ReadOnlyObjects", "Repositories", "Repository",
+        "RepositoryConnectors", "Role", "Roles", "RunResult", "Sandbox", "SandboxCredentials",
+        "SandboxCredentialsProvider", "SandboxStatus", "SandboxTrigger",
+        "SandboxTriggerCondition", "SandboxTriggerConfig", "SandboxTriggerRun",
+        "SandboxTriggerRuns", "SandboxTriggers", "Sandboxes", "Secret", "Secrets", "Session",
+        "SessionObjects", "Shell", "SourceMetadata", "ValidationError", "ValidationResult",
     ]
 
 

@@ -11,7 +11,13 @@ from .._values import OrganizationData
 
 if TYPE_CHECKING:
     from .._client import Client
+    from .agents import Agents
+    from .connectors import Connectors
+    from .groups import Groups
+    from .members import Members
+    from .policies import Policies
     from .repositories import Repositories
+    from .roles import Roles
 
 
 class Organization:
@@ -51,6 +57,42 @@ class Organization:
 
         return Repositories(self._client, self.name)
 
+    @property
+    def connectors(self) -> Connectors:
+        from .connectors import Connectors
+
+        return Connectors(self._client, self.name)
+
+    @property
+    def members(self) -> Members:
+        from .members import Members
+
+        return Members(self._client, self.name)
+
+    @property
+    def agents(self) -> Agents:
+        from .agents import Agents
+
+        return Agents(self._client, self.name)
+
+    @property
+    def roles(self) -> Roles:
+        from .roles import Roles
+
+        return Roles(self._client, self.name)
+
+    @property
+    def groups(self) -> Groups:
+        from .groups import Groups
+
+        return Groups(self._client, self.name)
+
+    @property
+    def policies(self) -> Policies:
+        from .policies import Policies
+
+        return Policies(self._client, self.name)
+
     def delete(self) -> None:
         self._client._send(_wire.delete_organization(self.name)).close()
 
@@ -85,3 +127,35 @@ class Organizations:
 
     def delete(self, name: str) -> None:
         self._client._send(_wire.delete_organization(name)).close()
+
+    def connectors(self, org: str) -> Connectors:
+        """README name (5.14): the connectors of organization ``org``; sends no request."""
+        from .connectors import Connectors
+
+        return Connectors(self._client, org)
+
+    # README names (5.14): sub-collections of organization ``org``; they send no request.
+    def members(self, org: str) -> Members:
+        from .members import Members
+
+        return Members(self._client, org)
+
+    def agents(self, org: str) -> Agents:
+        from .agents import Agents
+
+        return Agents(self._client, org)
+
+    def roles(self, org: str) -> Roles:
+        from .roles import Roles
+
+        return Roles(self._client, org)
+
+    def groups(self, org: str) -> Groups:
+        from .groups import Groups
+
+        return Groups(self._client, org)
+
+    def policies(self, org: str) -> Policies:
+        from .policies import Policies
+
+        return Policies(self._client, org)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from .._client import Client
+    from .connectors import RepositoryConnectors
+    from .imports import Imports
+    from .secrets import Secrets
 
 
 class Repository:
@@ -125,6 +128,27 @@ class Repository:
         return ReadOnlyObjects(self._client, self._org, self.name)
 
     # --- sandboxes (2.8, 2.9) ---------------------------------------------------------
+
+    @property
+    def connectors(self) -> RepositoryConnectors:
+        """Connectors attached to this repository (spec 2.15)."""
+        from .connectors import RepositoryConnectors
+
+        return RepositoryConnectors(self._client, self._org, self.name)
+
+    @property
+    def imports(self) -> Imports:
+        """Import jobs into this repository (spec 2.16)."""
+        from .imports import Imports
+
+        return Imports(self._client, self._org, self.name)
+
+    @property
+    def secrets(self) -> Secrets:
+        """Repository secrets (spec 2.14); sandboxes get them as environment variables."""
+        from .secrets import Secrets
+
+        return Secrets(self._client, _wire.repository_secrets_path(self._org, self.name))
 
     @property
     def sandboxes(self) -> Sandboxes:
