@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +49,8 @@ class ServerHandle:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp: Path, api_key: str = ADMIN_KEY) -> ServerHandle:
+def start_server(tmp: Path, api_key: str = ADMIN_KEY,
+                 extra_env: dict[str, str] | None = None) -> ServerHandle:
     data = tmp / "data"
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,7 @@ def start_server(tmp: Path, api_key: str = ADMIN_KEY) -> ServerHandle:
     env = dict(os.environ, HOME=str(home))
     for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
         env.pop(k, None)
+    env.update(extra_env or {})
     log_path = tmp / "server.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
@@ -91,17 +94,99 @@ def stop_server(h: ServerHandle) -> None:
         h.proc.wait()
 
 
+@dataclass
+class S3Handle:
+    """A local S3-compatible server (moto) for connector and import tests."""
+
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+    access_key: str = "tilde-test-key"
+    secret_key: str = "tilde-test-secret"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key)
+
+
+# The bucket the README's "Connectors and Imports" example reads (tests/scenarios/connectors.py).
+README_BUCKET = "my-bucket"
+README_OBJECTS = {"data/train.csv": b"a,b\n1,2\n", "data/test.csv": b"a,b\n3,4\n",
+                  "data/nested/more.csv": b"a,b\n5,6\n", "other/ignored.txt": b"not imported"}
+
+
+def start_s3(tmp: Path) -> S3Handle:
+    """`moto_server` on a loopback port, as a subprocess; ready once it answers."""
+    port = free_port()
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    logf = open(tmp / "moto.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=logf,
+                            stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited early:\n{(tmp / 'moto.log').read_text()}")
+        try:
+            if httpx.get(endpoint + "/", timeout=2).status_code < 500:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("moto_server did not come up")
+        time.sleep(0.1)
+    return S3Handle(endpoint, proc)
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    """One real tilde-server for the whole test session."""
-    h = start_server(tmp_path_factory.mktemp("server"))
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Handle]:
+    """One local S3 server for the session, holding the README example's bucket."""
+    h = start_s3(tmp_path_factory.mktemp("s3"))
+    c = h.client()
+    c.create_bucket(Bucket=README_BUCKET)
+    for key, data in README_OBJECTS.items():
+        c.put_object(Bucket=README_BUCKET, Key=key, Body=data)
+    yield h
+    h.proc.terminate()
+    h.proc.wait(timeout=15)
+
+
+def s3_server_env(s3: S3Handle, connector_root: Path) -> dict[str, str]:
+    """How the test server is told about S3 and local connectors (docs/connectors.md)."""
+    return {
+        "TILDE_SERVER_S3_ENDPOINT": s3.endpoint,
+        "TILDE_SERVER_S3_AMBIENT_CREDENTIALS": "1",
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TILDE_SERVER_CONNECTOR_ROOTS": str(connector_root),
+    }
+
+
+@pytest.fixture(scope="session")
+def connector_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the session server allows `local` connectors under."""
+    return tmp_path_factory.mktemp("connector-root")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, s3: S3Handle,
+           connector_root: Path) -> Iterator[ServerHandle]:
+    """One real tilde-server for the whole test session (with S3 and local connectors)."""
+    h = start_server(tmp_path_factory.mktemp("server"),
+                     extra_env=s3_server_env(s3, connector_root))
     yield h
     stop_server(h)
     assert "Traceback" not in h.log(), h.log()
 
 
 @pytest.fixture
-def client_env(server: ServerHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ServerHandle:
+def client_env(
+    server: ServerHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> ServerHandle:
     """Point the bundled client at the test server through the environment, with an empty HOME."""
     monkeypatch.setenv("TILDE_API_KEY", server.api_key)
     monkeypatch.setenv("TILDE_ENDPOINT_URL", server.endpoint)

@@ -34,6 +34,7 @@ SCENARIOS = [
     "error_handling",
     "large_objects",
     "byte_ranges",
+    "connectors",
 ]
 
 # Variables that would change what the scripts test if they leaked in from the caller.

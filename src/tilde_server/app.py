@@ -33,7 +33,10 @@ from tilde_server.store import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
+    Locked,
     NotFound,
+    PreconditionFailed,
     RangeNotSatisfiable,
     Store,
     StoreError,
@@ -53,6 +56,9 @@ STATUS_FOR_ERROR: list[tuple[type[StoreError], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Gone, 410),
+    (PreconditionFailed, 412),
+    (Locked, 423),
 ]
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",

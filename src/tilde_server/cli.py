@@ -86,7 +86,22 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @sandbox_options
-def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str) -> None:
+@click.option("--connector-root", "connector_roots", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="TILDE_SERVER_CONNECTOR_ROOTS",
+              help="Directory under which `local` connectors may read (repeatable; env "
+                   "TILDE_SERVER_CONNECTOR_ROOTS, ':'-separated). None: local connectors "
+                   "are refused.")
+@click.option("--s3-endpoint", envvar="TILDE_SERVER_S3_ENDPOINT", default=None,
+              help="S3 endpoint URL for s3 connectors whose config names none (env "
+                   "TILDE_SERVER_S3_ENDPOINT). Default: AWS / the AWS_ENDPOINT_URL variable.")
+@click.option("--s3-ambient-credentials/--no-s3-ambient-credentials", default=False,
+              envvar="TILDE_SERVER_S3_AMBIENT_CREDENTIALS",
+              help="Let s3 connectors without access keys use this server's own AWS "
+                   "credentials (environment, ~/.aws). Off by default.")
+def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
+        connector_roots: tuple[Path, ...], s3_endpoint: str | None,
+        s3_ambient_credentials: bool) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,12 +109,16 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
 
     from tilde_server.app import build_app
     from tilde_server.store import DataDirError, Store
+    from tilde_server.store.sources import SourceSettings
 
     try:
         store, generated = Store.open(data_dir, admin_key or None)
     except DataDirError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
+    store.connectors.settings = SourceSettings(
+        connector_roots=tuple(p.resolve() for p in connector_roots),
+        s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials)
     ttl = os.environ.get("TILDE_SERVER_UPLOAD_TTL")
     if ttl:
         store.upload_ttl = store.multipart_ttl = int(ttl)

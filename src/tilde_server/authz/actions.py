@@ -136,3 +136,25 @@ declare(_P, GET="org:read", PUT="identity:admin", DELETE="identity:admin")
 declare(_P + "/attachments", POST="identity:admin", DELETE="identity:admin")
 declare(_ORG + "/attachments", GET="org:read")
 declare(_ORG + "/effective-policies", GET="org:read")
+# --- secrets, connectors, imports (2.14-2.16; routes/secrets.py, routes/connectors.py) ---
+ACTIONS.update({
+    "secret:read": "list secret names and timestamps (values are never listed)",
+    "secret:write": "read a secret's value; create, replace and delete secrets",
+    "connector:read": "list and get organization connectors and a repository's connectors",
+    "connector:write": "attach and detach connectors to and from a repository",
+    "connector:admin": "create, disable and delete organization connectors (config and "
+                       "credentials)",
+    "import:read": "read import job status",
+    "import:write": "start imports into a repository (from a connector or a repository)",
+})
+declare(_R + "/secrets", GET="secret:read")
+declare(_R + "/secrets/{name}", GET="secret:write", PUT="secret:write", DELETE="secret:write")
+declare(_A + "/secrets", GET="secret:read")
+declare(_A + "/secrets/{name}", GET="secret:write", PUT="secret:write", DELETE="secret:write")
+declare(_ORG + "/connectors", GET="connector:read", POST="connector:admin")
+declare(_ORG + "/connectors/{connector_id}", GET="connector:read", DELETE="connector:admin",
+        PATCH="connector:admin")
+declare(_R + "/connectors", GET="connector:read", POST="connector:write")
+declare(_R + "/connectors/{connector_id}", DELETE="connector:write")
+declare(_R + "/import", POST="import:write")
+declare(_R + "/import/{job_id}", GET="import:read")

@@ -2,10 +2,10 @@
 
 from starlette.routing import BaseRoute
 
-from tilde_server.routes import commits, identity, objects, orgs
+from tilde_server.routes import commits, connectors, identity, objects, orgs, secrets
 
 api_routes: list[BaseRoute] = [*orgs.routes, *commits.routes, *objects.routes,
-                               *identity.routes]
+                               *identity.routes, *secrets.routes, *connectors.routes]
 upload_routes: list[BaseRoute] = list(objects.upload_routes)
 
 __all__ = ["api_routes", "upload_routes"]

@@ -121,7 +121,7 @@ def page_json(results: list[Any], page: Page) -> JSONResponse:
 
 
 def entry_json(o: Obj) -> dict[str, Any]:
-    return {
+    d = {
         "address": f"sha256:{o.blob}" if len(o.blob) == 64 else o.blob,
         "address_type": 1,
         "last_modified": o.last_modified,
@@ -130,3 +130,6 @@ def entry_json(o: Obj) -> dict[str, Any]:
         "metadata": o.metadata,
         "content_type": o.content_type,
     }
+    if o.source:  # only imported objects carry it (5.5)
+        d["source_metadata"] = o.source
+    return d

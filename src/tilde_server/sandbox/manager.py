@@ -394,8 +394,7 @@ class SandboxManager:
         """The unguessable last path segment of a sandbox's credentials URI."""
         return self.store.signer.sign("sandbox-credentials", sandbox_id)
 
-    def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None,
-                   info_fd: int | None = None) -> list[str]:
+    def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None) -> list[str]:
         assert sb.image is not None
         binds: list[tuple[str, str]] = []
         wrapped = argv
@@ -409,37 +408,20 @@ class SandboxManager:
         return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
                              mountpoint=sb.spec.mountpoint, argv=wrapped,
                              network=self.network, limits=self.limits, cwd=cwd,
-                             extra_binds=binds, info_fd=info_fd)
+                             extra_binds=binds)
 
     def spawn(self, sb: LiveSandbox, argv: list[str], *, stdin: int | IO[bytes] | None,
               stderr_separate: bool = False, env: dict[str, str] | None = None,
-              cwd: str | None = None, info: list[int] | None = None
-              ) -> subprocess.Popen[bytes]:
-        """Start argv in the sandbox. With `info` (a list), the read end of bwrap's --info-fd
-        pipe is appended to it: it stays empty when bwrap could not set the sandbox up."""
-        info_r = info_w = -1
-        if info is not None:
-            info_r, info_w = os.pipe()
-        full = self.build_argv(sb, argv, cwd, info_fd=info_w if info is not None else None)
+              cwd: str | None = None) -> subprocess.Popen[bytes]:
+        full = self.build_argv(sb, argv, cwd)
         kwargs: dict[str, Any] = {}
         if bwrap.drop_privileges():
             kwargs.update(user=bwrap.SANDBOX_UID, group=bwrap.SANDBOX_GID, extra_groups=[])
-        try:
-            proc = subprocess.Popen(
-                full, stdin=stdin, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
-                env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
-                close_fds=True, pass_fds=(info_w,) if info is not None else (), **kwargs)
-        except BaseException:
-            if info is not None:
-                os.close(info_r)
-            raise
-        finally:
-            if info is not None:
-                os.close(info_w)
-        if info is not None:
-            info.append(info_r)
-        return proc
+        return subprocess.Popen(
+            full, stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
+            env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
+            close_fds=True, **kwargs)
 
     def _run_main(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
         """Run the main process (or, for a service sandbox, wait for finish). Returns None when
@@ -457,12 +439,11 @@ class SandboxManager:
                 sb.wake.clear()
             return None
         argv = spec.command or ["/bin/sh"]
-        info: list[int] = []
         with sb.lock:
             if sb.cancelled:
                 return None
             sb.proc = self.spawn(sb, argv, stdin=subprocess.PIPE if spec.interactive
-                                 else subprocess.DEVNULL, info=info)
+                                 else subprocess.DEVNULL)
         reader = threading.Thread(target=self._pump, args=(sb, sb.proc), daemon=True,
                                   name=f"sandbox-out-{sb.id[:8]}")
         reader.start()
@@ -481,11 +462,6 @@ class SandboxManager:
                 kill_tree(sb.proc)
         reader.join(10)
         sb.output.close()
-        with os.fdopen(info[0], "rb") as f:
-            set_up = bool(f.read())
-        if not set_up and not sb.cancelled:
-            log_tail = sb.log_path.read_bytes()[-500:].decode(errors="replace").strip()
-            return ("failed", "internal_error", f"could not set the sandbox up: {log_tail}")
         sb.exit_code = code
         if timed_out:
             return ("failed", "timeout",

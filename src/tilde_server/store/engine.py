@@ -67,7 +67,7 @@ SINGLE_UPLOAD_TTL = 3600
 MULTIPART_TTL = 86400
 MAX_PARTS = 10000
 
-_ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified"
+_ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified, source"
 
 
 def now_rfc3339() -> str:
@@ -95,6 +95,8 @@ class Obj:
     metadata: dict[str, str]
     last_modified: str
     staged: bool = False
+    # Provenance of an imported object (spec 2.5.1 SourceMetadata), None for anything else.
+    source: dict[str, Any] | None = None
 
     @property
     def state(self) -> tuple[str, str, str]:
@@ -103,7 +105,8 @@ class Obj:
 
 
 def _obj(row: sqlite3.Row | tuple[Any, ...], staged: bool = False) -> Obj:
-    return Obj(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], staged)
+    return Obj(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], staged,
+               json.loads(row[7]) if row[7] else None)
 
 
 def _state(o: Obj | None) -> tuple[str, str, str] | None:
@@ -168,6 +171,17 @@ class Store:
         self.signer = Signer(bytes.fromhex(meta["secret"]))
         self.upload_ttl = SINGLE_UPLOAD_TTL
         self.multipart_ttl = MULTIPART_TTL
+        # Secrets, connectors and imports (docs/connectors.md). Imported here because those
+        # modules build on this one.
+        from tilde_server.store.connectors import ConnectorStore
+        from tilde_server.store.imports import ImportRunner
+        from tilde_server.store.vault import SecretStore, Vault, has_sealed_values
+
+        with db.read() as c:
+            self.vault = Vault.open(root, has_sealed_values(c))
+        self.secrets = SecretStore(self)
+        self.connectors = ConnectorStore(self)
+        self.imports = ImportRunner(self)
 
     # ======================================================================== lifecycle
     @classmethod
@@ -201,9 +215,11 @@ class Store:
                 admin_key = generated = generate_api_key()
             store._create_admin(admin_key)
         store._clean_spools()
+        store.imports.recover()
         return store, generated
 
     def close(self) -> None:
+        self.imports.shutdown()
         self.db.close()
 
     def _create_admin(self, key: str) -> None:
@@ -418,8 +434,9 @@ class Store:
             "AND op = 'put'", (sess,)).fetchone()
         c.execute(
             "INSERT INTO entries(repo_id, path, from_seq, to_seq, blob, size, etag, content_type, "
-            "metadata, last_modified) SELECT ?, path, ?, NULL, blob, size, etag, content_type, "
-            "metadata, last_modified FROM staged WHERE session_id = ? AND op = 'put'",
+            "metadata, last_modified, source) SELECT ?, path, ?, NULL, blob, size, etag, "
+            "content_type, metadata, last_modified, source FROM staged "
+            "WHERE session_id = ? AND op = 'put'",
             (rid, seq, sess))
         count = r["object_count"] - removed_n + added_n
         size = r["total_size"] - removed_size + added_size
@@ -626,9 +643,10 @@ class Store:
         old = c.execute("SELECT blob FROM staged WHERE session_id = ? AND path = ?",
                         (sess, o.path)).fetchone()
         c.execute("INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
-                  "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)",
+                  "content_type, metadata, last_modified, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
                   (sess, o.path, "put", o.blob, o.size, o.etag, o.content_type,
-                   json.dumps(o.metadata), o.last_modified))
+                   json.dumps(o.metadata), o.last_modified,
+                   json.dumps(o.source) if o.source else None))
         return old[0] if old and old[0] != o.blob else None
 
     def stage_upload(self, org: str, repo: str, session: str, path: str) -> StagedUpload:

@@ -36,6 +36,22 @@ class Conflict(StoreError):
     code = "conflict"
 
 
+class Gone(StoreError):
+    """The entity existed and was deleted (a deleted connector, spec 5.17)."""
+
+    code = "gone"
+
+
+class PreconditionFailed(StoreError):
+    code = "precondition_failed"
+
+
+class Locked(StoreError):
+    """The entity exists but may not be used now (a disabled connector, spec 5.17)."""
+
+    code = "locked"
+
+
 class RangeNotSatisfiable(StoreError):
     """The byte range lies outside the object; `size` feeds `Content-Range: bytes */size`."""
 

@@ -1,0 +1,103 @@
+"""README "Connectors and Imports": an S3 connector, attached to the repository, one import.
+
+The bucket `my-bucket` lives on the local S3 server the test session starts (moto), seeded by
+tests/conftest.py with data/train.csv, data/test.csv, data/nested/more.csv and
+other/ignored.txt. The test server lends its own S3 endpoint and credentials to connectors
+whose config names none (--s3-endpoint, --s3-ambient-credentials), which is what lets the
+README's config of just bucket and region work.
+
+The official 0.7.2 client has neither Organizations.connectors(org), nor a 3-argument
+Connectors.create, nor Imports.start/status (spec 5.14); with CLIENT=official the same steps
+run through its own names: Organization.connectors, create(name, type, source_uri, config),
+Imports.create_from_connector and Imports.get. The bundled client must run the README form.
+"""
+
+import time
+
+from _common import CLIENT, ORG_NAME, REPO, check_client, done, log, printed
+
+import tilde
+
+check_client()
+repo = tilde.repository(REPO)
+client = tilde.Client()
+before = log(repo)
+
+if CLIENT == "bundled":
+    with printed() as out:
+        # --- README ---------------------------------------------------------------------
+        # Org-level connectors
+        connectors = client.organizations.connectors(ORG_NAME)
+        conn = connectors.create("my-s3", "s3", {"bucket": "my-bucket", "region": "us-east-1"})
+
+        # Attach to repo
+        repo.connectors.attach(conn.id)
+
+        # Import
+        job_id = repo.imports.start(
+            connector_id=conn.id,
+            source_path="s3://my-bucket/data/",
+            destination_path="imported/",
+        )
+        status = repo.imports.status(job_id)
+        print(status.status, status.objects_imported)
+        # --- end of README --------------------------------------------------------------
+else:
+    with printed() as out:
+        connectors = client.organizations.get(ORG_NAME).connectors
+        conn = connectors.create("my-s3", "s3", "s3://my-bucket/",
+                                 {"bucket": "my-bucket", "region": "us-east-1"})
+        repo.connectors.attach(conn.id)
+        job = repo.imports.create_from_connector(
+            conn.id, "imported/", source_prefix="s3://my-bucket/data/")
+        job_id = job.id
+        status = repo.imports.get(job_id)
+        print(status.status, status.objects_imported)
+
+# What the README printed: the job as it stood right after the start.
+assert len(out) == 1, out
+first_status, _, first_count = out[0].partition(" ")
+assert first_status in ("pending", "running", "completed"), out
+assert first_count == "None" or first_count.isdigit(), out
+
+# The connector: what the server keeps, never the config.
+assert conn.name == "my-s3" and conn.type == "s3", (conn.name, conn.type)
+assert conn.source_uri == "s3://my-bucket/", conn.source_uri
+assert conn.disabled is False and conn.public_key is None
+assert [c.id for c in connectors.list()] == [conn.id]
+assert [c.id for c in repo.connectors.list()] == [conn.id]
+assert not hasattr(conn, "config")
+
+# Wait for the job (0.7.2 surface on both clients).
+job = repo.imports.get(job_id)
+deadline = time.monotonic() + 60
+while job.status not in ("completed", "failed"):
+    assert time.monotonic() < deadline, job.status
+    time.sleep(0.1)
+    job = job.refresh()
+assert job.status == "completed", (job.status, job.error)
+assert job.objects_imported == 3, job.objects_imported
+assert job.connector_id == conn.id and job.destination_path == "imported/"
+assert job.commit_id and job.error == "", (job.commit_id, job.error)
+
+# One commit, holding every imported object with its provenance.
+after = log(repo)
+assert [c for c, _ in after[1:]] == [c for c, _ in before], (before, after)
+assert after[0][0] == job.commit_id, (after[0], job.commit_id)
+expected = {"imported/train.csv": b"a,b\n1,2\n", "imported/test.csv": b"a,b\n3,4\n",
+            "imported/nested/more.csv": b"a,b\n5,6\n"}
+with repo.session() as session:
+    entries = {e.path: e.entry for e in session.objects.list(prefix="imported/")}
+    assert sorted(entries) == sorted(expected), sorted(entries)
+    for path, entry in entries.items():
+        sm = entry.source_metadata
+        assert sm is not None, path
+        key = "data/" + path.removeprefix("imported/")
+        assert sm.connector_id == conn.id and sm.connector_type == "s3", sm
+        assert sm.source_path == f"s3://my-bucket/{key}", sm
+        assert sm.import_job_id == job_id and sm.import_time is not None, sm
+        assert sm.source_etag == entry.e_tag, (sm, entry)
+        with session.objects.get(path) as f:
+            assert f.read() == expected[path], path
+
+done("connectors")
