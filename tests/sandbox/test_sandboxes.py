@@ -440,3 +440,77 @@ def test_restart_marks_running_sandboxes_lost(tmp_path: Any) -> None:
             assert sid not in f.read()
     finally:
         stop_server(h2)
+
+
+def _tiny_rootfs(root: Any) -> None:
+    """A root file system holding only dash and the libraries it needs (copied from the host)."""
+    import re
+    import shutil as sh
+
+    out = subprocess.run(["ldd", "/bin/dash"], capture_output=True, text=True).stdout
+    libs = re.findall(r"(/\S+\.so[.\d]*)", out)
+    for src in ["/bin/dash", *libs]:
+        real = os.path.realpath(src)
+        dst = root / src.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        sh.copy2(real, dst)
+    (root / "bin" / "sh").symlink_to("dash")
+    (root / "etc").mkdir()
+    (root / "etc" / "marker").write_text("tiny image\n")
+    os.chmod(root, 0o755)
+
+
+def test_operator_image(api: SandboxApi, server: Any, tmp_path: Any) -> None:
+    import tempfile
+
+    from sbhelpers import _root
+
+    base = tempfile.mkdtemp(prefix="tilde-image-")  # under /tmp: searchable by uid 65534
+    os.chmod(base, 0o755)
+    root = tmp_path.__class__(base) / "rootfs"
+    root.mkdir()
+    _tiny_rootfs(root)
+    name = unique("tiny")
+    cli = [*_root.server_command(), "image"]
+    r = subprocess.run([*cli, "add", "--data", str(server.data_dir), name, str(root)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listed = subprocess.run([*cli, "list", "--data", str(server.data_dir)],
+                            capture_output=True, text=True).stdout
+    assert f"{name}\t{root}" in listed and "python-312\t-> host (alias)" in listed
+    st, out = api.run({"image": name, "command": [
+        "/bin/sh", "-c", "read m < /etc/marker; echo $m; echo /*; "
+                         "echo ${TILDE_SANDBOX_CREDENTIALS_URI:-none}; echo img > /sandbox/i"]})
+    assert st["status"] == "committed", (st, out)
+    lines = out.decode().splitlines()
+    assert lines[0] == "tiny image"
+    assert set(lines[1].split()) == {"/bin", "/dev", "/etc", "/lib", "/lib64", "/proc",
+                                     "/run", "/sandbox", "/tmp"}
+    assert lines[2] == "none"  # no python3 in the image: no forwarder, no credentials
+    assert api.objects()["i"] == b"img\n"
+    r = subprocess.run([*cli, "remove", "--data", str(server.data_dir), name],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    st, _ = api.run({"image": name, "command": ["true"]})
+    assert st["status_reason"] == "image_not_found"
+    bad = subprocess.run([*cli, "add", "--data", str(server.data_dir), "x", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "bin/sh" in bad.stderr
+    if os.geteuid() == 0:  # pytest's tmp_path is private (0700): refused with a reason
+        _tiny_rootfs(tmp_path / "private")
+        bad = subprocess.run([*cli, "add", "--data", str(server.data_dir), "x",
+                              str(tmp_path / "private")], capture_output=True, text=True)
+        assert bad.returncode == 2 and "not searchable" in bad.stderr
+    import shutil
+
+    shutil.rmtree(base)
+
+
+def test_repository_secrets_become_environment(api: SandboxApi) -> None:
+    r = api.http.put(f"{api.base}/secrets/DB_PASSWORD", json={"value": "s3cret"})
+    assert r.status_code == 200, r.text
+    api.http.put(f"{api.base}/secrets/OVERRIDDEN", json={"value": "from-secret"})
+    st, out = api.run({"image": "ubuntu", "env_vars": {"OVERRIDDEN": "from-env"},
+                       "command": ["sh", "-c", "echo $DB_PASSWORD $OVERRIDDEN"]})
+    assert st["status"] == "committed"
+    assert out == b"s3cret from-env\n"

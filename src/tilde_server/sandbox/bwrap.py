@@ -60,7 +60,8 @@ def drop_privileges() -> bool:
 
 def command(*, image: Image, repo_dir: str, mountpoint: str, argv: list[str],
             network: bool, limits: Limits, cwd: str | None = None,
-            extra_binds: list[tuple[str, str]] | None = None) -> list[str]:
+            extra_binds: list[tuple[str, str]] | None = None,
+            info_fd: int | None = None) -> list[str]:
     """The full argv: prlimit ... -- bwrap ... -- argv."""
     top = mountpoint.strip("/").split("/")[0]
     bw = [bwrap_path(), "--unshare-all"]
@@ -73,6 +74,8 @@ def command(*, image: Image, repo_dir: str, mountpoint: str, argv: list[str],
     bw += ["--bind", repo_dir, mountpoint]
     for src, dst in extra_binds or []:
         bw += ["--ro-bind", src, dst]
+    if info_fd is not None:  # written once the sandbox is set up: its absence = setup failed
+        bw += ["--info-fd", str(info_fd)]
     bw += ["--chdir", cwd or mountpoint, "--"]
     pl = [shutil.which("prlimit") or "prlimit", *limits.prlimit_args(drop_privileges()), "--"]
     return [*pl, *bw, *argv]

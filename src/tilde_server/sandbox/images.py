@@ -83,7 +83,15 @@ def check_root(path: str) -> str:
     real = os.path.realpath(path)
     if not os.path.isdir(real):
         raise ValueError(f"{path}: not a directory")
-    for sh in ("bin/sh", "usr/bin/sh"):
-        if os.path.lexists(os.path.join(real, sh)):
-            return real
-    raise ValueError(f"{path}: no bin/sh inside; is this a root file system?")
+    if not any(os.path.lexists(os.path.join(real, sh)) for sh in ("bin/sh", "usr/bin/sh")):
+        raise ValueError(f"{path}: no bin/sh inside; is this a root file system?")
+    if os.geteuid() == 0:  # sandboxes run as an unprivileged uid that must reach the tree
+        p = real
+        while True:
+            if not os.stat(p).st_mode & 0o001:
+                raise ValueError(f"{path}: {p} is not searchable by other users (mode o+x "
+                                 "missing), so sandboxes (uid 65534) could not use the image")
+            if p == "/":
+                break
+            p = os.path.dirname(p)
+    return real

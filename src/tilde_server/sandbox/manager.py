@@ -137,6 +137,7 @@ class LiveSandbox:
     exit_code: int | None = None
     proxy: ApiSocketProxy | None = None
     credentials_secret: str = ""
+    secret_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -350,6 +351,7 @@ class SandboxManager:
             repo_dir = os.path.join(repo_dir, sb.spec.path_prefix)
             os.makedirs(repo_dir, exist_ok=True)
         sb.repo_dir = repo_dir
+        sb.secret_env = self._secrets(sb)
         if not self.network:
             shutil.copyfile(FORWARDER_FILE, sb.runtime_dir / "forward.py")
             os.chmod(sb.runtime_dir / "forward.py", 0o644)
@@ -376,6 +378,19 @@ class SandboxManager:
         if r.returncode != 0 or not os.path.ismount(sb.mnt):
             raise RuntimeError(err.splitlines()[-1] if err else f"exit status {r.returncode}")
 
+    def _secrets(self, sb: LiveSandbox) -> dict[str, str]:
+        """Repository secrets (and the agent's, for an agent creator) as environment
+        variables, when the store has a secrets store (store.secrets.environment_for)."""
+        secrets = getattr(self.store, "secrets", None)
+        fn = getattr(secrets, "environment_for", None)
+        if fn is None:
+            return {}
+        agent = sb.who.username if getattr(sb.who, "type", "user") == "agent" else None
+        try:
+            return dict(fn(sb.row.org, sb.row.repo, agent))
+        except NotFound:
+            return dict(fn(sb.row.org, sb.row.repo))
+
     def sandbox_env(self, sb: LiveSandbox) -> dict[str, str]:
         extra = {"TILDE_SANDBOX_ID": sb.id, "TILDE_REPOSITORY": f"{sb.row.org}/{sb.row.repo}"}
         api_url = self.endpoint if self.network else f"http://127.0.0.1:{PROXY_PORT}"
@@ -383,7 +398,8 @@ class SandboxManager:
             extra["TILDE_API_URL"] = api_url
             extra["TILDE_SANDBOX_CREDENTIALS_URI"] = (
                 f"{api_url}/_tilde/sandbox-credentials/{sb.id}/{self._cred_secret(sb)}")
-        return bwrap.environment(sb.spec.mountpoint, sb.spec.env_vars, extra)
+        return bwrap.environment(sb.spec.mountpoint, {**sb.secret_env, **sb.spec.env_vars},
+                                 extra)
 
     def _cred_secret(self, sb: LiveSandbox) -> str:
         if not sb.credentials_secret:
@@ -394,7 +410,8 @@ class SandboxManager:
         """The unguessable last path segment of a sandbox's credentials URI."""
         return self.store.signer.sign("sandbox-credentials", sandbox_id)
 
-    def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None) -> list[str]:
+    def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None,
+                   info_fd: int | None = None) -> list[str]:
         assert sb.image is not None
         binds: list[tuple[str, str]] = []
         wrapped = argv
@@ -408,20 +425,37 @@ class SandboxManager:
         return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
                              mountpoint=sb.spec.mountpoint, argv=wrapped,
                              network=self.network, limits=self.limits, cwd=cwd,
-                             extra_binds=binds)
+                             extra_binds=binds, info_fd=info_fd)
 
     def spawn(self, sb: LiveSandbox, argv: list[str], *, stdin: int | IO[bytes] | None,
               stderr_separate: bool = False, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> subprocess.Popen[bytes]:
-        full = self.build_argv(sb, argv, cwd)
+              cwd: str | None = None, info: list[int] | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start argv in the sandbox. With `info` (a list), the read end of bwrap's --info-fd
+        pipe is appended to it: it stays empty when bwrap could not set the sandbox up."""
+        info_r = info_w = -1
+        if info is not None:
+            info_r, info_w = os.pipe()
+        full = self.build_argv(sb, argv, cwd, info_fd=info_w if info is not None else None)
         kwargs: dict[str, Any] = {}
         if bwrap.drop_privileges():
             kwargs.update(user=bwrap.SANDBOX_UID, group=bwrap.SANDBOX_GID, extra_groups=[])
-        return subprocess.Popen(
-            full, stdin=stdin, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
-            env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
-            close_fds=True, **kwargs)
+        try:
+            proc = subprocess.Popen(
+                full, stdin=stdin, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
+                env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
+                close_fds=True, pass_fds=(info_w,) if info is not None else (), **kwargs)
+        except BaseException:
+            if info is not None:
+                os.close(info_r)
+            raise
+        finally:
+            if info is not None:
+                os.close(info_w)
+        if info is not None:
+            info.append(info_r)
+        return proc
 
     def _run_main(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
         """Run the main process (or, for a service sandbox, wait for finish). Returns None when
@@ -439,11 +473,12 @@ class SandboxManager:
                 sb.wake.clear()
             return None
         argv = spec.command or ["/bin/sh"]
+        info: list[int] = []
         with sb.lock:
             if sb.cancelled:
                 return None
             sb.proc = self.spawn(sb, argv, stdin=subprocess.PIPE if spec.interactive
-                                 else subprocess.DEVNULL)
+                                 else subprocess.DEVNULL, info=info)
         reader = threading.Thread(target=self._pump, args=(sb, sb.proc), daemon=True,
                                   name=f"sandbox-out-{sb.id[:8]}")
         reader.start()
@@ -462,6 +497,11 @@ class SandboxManager:
                 kill_tree(sb.proc)
         reader.join(10)
         sb.output.close()
+        with os.fdopen(info[0], "rb") as f:
+            set_up = bool(f.read())
+        if not set_up and not sb.cancelled:
+            log_tail = sb.log_path.read_bytes()[-500:].decode(errors="replace").strip()
+            return ("failed", "internal_error", f"could not set the sandbox up: {log_tail}")
         sb.exit_code = code
         if timed_out:
             return ("failed", "timeout",
