@@ -112,7 +112,7 @@ def test_secret_environment_for_sandboxes(server: ServerHandle, tmp_path: Path) 
     (tmp_path / "d" / "secret.key").unlink()
     from tilde_server.store import DataDirError
 
-    with pytest.raises(DataDirError, match="secret.key"):
+    with pytest.raises(DataDirError, match=r"secret\.key"):
         Store.open(tmp_path / "d")
 
 
