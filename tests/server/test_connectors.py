@@ -94,6 +94,24 @@ def test_secrets_of_unknown_repo_or_agent_are_404(api: Api) -> None:
     assert_error(api.http.get(f"{base}/agents/no-such-agent/secrets"), 404)
 
 
+def test_agent_secrets(api: Api) -> None:
+    org_url = f"{api.base}/organizations/{api.org}"
+    r = api.http.post(f"{org_url}/agents", json={"name": "bot-1", "description": ""})
+    assert r.status_code == 201, r.text
+    S = f"{org_url}/agents/bot-1/secrets"
+    assert api.http.get(S).json() == {"results": []}
+    assert api.http.put(f"{S}/TOKEN", json={"value": "agent-value"}).status_code == 200
+    assert api.http.put(f"{api.R}/secrets/TOKEN", json={"value": "repo-value"}).status_code \
+        == 200
+    assert [x["key"] for x in api.http.get(S).json()["results"]] == ["TOKEN"]
+    assert api.http.get(f"{S}/TOKEN").json()["value"] == "agent-value"
+    assert api.http.get(f"{api.R}/secrets/TOKEN").json()["value"] == "repo-value"
+    assert_error(api.http.put(f"{S}/bad.name", json={"value": "v"}), 400)
+    assert api.http.delete(f"{S}/TOKEN").status_code == 204
+    assert api.http.get(S).json() == {"results": []}
+    assert api.http.get(f"{api.R}/secrets/TOKEN").json()["value"] == "repo-value"
+
+
 def test_secret_environment_for_sandboxes(server: ServerHandle, tmp_path: Path) -> None:
     """The store function sandboxes use: decrypted repository secrets as env variables."""
     from tilde_server.store import Principal, Store
