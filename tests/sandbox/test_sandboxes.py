@@ -294,10 +294,18 @@ def test_credentials_inside_the_sandbox(api: SandboxApi, server: Any, repo_ref: 
         f"print('own', get('/organizations/{repo_ref.org}/repositories/{repo_ref.repo}/log'))\n"
         f"print('other', get('/organizations/{repo_ref.org}/repositories/{other}/log'))\n"
         "print('orgs', get('/organizations'))\n"
+        "import tilde\n"
+        f"repo = tilde.repository('{repo_ref.org}/{repo_ref.repo}')\n"
+        "with repo.session() as s:\n"
+        "    s.objects.put('via-client.txt', b'from inside')\n"
+        "    s.commit('inside')\n"
+        "print('client ok')\n"
     )
     st, out = api.run({"image": "ubuntu", "command": ["python3", "-c", script]})
     assert st["status"] == "committed", (st, out)
-    assert out.decode().split("\n")[:4] == ["expires True", "own 200", "other 403", "orgs 403"]
+    assert out.decode().split("\n")[:5] == ["expires True", "own 200", "other 403", "orgs 403",
+                                             "client ok"]
+    assert api.objects()["via-client.txt"] == b"from inside"
 
 
 @pytest.mark.parametrize("body,fragment", [

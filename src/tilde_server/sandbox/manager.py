@@ -25,6 +25,7 @@ Subtleties:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -398,6 +399,8 @@ class SandboxManager:
             extra["TILDE_API_URL"] = api_url
             extra["TILDE_SANDBOX_CREDENTIALS_URI"] = (
                 f"{api_url}/_tilde/sandbox-credentials/{sb.id}/{self._cred_secret(sb)}")
+        if sb.image is not None and sb.image.name == images.HOST and _client_binds():
+            extra["PYTHONPATH"] = CLIENT_PYTHONPATH
         return bwrap.environment(sb.spec.mountpoint, {**sb.secret_env, **sb.spec.env_vars},
                                  extra)
 
@@ -422,6 +425,8 @@ class SandboxManager:
                 binds.append((str(sb.runtime_dir / "forward.py"), "/run/tilde/forward.py"))
                 wrapped = [helper, "-S", "/run/tilde/forward.py", str(PROXY_PORT),
                            "/run/tilde/api.sock", "--", *argv]
+        if sb.image.name == images.HOST:
+            binds += _client_binds()
         return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
                              mountpoint=sb.spec.mountpoint, argv=wrapped,
                              network=self.network, limits=self.limits, cwd=cwd,
@@ -696,3 +701,39 @@ def _forwarder_for(image: images.Image) -> str | None:
         if os.path.exists(path):
             return "/" + cand
     return None
+
+
+# ---------------------------------------------------------------- the bundled client inside
+CLIENT_PYTHONPATH = "/opt/tilde/lib:/opt/tilde/site-packages"
+
+
+@functools.cache
+def _client_binds() -> list[tuple[str, str]]:
+    """Read-only binds that make `import tilde` work in the host image: the bundled client
+    package and the site-packages directory holding its dependencies (httpx, PyYAML, ...).
+    Empty when they are not reachable by the sandbox uid (then `tilde` is not offered)."""
+    try:
+        import httpx
+
+        import tilde
+    except ImportError:
+        return []
+    pkg = os.path.dirname(os.path.realpath(tilde.__file__))
+    site = os.path.dirname(os.path.dirname(os.path.realpath(httpx.__file__)))
+    for path in (pkg, site):
+        if bwrap.drop_privileges() and not _world_searchable(path):
+            return []
+    return [(pkg, "/opt/tilde/lib/tilde"), (site, "/opt/tilde/site-packages")]
+
+
+def _world_searchable(path: str) -> bool:
+    p = path
+    while True:
+        try:
+            if not os.stat(p).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if p == "/":
+            return True
+        p = os.path.dirname(p)
