@@ -1,0 +1,239 @@
+"""Unit tests of the sans-I/O sandbox pieces: terminal frames and markers, sandbox/trigger
+routes and parsers, credentials parsing, OutputStream and RunResult."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from tilde import _wire, _ws_wire
+from tilde._values import OutputStream, RunResult, SandboxTriggerConfig
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+# --- frames ------------------------------------------------------------------------------
+
+def test_client_frames() -> None:
+    assert _ws_wire.encode_stdin("ls\n") == b"\x00ls\n"
+    assert _ws_wire.encode_stdin("é") == b"\x00\xc3\xa9"
+    frame = _ws_wire.decode_frame(_ws_wire.encode_resize(80, 24))
+    assert frame is not None and frame.kind == _ws_wire.RESIZE and frame.resize() == (80, 24)
+
+
+def test_server_frames_round_trip() -> None:
+    out = _ws_wire.decode_frame(_ws_wire.encode_output(b"hi\n"))
+    assert out == _ws_wire.Frame(_ws_wire.OUTPUT, b"hi\n")
+    ex = _ws_wire.decode_frame(_ws_wire.encode_exit(3))
+    assert ex is not None and ex.kind == _ws_wire.EXIT and ex.exit_code() == 3
+    assert json.loads(ex.payload) == {"exited": True, "exit_code": 3}
+    assert out.exit_code() is None
+
+
+def test_text_frames_are_output_and_empty_frames_are_nothing() -> None:
+    assert _ws_wire.decode_frame("text") == _ws_wire.Frame(_ws_wire.OUTPUT, b"text")
+    assert _ws_wire.decode_frame(b"") is None
+    unknown = _ws_wire.decode_frame(b"\x09zz")
+    assert unknown is not None and unknown.kind == 9
+    t = _ws_wire.Transcript()
+    assert not t.feed(unknown) and not t.feed(None) and t.text() == ""
+
+
+def test_bad_exit_and_resize_payloads() -> None:
+    assert _ws_wire.Frame(_ws_wire.EXIT, b"nope").exit_code() is None
+    assert _ws_wire.Frame(_ws_wire.EXIT, b'{"exit_code": true}').exit_code() is None
+    assert _ws_wire.Frame(_ws_wire.RESIZE, b"{}").resize() is None
+
+
+# --- stdin lines exactly as 0.7.2 sends them (2.8.4) ---------------------------------------
+
+def test_probe_and_run_lines() -> None:
+    assert _ws_wire.readiness_probe(TOKEN) == (
+        f"export TERM=dumb; stty -echo cols 32767; echo '__TILDE_READY_{TOKEN}__'\n")
+    assert _ws_wire.wrap_command("make", TOKEN) == (
+        f"make; __ec=$?; echo; echo '__TILDE_BEGIN_{TOKEN}__'; echo $__ec; "
+        f"echo '__TILDE_END_{TOKEN}__'\n")
+    assert _ws_wire.EXIT_LINE == "exit\n"
+    token = _ws_wire.new_token()
+    assert len(token) == 32 and int(token, 16) >= 0 and token == token.lower()
+    assert token != _ws_wire.new_token()
+
+
+# --- transcripts ---------------------------------------------------------------------------
+
+def _transcript(*chunks: bytes) -> _ws_wire.Transcript:
+    t = _ws_wire.Transcript()
+    for c in chunks:
+        t.feed(_ws_wire.Frame(_ws_wire.OUTPUT, c))
+    return t
+
+
+def _run_output(body: str, code: str = "0") -> bytes:
+    return (f"{body}\n__TILDE_BEGIN_{TOKEN}__\n{code}\n__TILDE_END_{TOKEN}__\n").encode()
+
+
+def test_run_parsed_from_split_frames_with_crlf_and_csi() -> None:
+    raw = _run_output("\x1b[1;32mok\x1b[0m\r\nline two\r\n", "0").replace(b"\n", b"\r\n")
+    t = _ws_wire.Transcript()
+    finished = []
+    for i in range(0, len(raw), 5):
+        t.feed(_ws_wire.Frame(_ws_wire.OUTPUT, raw[i:i + 5]))
+        finished.append(_ws_wire.run_finished(t, TOKEN))
+    assert finished[-1] and not any(finished[:-1])
+    outcome = _ws_wire.parse_run(t, "echo ok", TOKEN)
+    assert outcome == _ws_wire.RunOutcome("ok\nline two", 0)
+
+
+def test_multibyte_character_split_across_frames_survives() -> None:
+    data = _run_output("größe")
+    cut = data.index(b"\xc3") + 1
+    t = _transcript(data[:cut], data[cut:])
+    assert _ws_wire.parse_run(t, "cat f", TOKEN).output == "größe"
+
+
+def test_echoed_command_line_is_not_a_marker() -> None:
+    cmd = "cat results.csv"
+    echoed = _ws_wire.wrap_command(cmd, TOKEN).encode()
+    t = _transcript(echoed)
+    assert not _ws_wire.run_finished(t, TOKEN)
+    t.feed(_ws_wire.Frame(_ws_wire.OUTPUT, _run_output("a,b\n1,2", "0")))
+    assert _ws_wire.run_finished(t, TOKEN)
+    assert _ws_wire.parse_run(t, cmd, TOKEN) == _ws_wire.RunOutcome("a,b\n1,2", 0)
+    ready = _transcript(_ws_wire.readiness_probe(TOKEN).encode())
+    assert not ready.has_line_ending_with(_ws_wire.ready_marker(TOKEN))
+    ready.feed(_ws_wire.Frame(_ws_wire.OUTPUT, f"$ __TILDE_READY_{TOKEN}__\r\n".encode()))
+    assert ready.has_line_ending_with(_ws_wire.ready_marker(TOKEN))
+
+
+def test_exit_code_and_unparsable_exit_code() -> None:
+    assert _ws_wire.parse_run(_transcript(_run_output("", "127")), "x", TOKEN).exit_code == 127
+    assert _ws_wire.parse_run(_transcript(_run_output("", "??")), "x", TOKEN).exit_code == -1
+
+
+def test_marker_of_another_run_does_not_end_this_one() -> None:
+    other = "f" * 32
+    t = _transcript(f"__TILDE_BEGIN_{other}__\n0\n__TILDE_END_{other}__\n".encode())
+    assert not _ws_wire.run_finished(t, TOKEN)
+
+
+def test_end_before_begin_is_not_finished() -> None:
+    t = _transcript(f"__TILDE_END_{TOKEN}__\n".encode())
+    assert not _ws_wire.run_finished(t, TOKEN)
+
+
+def test_clean_run_output_rules() -> None:
+    lines = ["", "  ", "$ python train.py", "result 1", "", "result 2", "", ""]
+    assert _ws_wire.clean_run_output(lines, "python train.py") == "result 1\n\nresult 2"
+    assert _ws_wire.clean_run_output(["", ""], "true") == ""
+    assert _ws_wire.clean_terminal_text("a\x1b[2Kb\r\n\x1b]0;title\x07") == "ab\n\x1b]0;title\x07"
+
+
+# --- sandbox routes and parsers (2.8, 2.9) --------------------------------------------------
+
+def test_create_sandbox_body_sends_only_what_is_given() -> None:
+    w = _wire.create_sandbox("o", "r", image="ubuntu", command=["sh", "-c", "x"])
+    assert (w.method, w.path) == ("POST", "/organizations/o/repositories/r/sandboxes")
+    assert w.json == {"image": "ubuntu", "command": ["sh", "-c", "x"]}
+    w = _wire.create_sandbox("o", "r", image="i", interactive=True, env_vars={"A": "1"},
+                             mountpoint="/m", path_prefix="p/", timeout_seconds=5,
+                             run_as={"principal_type": "agent", "principal_id": "a1"})
+    assert w.json == {"image": "i", "interactive": True, "env_vars": {"A": "1"},
+                      "mountpoint": "/m", "path_prefix": "p/", "timeout_seconds": 5,
+                      "run_as": {"principal_type": "agent", "principal_id": "a1"}}
+
+
+def test_command_argv() -> None:
+    assert _wire.command_argv("echo hi") == ["sh", "-c", "echo hi"]
+    assert _wire.command_argv(["python3", "-c", "1"]) == ["python3", "-c", "1"]
+
+
+def test_sandbox_routes() -> None:
+    s = "/organizations/o/repositories/r/sandboxes/sb-1"
+    assert _wire.sandbox_status("o", "r", "sb-1").path == f"{s}/status"
+    assert _wire.cancel_sandbox("o", "r", "sb-1") == _wire.WireRequest("DELETE", s)
+    assert _wire.sandbox_stdout_log("o", "r", "sb-1").path == f"{s}/logs/stdout"
+    assert _wire.sandbox_network_log("o", "r", "sb-1").path == f"{s}/logs/network"
+    assert _wire.list_sandboxes("o", "r", after="x").params == (("amount", "100"), ("after", "x"))
+    assert _wire.websocket_url("http://h:8080/api/v1", _wire.sandbox_terminal_path(
+        "o", "r", "sb-1")) == f"ws://h:8080/api/v1{s}/terminal"
+    assert _wire.websocket_url("https://tilde.run/api/v1", "/x") == "wss://tilde.run/api/v1/x"
+
+
+def test_parse_sandbox_status() -> None:
+    st = _wire.parse_sandbox_status({"status": "error", "status_reason": "exit_non_zero",
+                                     "exit_code": 2, "commit_id": "", "web_url": None})
+    assert (st.state, st.status_reason, st.exit_code, st.web_url) == (
+        "error", "exit_non_zero", 2, "")
+    assert _wire.parse_sandbox_status({"status": "running", "exit_code": None}).exit_code is None
+    assert _wire.parse_sandbox_id({"sandbox_id": "sb-9"}) == "sb-9"
+    with pytest.raises(KeyError):
+        _wire.parse_sandbox_id({"id": "sb-9"})
+
+
+def test_trigger_routes_and_parsing() -> None:
+    t = "/organizations/o/repositories/r/sandbox-triggers"
+    w = _wire.create_trigger("o", "r", name="n", conditions=[{"type": "prefix", "prefix": "a/"}],
+                             sandbox_config={"image": "ubuntu", "command": ["true"]})
+    assert (w.method, w.path) == ("POST", t)
+    assert w.json == {"name": "n", "conditions": [{"type": "prefix", "prefix": "a/"}],
+                      "sandbox_config": {"image": "ubuntu", "command": ["true"]}}
+    assert _wire.update_trigger("o", "r", "t1", description="d").json == {"description": "d"}
+    assert _wire.toggle_trigger("o", "r", "t1", enabled=False) == _wire.WireRequest(
+        "PATCH", f"{t}/t1", json={"enabled": False})
+    assert _wire.list_trigger_runs("o", "r", "t1").path == f"{t}/t1/runs"
+    data = _wire.parse_trigger({
+        "id": "t1", "name": "n", "description": "", "enabled": True,
+        "conditions": [{"type": "path", "path": "a.csv", "prefix": "", "diff_type": "added"}],
+        "sandbox_config": {"image": "ubuntu", "command": ["true"], "timeout_seconds": None},
+        "run_as": None, "repository_id": "r1", "created_by": "u1",
+        "created_at": "2026-05-01T10:00:00Z", "updated_at": "2026-05-01T10:00:00Z"})
+    assert data.conditions[0].path == "a.csv" and data.conditions[0].diff_type == "added"
+    assert data.sandbox_config == SandboxTriggerConfig(image="ubuntu", command=["true"])
+    assert data.created_at == datetime(2026, 5, 1, 10, tzinfo=UTC)
+    run = _wire.parse_trigger_run({"id": "run1", "status": "succeeded", "sandbox_id": None,
+                                   "matched_paths": ["a.csv"]})
+    assert run.matched_paths == ("a.csv",) and run.sandbox_id is None
+
+
+# --- credentials (2.17) --------------------------------------------------------------------
+
+def test_parse_credentials() -> None:
+    c = _wire.parse_sandbox_credentials({"access_token": "tok",
+                                         "expires_at": "2030-01-01T00:00:00",
+                                         "principal_type": "user", "api_url": "http://x"})
+    assert c.access_token == "tok" and c.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert c.principal_type == "user" and c.principal_id is None and c.api_url == "http://x"
+    for bad in ([], {"expires_at": "2030-01-01T00:00:00Z"},
+                {"access_token": "", "expires_at": "2030-01-01T00:00:00Z"},
+                {"access_token": "t"}, {"access_token": "t", "expires_at": "soon"},
+                {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z",
+                 "principal_id": 5}):
+        with pytest.raises(ValueError):
+            _wire.parse_sandbox_credentials(bad)
+
+
+# --- OutputStream / RunResult (3.9) --------------------------------------------------------
+
+def test_output_stream() -> None:
+    data = "a,b\r\n1,é\n\nlast".encode()
+    o = OutputStream(data)
+    assert o.read() == data and o.text() == data.decode() and str(o) == data.decode()
+    assert b"".join(o.iter_bytes(3)) == data and all(len(c) <= 3 for c in o.iter_bytes(3))
+    assert "".join(o.iter_text(1)) == data.decode()
+    assert list(o.iter_lines()) == ["a,b", "1,é", "", "last"]
+    assert o == OutputStream(data) and o == data and o != OutputStream(b"x")
+    assert OutputStream() == OutputStream(None) == b"" and OutputStream().text() == ""
+    assert list(OutputStream().iter_lines()) == [] and list(OutputStream().iter_bytes()) == []
+    assert OutputStream(b"\xe9").text("latin-1") == "é"
+    with pytest.raises(ValueError):
+        list(o.iter_bytes(0))
+
+
+def test_run_result() -> None:
+    r = RunResult(OutputStream(b"x"), 0)
+    assert r.stdout.text() == "x" and r.exit_code == 0
+    assert r == RunResult(stdout=OutputStream(b"x"), exit_code=0)
+    assert "exit_code=0" in repr(r)
+    assert not hasattr(r, "stderr")
