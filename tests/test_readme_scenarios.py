@@ -9,8 +9,10 @@ runs the very same scripts with the official tilde-sdk 0.7.2.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +37,34 @@ SCENARIOS = [
     "large_objects",
     "byte_ranges",
     "connectors",
+    "organizations",
+    "agents",
+    "org_subresources",
+    "groups",
+    "policies",
 ]
 
 # Variables that would change what the scripts test if they leaked in from the caller.
 _DROP = {"PYTHONPATH", "PYTHONHOME", "PYTHONOPTIMIZE", "PYTHONSTARTUP", "PYTHONSAFEPATH"}
+
+
+_USERS: dict[str, tuple[str, str]] = {}
+
+
+def scenario_user(server: ServerHandle) -> tuple[str, str]:
+    """(id, name) of a fresh user on this server, made once with `tilde-server user add`
+    against its data directory while it runs; scenarios use it where the README writes
+    "user-uuid" (each scenario adds it to its own fresh organization)."""
+    key = str(server.data_dir)
+    if key not in _USERS:
+        name = f"readme-user-{uuid.uuid4().hex[:8]}"
+        exe = shutil.which("tilde-server", path=str(Path(sys.executable).parent))
+        cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
+        proc = subprocess.run([*cmd, "user", "add", "--data", key, name],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        _USERS[key] = (proc.stdout.split("(id ", 1)[1].split(")", 1)[0], name)
+    return _USERS[key]
 
 
 def run_scenario(
@@ -48,7 +74,10 @@ def run_scenario(
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILDE_") and k not in _DROP}
+    user_id, username = scenario_user(server)
     env.update(
+        TILDE_TEST_USER_ID=user_id,
+        TILDE_TEST_USERNAME=username,
         TILDE_API_KEY=server.api_key,
         TILDE_ENDPOINT_URL=server.endpoint,
         TILDE_TEST_REPO=repo.path,

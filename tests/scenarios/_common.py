@@ -5,6 +5,7 @@ README against a live server and then checks what came back. The environment nam
 
     TILDE_API_KEY, TILDE_ENDPOINT_URL   read by the client itself, as the README says
     TILDE_TEST_REPO                     "org/repo", used where the README writes "my-org/my-repo"
+    TILDE_TEST_USER_ID, _USERNAME       a fresh user, where the README writes "user-uuid"
     CLIENT                              "bundled" (default) or "official"
 
 CLIENT chooses between the README's form and the 0.7.2 form only where the official 0.7.2
@@ -34,6 +35,10 @@ REPO = os.environ["TILDE_TEST_REPO"]
 API_KEY = os.environ["TILDE_API_KEY"]
 ENDPOINT = os.environ["TILDE_ENDPOINT_URL"]
 ORG_NAME, REPO_NAME = REPO.split("/", 1)
+# A second user (made with `tilde-server user add` by the harness), where the README writes
+# "user-uuid"; it is not a member of any organization until a scenario adds it.
+USER_ID = os.environ.get("TILDE_TEST_USER_ID", "")
+USERNAME = os.environ.get("TILDE_TEST_USERNAME", "")
 
 PROJECT_SRC = Path(__file__).resolve().parents[2] / "src"
 
