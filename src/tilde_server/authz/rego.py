@@ -15,7 +15,11 @@ Subtleties:
    one entry. An Interpreter is not thread-safe: each cache entry has its own lock.
 5. Never call `regopy.set_default_log_level` in the server process: a second call anywhere
    aborts the process (a C++ exception). Only the validation child sets it.
-6. Evaluation cost: one bundle query is about 0.1-0.2 ms (measured; docs/authorization.md).
+6. Evaluation cost: one evaluation is about 0.3-0.5 ms, most of it regopy building the input
+   through ctypes (benchmarks/authz_bench.py). Rego policies are pure functions of their input,
+   so decisions are memoized by (policy text hash, input document): a repeated question costs
+   a JSON dump and a dict lookup. Policies that call time, random, uuid, http or network
+   built-ins are never memoized.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ QUERY = "x = data.tilde.authz"
 MODULE_NAME = "policy.rego"
 MAX_POLICY_BYTES = 64 * 1024
 CACHE_SIZE = 512
+DECISION_CACHE_SIZE = 65536
+# Built-ins whose result does not depend on the input alone: decisions of policies that use
+# them are never memoized.
+_IMPURE = re.compile(r"\b(time\.|rand\.|uuid\.|http\.send|opa\.runtime|net\.lookup)")
 _VALIDATE_TIMEOUT = 20.0
 
 _ERROR_RE = re.compile(r"\(error \d+:[^|]*\|(\d+)\|(\d+)")
@@ -177,9 +185,11 @@ class _Compiled:
         self.interp.add_module(MODULE_NAME, text)
         self.bundle = self.interp.build(QUERY)
 
-    def evaluate(self, input_json: str) -> Decision:
+    def evaluate(self, input_doc: dict[str, Any]) -> Decision:
         with self.lock:
-            self.interp.set_input_term(input_json)
+            # set_input (a dict, built as nodes) is several times faster than
+            # set_input_term (JSON text, which rego-cpp parses as a Rego term): measured.
+            self.interp.set_input(input_doc)
             out = self.interp.query_bundle(self.bundle)
             if not out.ok():
                 return Decision(False, False)
@@ -196,6 +206,7 @@ class PolicyCache:
         self._size = size
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Compiled] = OrderedDict()
+        self._decisions: OrderedDict[tuple[str, str], Decision] = OrderedDict()
         self.compiles = 0
 
     def get(self, text: str) -> _Compiled:
@@ -214,4 +225,20 @@ class PolicyCache:
         return compiled
 
     def evaluate(self, text: str, input_doc: dict[str, Any]) -> Decision:
-        return self.get(text).evaluate(json.dumps(input_doc))
+        """The decision of one policy on one input; memoized (see the module docstring, 6.)
+        unless the policy may not be a pure function of its input."""
+        if _IMPURE.search(text):
+            return self.get(text).evaluate(input_doc)
+        key = (hashlib.sha256(text.encode("utf-8")).hexdigest(),
+               json.dumps(input_doc, sort_keys=True, separators=(",", ":")))
+        with self._lock:
+            hit = self._decisions.get(key)
+            if hit is not None:
+                self._decisions.move_to_end(key)
+                return hit
+        decision = self.get(text).evaluate(input_doc)
+        with self._lock:
+            self._decisions[key] = decision
+            while len(self._decisions) > DECISION_CACHE_SIZE:
+                self._decisions.popitem(last=False)
+        return decision
