@@ -349,3 +349,28 @@ def test_authz_cost_is_small(server: ServerHandle, admin: Caller, repo_ref: Repo
     for _ in range(20):
         alice.ok("GET", R(repo_ref))
     assert time.perf_counter() - t < 60
+
+
+def test_role_keys_and_unknown_org(server: ServerHandle, admin: Caller,
+                                   repo_ref: RepoRef) -> None:
+    o = f"/organizations/{repo_ref.org}"
+    role = admin.ok("POST", f"{o}/roles", 201, json={"name": "ci", "description": "CI"})
+    assert role["name"] == "ci" and role["created_by_type"] == "user"
+    assert_error(admin.req("POST", f"{o}/roles", json={"name": "ci", "description": ""}), 409)
+    token = admin.ok("POST", f"{o}/roles/ci/auth/keys", 201, json={"name": "k"})["token"]
+    ci = Caller(server, token)
+    assert_error(ci.req("GET", R(repo_ref)), 403)
+    reader = next(p for p in admin.ok("GET", f"{o}/policies")["results"]
+                  if p["name"] == "builtin-org-reader")
+    admin.ok("POST", f"{o}/policies/{reader['id']}/attachments", 204,
+             json={"principal_type": "role", "principal_id": role["id"]})
+    assert ci.ok("GET", R(repo_ref))["name"] == repo_ref.repo
+    assert_error(ci.req("PUT", R(repo_ref), json={"description": "no"}), 403)
+    # Deleting the role kills its keys at once.
+    admin.ok("DELETE", f"{o}/roles/ci", 204)
+    assert_error(ci.req("GET", R(repo_ref)), 401)
+    # A user outside every organization: an unknown organization is 404, a known one 403.
+    _, key = add_user(server)
+    nobody = Caller(server, key)
+    assert_error(nobody.req("GET", "/organizations/no-such-org-here/repositories"), 404)
+    assert_error(nobody.req("GET", f"{o}/members"), 403)
