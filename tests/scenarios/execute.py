@@ -4,6 +4,8 @@ train.py is committed first (see _sandbox_fixtures). `might-fail` is, as in the 
 command that fails: no such program exists in the sandbox, so the shell answers 127.
 """
 
+import time
+
 from _common import (
     REPO,
     check_client,
@@ -57,5 +59,31 @@ assert log(repo) == after and not exists_at_head(repo, "partial.txt")
 # A list command is the argv as is (no shell).
 r = repo.execute(["python3", "-c", "import sys; print(sys.argv[1:])", "a b", "c"])
 assert r.exit_code == 0 and r.stdout.text().strip() == "['a b', 'c']", r
+
+# Beyond the README, the same for both clients: a timeout ends the sandbox as failed (0.7.2
+# raises CommandError with exit code -1; the bundled client too, with the reason in the
+# message), and a cancelled sandbox commits nothing.
+try:
+    repo.execute("echo late > /sandbox/late.txt; sleep 30", timeout=2)
+except SandboxError:
+    pass
+else:
+    raise AssertionError("a timed-out sandbox did not raise")
+sandbox = repo.sandboxes.create(image="ubuntu", command=["sh", "-c", "touch /sandbox/c; sleep 60"])
+state = ""
+for _ in range(100):
+    state = sandbox.status().state
+    if state == "running":
+        break
+    time.sleep(0.2)
+assert state == "running", state
+sandbox.cancel()
+for _ in range(100):
+    status = sandbox.status()
+    if status.state == "cancelled":
+        break
+    time.sleep(0.2)
+assert status.state == "cancelled", status.state
+assert log(repo) == after and not exists_at_head(repo, "late.txt")
 
 done("execute")
