@@ -144,9 +144,6 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         log.info("tilde-server stopped")
 
 
-main.add_command(image_group)
-
-
 def _open_identity(data_dir: Path):  # type: ignore[no-untyped-def]
     """Open DIR for a maintenance command; safe while the server runs (SQLite WAL)."""
     from tilde_server.store import DataDirError, Store
