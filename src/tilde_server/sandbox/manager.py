@@ -226,6 +226,8 @@ class SandboxManager:
             self._request_cancel(sb, reason="cancelled_by_user")
         for sb in live:
             sb.done.wait(UNMOUNT_TIMEOUT)
+        with contextlib.suppress(OSError):
+            self.runtime_root.rmdir()  # only when empty: nothing of a live sandbox is removed
 
     # ------------------------------------------------------------------ public operations
     def live(self, sandbox_id: str) -> LiveSandbox | None:
