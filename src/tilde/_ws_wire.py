@@ -173,18 +173,34 @@ class Transcript:
     """Terminal output gathered for one probe or run; feed frames, ask for markers.
 
     Decoding is incremental (UTF-8, invalid bytes replaced) so that characters split across
-    frames survive; cleaning happens on the whole text when asked.
+    frames survive; cleaning happens on the whole text when asked. Markers named in
+    ``watch`` are counted as frames arrive (in the new text plus a tail of the old, so a
+    marker split across frames is found), and the transcript is cleaned and split into lines
+    only when such a count grows: a long output costs linear time, not quadratic.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, watch: tuple[str, ...] = ()) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._parts: list[str] = []
+        self._watch = watch
+        self._overlap = max((len(m) for m in watch), default=1) - 1
+        self._tail = ""
+        self._counts = dict.fromkeys(watch, 0)
+        self._answers: dict[str, tuple[int, bool]] = {}
 
     def feed(self, frame: Frame | None) -> bool:
         """Add an OUTPUT frame; returns False for frames that are not output."""
         if frame is None or frame.kind != OUTPUT:
             return False
-        self._parts.append(self._decoder.decode(frame.payload))
+        text = self._decoder.decode(frame.payload)
+        if not text:
+            return True
+        self._parts.append(text)
+        if self._watch:
+            window = self._tail + text
+            for marker in self._watch:
+                self._counts[marker] += window.count(marker)
+            self._tail = window[-self._overlap:] if self._overlap else ""
         return True
 
     def text(self) -> str:
@@ -194,10 +210,16 @@ class Transcript:
         return self.text().split("\n")
 
     def has_line_ending_with(self, marker: str) -> bool:
-        # Cheap pre-check on the raw text before cleaning the whole transcript.
-        if marker not in "".join(self._parts):
+        if marker not in self._counts:  # not watched: look at everything
+            return _marker_line_index(self.lines(), marker) >= 0
+        count = self._counts[marker]
+        if count == 0:
             return False
-        return _marker_line_index(self.lines(), marker) >= 0
+        seen, answer = self._answers.get(marker, (0, False))
+        if seen != count:
+            answer = _marker_line_index(self.lines(), marker) >= 0
+            self._answers[marker] = (count, answer)
+        return answer
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def _run_output(body: str, code: str = "0") -> bytes:
 
 def test_run_parsed_from_split_frames_with_crlf_and_csi() -> None:
     raw = _run_output("\x1b[1;32mok\x1b[0m\r\nline two\r\n", "0").replace(b"\n", b"\r\n")
-    t = _ws_wire.Transcript()
+    t = _ws_wire.Transcript(watch=(_ws_wire.end_marker(TOKEN),))
     finished = []
     for i in range(0, len(raw), 5):
         t.feed(_ws_wire.Frame(_ws_wire.OUTPUT, raw[i:i + 5]))
@@ -237,3 +237,20 @@ def test_run_result() -> None:
     assert r == RunResult(stdout=OutputStream(b"x"), exit_code=0)
     assert "exit_code=0" in repr(r)
     assert not hasattr(r, "stderr")
+
+
+def test_watched_marker_split_byte_by_byte_and_large_output() -> None:
+    """Fed one byte at a time, the run ends exactly at the end marker's final newline."""
+    end = _ws_wire.end_marker(TOKEN)
+    body = ("x" * 100 + "\n") * 2000
+    data = _run_output(body)
+    t = _ws_wire.Transcript(watch=(end,))
+    finished_at = None
+    for i in range(len(data)):
+        t.feed(_ws_wire.Frame(_ws_wire.OUTPUT, data[i:i + 1]))
+        if finished_at is None and _ws_wire.run_finished(t, TOKEN):
+            finished_at = i
+    # The line "...END__" counts as soon as its last character arrived.
+    assert finished_at == len(data) - 2
+    out = _ws_wire.parse_run(t, "gen", TOKEN)
+    assert out.exit_code == 0 and out.output == body.rstrip("\n")

@@ -114,8 +114,8 @@ class Shell:
     def _wait_ready(self) -> None:
         token = _ws_wire.new_token()
         self._send(_ws_wire.readiness_probe(token))
-        transcript = _ws_wire.Transcript()
         marker = _ws_wire.ready_marker(token)
+        transcript = _ws_wire.Transcript(watch=(marker,))
         deadline = time.monotonic() + _ws_wire.READY_TIMEOUT
         while not transcript.has_line_ending_with(marker):
             remaining = deadline - time.monotonic()
@@ -147,7 +147,7 @@ class Shell:
             raise SandboxError("the shell is not connected (use it inside 'with')")
         token = _ws_wire.new_token()
         self._send(_ws_wire.wrap_command(cmd, token))
-        transcript = _ws_wire.Transcript()
+        transcript = _ws_wire.Transcript(watch=(_ws_wire.end_marker(token),))
         deadline = time.monotonic() + _ws_wire.RUN_TIMEOUT
         while not _ws_wire.run_finished(transcript, token):
             remaining = deadline - time.monotonic()
