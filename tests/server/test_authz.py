@@ -374,3 +374,18 @@ def test_role_keys_and_unknown_org(server: ServerHandle, admin: Caller,
     nobody = Caller(server, key)
     assert_error(nobody.req("GET", "/organizations/no-such-org-here/repositories"), 404)
     assert_error(nobody.req("GET", f"{o}/members"), 403)
+
+
+def test_agent_never_exceeds_its_creator(server: ServerHandle, admin: Caller,
+                                         repo_ref: RepoRef) -> None:
+    o = f"/organizations/{repo_ref.org}"
+    _, org_admin = member(server, admin, repo_ref.org, "admin")
+    org_admin.ok("POST", f"{o}/agents", 201, json={"name": "helper", "description": "",
+                                                   "inline_policy": ALLOW_ALL})
+    token = org_admin.ok("POST", f"{o}/agents/helper/auth/keys", 201, json={"name": "k"})
+    helper = Caller(server, token["token"])
+    assert helper.ok("GET", R(repo_ref))["name"] == repo_ref.repo  # both allow it
+    # Its own policy allows deleting the organization; its creator (an org admin) may not.
+    r = assert_error(helper.req("DELETE", o), 403)
+    assert "creator" in r["message"]
+    assert admin.ok("GET", o)["name"] == repo_ref.org
