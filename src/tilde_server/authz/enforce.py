@@ -45,13 +45,10 @@ class Authorizer:
         self.cache = cache or PolicyCache()
 
     def _allowed(self, policies: Sequence[EffectivePolicy], doc: dict[str, Any]) -> bool:
-        allow = False
-        for p in policies:
-            d = self.cache.evaluate(p.policy_text, doc)
-            if d.deny:
-                return False
-            allow = allow or d.allow
-        return allow
+        decisions = self.cache.evaluate_all([p.policy_text for p in policies], doc)
+        if any(d.deny for d in decisions):
+            return False
+        return any(d.allow for d in decisions)
 
     def require(self, who: Principal, org: str | None, repo: str | None,
                 items: Sequence[tuple[str, str | None]]) -> None:

@@ -10,16 +10,18 @@ Subtleties:
 3. A policy must declare `package tilde.authz`; its decision is read from
    `data.tilde.authz.allow` and `data.tilde.authz.deny` (either may be absent: absent is
    false). `deny` may be a boolean or a non-empty set/array of reasons.
-4. Compiled policies are cached by the sha256 of their text, so an updated policy is a new
-   cache entry at once (no restart) and identical built-in texts of many organizations share
-   one entry. An Interpreter is not thread-safe: each cache entry has its own lock.
+4. A principal's effective policies are compiled together into one interpreter (each moved
+   to its own package, `_renamed`) and decided by one query. Compiled sets are cached by the
+   sha256 of their texts, so an updated policy is a new cache entry at once (no restart) and
+   identical built-in texts of many organizations share entries. An Interpreter is not
+   thread-safe: each cache entry has its own lock.
 5. Never call `regopy.set_default_log_level` in the server process: a second call anywhere
    aborts the process (a C++ exception). Only the validation child sets it.
-6. Evaluation cost: one evaluation is about 0.3-0.5 ms, most of it regopy building the input
-   through ctypes (benchmarks/authz_bench.py). Rego policies are pure functions of their input,
-   so decisions are memoized by (policy text hash, input document): a repeated question costs
-   a JSON dump and a dict lookup. Policies that call time, random, uuid, http or network
-   built-ins are never memoized.
+6. Evaluation cost: one evaluation of a policy set is about 0.5-0.8 ms, most of it regopy
+   building the input through ctypes (benchmarks/authz_bench.py). Rego policies are pure
+   functions of their input, so decisions are memoized by (policy text hashes, input
+   document): a repeated question costs a JSON dump and a dict lookup. Policies that call
+   time, random, uuid, http or network built-ins are never memoized.
 """
 
 from __future__ import annotations
@@ -174,49 +176,75 @@ def _truthy(value: Any) -> bool:
     return False
 
 
-class _Compiled:
-    """One policy text compiled into an interpreter and a bundle (guarded by its lock)."""
+_PKG_LINE = re.compile(r"^(\s*)package\s+tilde\.authz\b", re.MULTILINE)
 
-    def __init__(self, text: str) -> None:
+
+def _renamed(text: str, i: int) -> str:
+    """A validated policy moved to its own package `tilde.p<i>`, so that several policies
+    (each `package tilde.authz`, each possibly with its own `default` rules) can live in one
+    interpreter and be decided by one query."""
+    text = _PKG_LINE.sub(lambda m: f"{m.group(1)}package tilde.p{i}", text, count=1)
+    return text.replace("data.tilde.authz", f"data.tilde.p{i}")
+
+
+class _Compiled:
+    """Policy texts compiled into one interpreter and one bundle (guarded by its lock):
+    one `set_input` and one query decide all of them, which is where the time goes."""
+
+    def __init__(self, texts: tuple[str, ...]) -> None:
         import regopy
 
         self.lock = threading.Lock()
+        self.n = len(texts)
         self.interp = regopy.Interpreter()
-        self.interp.add_module(MODULE_NAME, text)
-        self.bundle = self.interp.build(QUERY)
+        for i, text in enumerate(texts):
+            self.interp.add_module(f"policy{i}.rego", _renamed(text, i))
+        self.bundle = self.interp.build("x = data.tilde")
 
-    def evaluate(self, input_doc: dict[str, Any]) -> Decision:
+    def evaluate(self, input_doc: dict[str, Any]) -> list[Decision]:
         with self.lock:
             # set_input (a dict, built as nodes) is several times faster than
             # set_input_term (JSON text, which rego-cpp parses as a Rego term): measured.
             self.interp.set_input(input_doc)
             out = self.interp.query_bundle(self.bundle)
-            if not out.ok():
-                return Decision(False, False)
-            doc = json.loads(str(out)).get("bindings", {}).get("x")
+            ok = out.ok()
+            doc = json.loads(str(out)).get("bindings", {}).get("x") if ok else None
         if not isinstance(doc, dict):
-            return Decision(False, False)
-        return Decision(doc.get("allow") is True, _truthy(doc.get("deny")))
+            return [Decision(False, False)] * self.n
+        decisions = []
+        for i in range(self.n):
+            d = doc.get(f"p{i}")
+            if not isinstance(d, dict):
+                decisions.append(Decision(False, False))
+            else:
+                decisions.append(Decision(d.get("allow") is True, _truthy(d.get("deny"))))
+        return decisions
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class PolicyCache:
-    """Compiled policies by text hash (LRU); changing a policy's text is a new entry."""
+    """Compiled policy sets by the hashes of their texts (LRU), and memoized decisions.
+    Changing a policy's text changes the key: the next request compiles the new text."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Compiled] = OrderedDict()
-        self._decisions: OrderedDict[tuple[str, str], Decision] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, ...], _Compiled] = OrderedDict()
+        self._decisions: OrderedDict[tuple[tuple[str, ...], str], list[Decision]] = \
+            OrderedDict()
         self.compiles = 0
 
-    def get(self, text: str) -> _Compiled:
-        key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    def get(self, texts: tuple[str, ...]) -> _Compiled:
+        key = tuple(_hash(t) for t in texts)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return hit
-        compiled = _Compiled(text)  # texts here were validated in a child process first
+        compiled = _Compiled(texts)  # texts here were validated in a child process first
         with self._lock:
             self.compiles += 1
             self._entries[key] = compiled
@@ -224,21 +252,27 @@ class PolicyCache:
                 self._entries.popitem(last=False)
         return compiled
 
-    def evaluate(self, text: str, input_doc: dict[str, Any]) -> Decision:
-        """The decision of one policy on one input; memoized (see the module docstring, 6.)
-        unless the policy may not be a pure function of its input."""
-        if _IMPURE.search(text):
-            return self.get(text).evaluate(input_doc)
-        key = (hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    def evaluate_all(self, texts: list[str], input_doc: dict[str, Any]) -> list[Decision]:
+        """The decision of each policy on one input; memoized (see the module docstring, 6.)
+        unless a policy may not be a pure function of its input."""
+        if not texts:
+            return []
+        group = tuple(texts)
+        if any(_IMPURE.search(t) for t in group):
+            return self.get(group).evaluate(input_doc)
+        key = (tuple(_hash(t) for t in group),
                json.dumps(input_doc, sort_keys=True, separators=(",", ":")))
         with self._lock:
             hit = self._decisions.get(key)
             if hit is not None:
                 self._decisions.move_to_end(key)
                 return hit
-        decision = self.get(text).evaluate(input_doc)
+        decisions = self.get(group).evaluate(input_doc)
         with self._lock:
-            self._decisions[key] = decision
+            self._decisions[key] = decisions
             while len(self._decisions) > DECISION_CACHE_SIZE:
                 self._decisions.popitem(last=False)
-        return decision
+        return decisions
+
+    def evaluate(self, text: str, input_doc: dict[str, Any]) -> Decision:
+        return self.evaluate_all([text], input_doc)[0]
