@@ -228,6 +228,10 @@ class Filesystem:
         #: mkdir'ed directories with nothing on the server yet: lookups inside them that
         #: local state cannot answer are ENOENT without a request (git, sqlite probe a lot)
         self._local_only: set[str] = set()
+        #: directories mkdir'ed here while absent on the server -> the names created in
+        #: them since: another name there cannot exist in the session (stays true after
+        #: uploads, unlike _local_only); cleared by rename, commit and rollback
+        self._made_here: dict[str, set[str]] = {}
         self._mount_ns = _now_ns()
         self._nursery: trio.Nursery | None = None
         self._started = False
@@ -334,8 +338,9 @@ class Filesystem:
         if cached is not None:
             return cached
         parent, name = parent_of(path), basename(path)
+        made = self._made_here.get(parent)
         if self._meta.is_negative(path) or self._meta.known_absent(parent, name) \
-                or parent in self._local_only:
+                or parent in self._local_only or (made is not None and name not in made):
             raise FsError(errno.ENOENT)
         try:
             try:
@@ -386,6 +391,11 @@ class Filesystem:
         while path:
             path = parent_of(path)
             self._local_only.discard(path)
+
+    def _note_made(self, path: str) -> None:
+        made = self._made_here.get(parent_of(path))
+        if made is not None:
+            made.add(basename(path))
 
     def _keep_parent(self, path: str) -> None:
         parent = parent_of(path)
@@ -532,6 +542,8 @@ class Filesystem:
             raise FsError(errno.EEXIST)
         self._dirs[path] = _now_ns()
         self._local_only.add(path)
+        self._note_made(path)
+        self._made_here[path] = set()
         self._changed(path)
         if mode & 0o7777 != self.config.dir_mode:
             self._overrides[path] = Overrides(mode=mode & 0o7777)
@@ -566,6 +578,7 @@ class Filesystem:
         # -- atomic: forget the directory everywhere --
         self._dirs.pop(path, None)
         self._local_only.discard(path)
+        self._made_here.pop(path, None)
         self._overrides.pop(path, None)
         self._meta.invalidate_tree(path)
         self._changed(path)
@@ -658,6 +671,7 @@ class Filesystem:
                 raise FsError(errno.EEXIST)
             if existing.is_dir:
                 raise FsError(errno.EISDIR)
+        self._note_made(path)
         sf = self._files.get(path)
         if sf is None:
             # -- atomic: create and register (subtlety 3) --
@@ -860,6 +874,7 @@ class Filesystem:
             raise FsError(errno.ENOTSUP)
         src = join(self._dir_node(parent_old).path, _decode(name_old))
         dst = join(self._dir_node(parent_new).path, _decode(name_new))
+        self._made_here.clear()
         if src == dst:
             return
         st = await self._resolve(src)
@@ -1032,6 +1047,7 @@ class Filesystem:
                 outcome = await self.remote.commit(sid, message, metadata)
                 new_sid = await self.remote.create_session()
                 self.view = View(session_id=new_sid)
+                self._made_here.clear()
             # -- switched sessions (content is identical: caches stay valid) --
             if outcome.status == "committed":
                 self.base_commit = outcome.commit_id or self.base_commit
@@ -1066,6 +1082,7 @@ class Filesystem:
             self._files.clear()
             self._dirs.clear()
             self._local_only.clear()
+            self._made_here.clear()
             self._meta.clear()
             self.view = View(session_id=new_sid)
             for sf in dropped:
