@@ -21,7 +21,7 @@ from pathlib import Path
 from tilde_server.store.errors import DataDirError
 
 FORMAT_NAME = "tilde-server"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,7 +96,7 @@ def add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connecti
 # steps also run on a fresh file right after SCHEMA, so SCHEMA itself stays at format 1.
 # Every step must be idempotent (CREATE ... IF NOT EXISTS, add_column), so that several
 # features can append to the same step without ordering trouble. Format 2: secrets,
-# connectors, imports (docs/connectors.md).
+# connectors, imports (docs/connectors.md). Format 3: commits.committer_type.
 MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     2: [
         # Secrets (spec 2.14): scope 'repo' (scope_id = repos.uid) or 'agent'. The value is
@@ -130,6 +130,11 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         # a column (not a joined table) so listings cost what they cost before.
         add_column("entries", "source", "TEXT"),
         add_column("staged", "source", "TEXT"),
+    ],
+    # Format 3: who committed, by kind (spec 2.7 `committer_type`, 5.20: user, agent, role).
+    # NULL in commits made before it means "user" (the only kind there was).
+    3: [
+        add_column("commits", "committer_type", "TEXT"),
     ],
 }
 

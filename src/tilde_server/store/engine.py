@@ -339,6 +339,10 @@ class Store:
                 (str(uuid.uuid4()), o["id"], name, fields.get("description", ""),
                  fields.get("visibility", "private"), fields.get("session_max_duration_days"),
                  fields.get("retention_days"), who.user_id, now_rfc3339()))
+            if "require_approval_for_agents" in fields:  # column added by store/identity.py
+                c.execute("UPDATE repos SET require_approval_for_agents = ? "
+                          "WHERE org_id = ? AND name = ? AND deleted_at IS NULL",
+                          (int(fields["require_approval_for_agents"]), o["id"], name))
             return dict(self._repo(c, org, name))
 
     def update_repo(self, org: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -446,9 +450,11 @@ class Store:
             f"{r['uid']}:{seq}:{secrets.token_hex(16)}".encode()).hexdigest()
         c.execute(
             "INSERT INTO commits(repo_id, seq, id, parent_id, message, metadata, committer_id, "
-            "committer, created_at, object_count, total_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "committer, committer_type, created_at, object_count, total_size) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (rid, seq, commit_id, parent[0] if parent else None, message,
-             json.dumps(metadata), who.user_id, who.username, now_rfc3339(), count, size))
+             json.dumps(metadata), who.user_id, who.username, who.type or "user",
+             now_rfc3339(), count, size))
         c.execute("UPDATE repos SET head_seq = ?, object_count = ?, total_size = ? WHERE id = ?",
                   (seq, count, size, rid))
         c.execute("DELETE FROM staged WHERE session_id = ?", (sess,))
@@ -869,7 +875,8 @@ class Store:
     # ======================================================================== commits
     def _commit_dict(self, row: sqlite3.Row) -> dict[str, Any]:
         return {
-            "id": row["id"], "committer": row["committer"], "committer_type": "user",
+            "id": row["id"], "committer": row["committer"],
+            "committer_type": row["committer_type"] or "user",
             "committer_id": row["committer_id"], "message": row["message"],
             "meta_range_id": "", "creation_date": row["created_at"],
             "parents": [row["parent_id"]] if row["parent_id"] else [],
