@@ -16,6 +16,9 @@ Subtleties:
    moves the session to state `pending_approval` (so it takes no more writes) and records the
    message; approving applies it through the engine's normal commit path (conflicts: 409,
    the approval stays pending), rejecting rolls the session back.
+6. `last_used_at` of agent and role keys (and of their agent or role) is written at most once
+   per LAST_USED_EVERY seconds per key, and only when the write lock is free at that moment:
+   authenticating never waits for a writer.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from tilde_server.store.engine import hash_key as hash_user_key
 from tilde_server.store.errors import BadRequest, Conflict, NotFound, Unauthorized
 
 KEY_FILE = "identity.key"
+LAST_USED_EVERY = 60.0  # seconds: last_used_at is written at most this often per key
 AGENT_KEY_PREFIX = "cak-"
 PRINCIPAL_TYPES = ("user", "group", "role", "agent")
 SUBJECT_TYPES = ("user", "group", "role", "agent")
@@ -132,6 +138,7 @@ class Identity:
         self.store = store
         self.db = store.db
         self._secret = self._load_secret(store.root)
+        self._last_touch: dict[str, float] = {}  # key id -> when last_used_at was written
         self.ensure_schema()
 
     # ======================================================================== set-up
@@ -162,6 +169,13 @@ class Identity:
             if "require_approval_for_agents" not in cols:
                 c.execute("ALTER TABLE repos ADD COLUMN require_approval_for_agents "
                           "INTEGER NOT NULL DEFAULT 0")
+            if "committer_type" in {r[1] for r in c.execute("PRAGMA table_info(commits)")}:
+                # Commits made before format 3 by agents and roles: attribute them by kind.
+                for kind, table in (("agent", "agents"), ("role", "roles")):
+                    c.execute(f"UPDATE commits SET committer_type = ? WHERE committer_type "
+                              f"IS NULL AND committer_id IN (SELECT id FROM {table})", (kind,))
+                c.execute("UPDATE commits SET committer_type = 'user' "
+                          "WHERE committer_type IS NULL")
             c.execute("INSERT OR IGNORE INTO server_admins(user_id) "
                       "SELECT id FROM users WHERE username = ?", (ADMIN_USERNAME,))
             for org in c.execute("SELECT id FROM orgs WHERE deleted_at IS NULL").fetchall():
@@ -244,8 +258,9 @@ class Identity:
             return Principal(p.user_id, p.username, "user", None, admin)
         with self.db.read() as c:
             row = c.execute(
-                "SELECT id, org_id, principal_type, principal_id FROM principal_keys "
-                "WHERE key_hash = ? AND revoked_at IS NULL", (self._hmac(key),)).fetchone()
+                "SELECT id, org_id, principal_type, principal_id, last_used_at "
+                "FROM principal_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (self._hmac(key),)).fetchone()
             if row is None:
                 raise Unauthorized("invalid API key", "invalid_api_key")
             table = "agents" if row["principal_type"] == "agent" else "roles"
@@ -255,7 +270,36 @@ class Identity:
                               (row["org_id"],)).fetchone()
         if owner is None or alive is None:
             raise Unauthorized("invalid API key", "invalid_api_key")
+        self._touch(row["id"], table, owner["id"], row["last_used_at"])
         return Principal(owner["id"], owner["name"], row["principal_type"], owner["org_id"])
+
+    def _touch(self, key_id: str, table: str, owner_id: str, last: str | None) -> None:
+        """Record `last_used_at` of a key and its agent or role, at most once per
+        LAST_USED_EVERY seconds per key, and never waiting for the write lock: when another
+        write holds it, this use is simply not recorded (the next one after it will be)."""
+        now = time.time()
+        if last is not None and self._last_touch.get(key_id, 0.0) > now - LAST_USED_EVERY:
+            return
+        if last is not None:
+            try:
+                seen = datetime.strptime(last, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                if seen.timestamp() > now - LAST_USED_EVERY:
+                    self._last_touch[key_id] = seen.timestamp()
+                    return
+            except ValueError:
+                pass
+        if not self.db.write_lock.acquire(blocking=False):
+            return
+        try:
+            t = now_rfc3339()
+            with self.db.write() as c:
+                c.execute("UPDATE principal_keys SET last_used_at = ? WHERE id = ?", (t, key_id))
+                c.execute(f"UPDATE {table} SET last_used_at = ? WHERE id = ?", (t, owner_id))
+            self._last_touch[key_id] = now
+        except sqlite3.OperationalError:  # busy (another process writes): next time
+            pass
+        finally:
+            self.db.write_lock.release()
 
     # ======================================================================== organizations
     def org_created(self, org_name: str, creator: Principal) -> None:
@@ -434,13 +478,27 @@ class Identity:
             return self._role_json(self._named(c, "roles", o["id"], name, "role"), o["uid"])
 
     def delete_principal(self, kind: str, org: str, name: str) -> None:
-        """Delete an agent or role with its keys, memberships and attachments."""
+        """Delete an agent or role with everything it owns, in one transaction: its API keys,
+        group memberships and policy attachments; an agent also its secrets, the sandbox
+        tokens issued for it (code running for it loses API access at once) and its sandbox
+        triggers (disabled: they would run as nobody)."""
         table = "agents" if kind == "agent" else "roles"
         with self.db.write() as c:
             o = self._org(c, org)
             p = self._named(c, table, o["id"], name, kind)
             c.execute("DELETE FROM principal_keys WHERE principal_type = ? AND principal_id = ?",
                       (kind, p["id"]))
+            have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if kind == "agent" and "secrets" in have:
+                c.execute("DELETE FROM secrets WHERE scope = 'agent' AND scope_id = ?", (p["id"],))
+            if "sandbox_tokens" in have:  # sandbox/records.py: principal is a JSON Principal
+                c.execute("DELETE FROM sandbox_tokens WHERE json_extract(principal, '$.type') = ?"
+                          " AND json_extract(principal, '$.user_id') = ?", (kind, p["id"]))
+            if "sandbox_triggers" in have:
+                c.execute("UPDATE sandbox_triggers SET enabled = 0, updated_at = ? "
+                          "WHERE json_extract(principal, '$.type') = ? "
+                          "AND json_extract(principal, '$.user_id') = ?",
+                          (now_rfc3339(), kind, p["id"]))
             c.execute("DELETE FROM group_members WHERE subject_type = ? AND subject_id = ?",
                       (kind, p["id"]))
             c.execute("DELETE FROM policy_attachments WHERE principal_type = ? "
