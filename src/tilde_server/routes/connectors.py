@@ -1,7 +1,8 @@
 """Connectors (spec 2.15) and imports (2.16).
 
 `config` is accepted on create and never sent back. Import start answers 202 `{job_id}` after
-the job row exists, so the client's immediate status GET finds it. Extension: `PATCH {C}`
+the job row exists, so the client's immediate status GET finds it. A repository import also
+needs read permission on the source repository. Extension: `PATCH {C}`
 with `{"disabled": bool}` disables or re-enables a connector (docs/api.md).
 """
 
@@ -23,7 +24,8 @@ from tilde_server.routes.common import (
     store_of,
 )
 from tilde_server.routes.orgs import ORG, REPO
-from tilde_server.store import BadRequest
+from tilde_server.sandbox.records import TOKEN_PREFIX as SANDBOX_TOKEN_PREFIX
+from tilde_server.store import BadRequest, Forbidden
 
 
 async def connectors(request: Request) -> Response:
@@ -95,6 +97,15 @@ async def start_import(request: Request) -> Response:
         job_id = await run(store.imports.start_from_connector, org, repo, connector_id,
                            destination, source_prefix, message, principal(request))
     elif src_org and src_repo:
+        # The route's own check covers the destination (import:write); the caller must also
+        # be allowed to read the source (403 otherwise, 404 for an unknown organization).
+        reads: list[tuple[str, str | None]] = [("repo:read", None),
+                                               ("object:read", source_prefix or None)]
+        await run(request.app.state.authorizer.require, principal(request), src_org,
+                  src_repo, reads)
+        bearer = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if bearer.startswith(SANDBOX_TOKEN_PREFIX) and (src_org, src_repo) != (org, repo):
+            raise Forbidden("a sandbox token is valid only for its own repository", "forbidden")
         job_id = await run(store.imports.start_from_repository, org, repo, src_org, src_repo,
                            destination, source_prefix, message, principal(request))
     else:
