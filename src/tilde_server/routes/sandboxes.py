@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tilde_server.routes.common import amount, json_body, org_repo, principal, query, run
+from tilde_server.routes.identity import approval_url
 from tilde_server.sandbox import records
 from tilde_server.sandbox.manager import CHUNK, TERMINAL, LiveSandbox, SandboxManager, utf8_cut
 from tilde_server.sandbox.spec import SandboxSpec, check_command, check_env, parse_create
@@ -67,17 +68,25 @@ def new_vocabulary(request: Request) -> bool:
 def view_status(row: records.SandboxRow, v079: bool) -> tuple[str, str]:
     status, reason = row.status, row.status_reason
     if v079:
-        status = {"committed": "done", "error": "errored"}.get(status, status)
+        status = {"committed": "done", "error": "errored",
+                  "awaiting_approval": "done"}.get(status, status)
     return status, reason
 
 
-def status_json(row: records.SandboxRow, v079: bool) -> dict[str, Any]:
+def web_url_of(request: Request, row: records.SandboxRow) -> str:
+    """The review URL of a sandbox whose commit waits for a person ('' otherwise)."""
+    if row.status != "awaiting_approval":
+        return ""
+    return approval_url(request, row.org, row.repo, row.session_id)
+
+
+def status_json(row: records.SandboxRow, v079: bool, web_url: str = "") -> dict[str, Any]:
     status, reason = view_status(row, v079)
     return {"status": status, "status_reason": reason, "exit_code": row.exit_code,
-            "commit_id": row.commit_id, "web_url": "", "error_message": row.error_message}
+            "commit_id": row.commit_id, "web_url": web_url, "error_message": row.error_message}
 
 
-def sandbox_json(row: records.SandboxRow, v079: bool) -> dict[str, Any]:
+def sandbox_json(row: records.SandboxRow, v079: bool, web_url: str = "") -> dict[str, Any]:
     spec = SandboxSpec.from_json(row.spec)
     who = records.principal_from_json(row.created_by)
     d: dict[str, Any] = {
@@ -90,7 +99,7 @@ def sandbox_json(row: records.SandboxRow, v079: bool) -> dict[str, Any]:
         "created_at": row.created_at, "updated_at": row.updated_at,
         "finished_at": row.finished_at,
     }
-    d.update(status_json(row, v079))
+    d.update(status_json(row, v079, web_url))
     if row.trigger_id:
         d["trigger_id"] = row.trigger_id
     return d
@@ -114,8 +123,11 @@ async def list_(request: Request) -> Response:
     await run(mgr.store.get_repo, org, repo)
     rows, has_more = await run(records.list_sandboxes, mgr.db, org, repo,
                                query(request, "after"), amount(request))
+    rows = [await run(records.resolve_approval, mgr.db, r)
+            if r.status == "awaiting_approval" else r for r in rows]
     v079 = new_vocabulary(request)
-    return JSONResponse({"results": [sandbox_json(r, v079) for r in rows],
+    return JSONResponse({"results": [sandbox_json(r, v079, web_url_of(request, r))
+                                     for r in rows],
                          "pagination": {"has_more": has_more,
                                         "next_offset": rows[-1].id if has_more else None,
                                         "max_per_page": 1000}})
@@ -124,7 +136,10 @@ async def list_(request: Request) -> Response:
 async def _row(request: Request) -> records.SandboxRow:
     org, repo = org_repo(request)
     mgr = manager(request)
-    return await run(records.get_sandbox, mgr.db, org, repo, request.path_params["sandbox_id"])
+    row = await run(records.get_sandbox, mgr.db, org, repo, request.path_params["sandbox_id"])
+    if row.status == "awaiting_approval":  # a person may have decided since
+        row = await run(records.resolve_approval, mgr.db, row)
+    return row
 
 
 async def get_or_cancel(request: Request) -> Response:
@@ -134,11 +149,13 @@ async def get_or_cancel(request: Request) -> Response:
                            request.path_params["sandbox_id"])
         return JSONResponse({"message": f"sandbox {status}", "status": status},
                             status_code=202)
-    return JSONResponse(sandbox_json(await _row(request), new_vocabulary(request)))
+    row = await _row(request)
+    return JSONResponse(sandbox_json(row, new_vocabulary(request), web_url_of(request, row)))
 
 
 async def status(request: Request) -> Response:
-    return JSONResponse(status_json(await _row(request), new_vocabulary(request)))
+    row = await _row(request)
+    return JSONResponse(status_json(row, new_vocabulary(request), web_url_of(request, row)))
 
 
 async def finish(request: Request) -> Response:

@@ -26,7 +26,8 @@ API_PREFIX = "/api/v1"
 
 def setup(app: Starlette, store: Store, endpoint: str, *, network: bool = False,
           limits: Limits | None = None) -> SandboxManager:
-    mgr = SandboxManager(store, endpoint, network=network, limits=limits)
+    mgr = SandboxManager(store, endpoint, network=network, limits=limits,
+                         identity=getattr(app.state, "identity", None))
     mgr.recover()
     app.state.sandboxes = mgr
     from tilde_server.routes.sandboxes import ws_routes

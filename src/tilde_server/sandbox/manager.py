@@ -8,7 +8,8 @@ Subtleties:
    `initializing` while the mount comes up), `running`, then exactly one terminal write:
    `committed` (`committed` + commit_id, or `no_changes` + ""), `error` (`exit_non_zero`),
    `failed` (`timeout`, `image_not_found`, `internal_error`, `commit_failed`,
-   `sandbox_lost`), `cancelled` (`cancelled_by_user`). The 0.7.9 names are a view (routes).
+   `sandbox_lost`), `cancelled` (`cancelled_by_user`), `awaiting_approval` (subtlety 6).
+   The 0.7.9 names are a view (routes).
 2. The terminal decision is taken under `LiveSandbox.lock`: a cancel that arrives after the
    lifecycle decided to commit is refused (409) and a commit never starts after a cancel.
 3. The process tree dies with the bwrap process: bwrap runs the command in a new pid
@@ -20,6 +21,13 @@ Subtleties:
 5. The repository is a tilde-mount of the sandbox's own session with `--on-unmount keep`:
    after the command ends the mount is unmounted (which uploads what is pending) and the
    server commits or rolls back the session itself.
+6. Commit approval: when the repository requires approval for agents and the sandbox's
+   principal is an agent (a key of its own, or a sandbox token standing for it), a successful
+   sandbox does not commit: `Identity.request_approval` freezes its session and the sandbox
+   ends `awaiting_approval` (0.7.9: `done` / `awaiting_approval`), with `web_url` pointing at
+   `POST {R}/sessions/{session}/approve`. The session is not rolled back. The status turns
+   `committed` (approved) or `cancelled` / `approval_rejected` once a person decided
+   (records.resolve_approval, read lazily).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from tilde_server.sandbox.proxy import ApiSocketProxy
 from tilde_server.sandbox.spec import SandboxSpec
 from tilde_server.store import BadRequest, Conflict, NotFound, Principal, Store
 from tilde_server.store.engine import now_rfc3339
+from tilde_server.store.identity import Identity
 
 log = logging.getLogger("tilde_server.sandbox")
 
@@ -177,8 +186,10 @@ class SandboxManager:
 
     def __init__(self, store: Store, endpoint: str, *, network: bool = False,
                  limits: bwrap.Limits | None = None, runtime_root: Path | None = None,
-                 on_finished: Callable[[records.SandboxRow], None] | None = None) -> None:
+                 on_finished: Callable[[records.SandboxRow], None] | None = None,
+                 identity: Identity | None = None) -> None:
         self.store = store
+        self.identity = identity  # commit approval (store/identity.py); None: never required
         self.db = store.db
         self.endpoint = endpoint.rstrip("/")
         self.network = network
@@ -621,11 +632,20 @@ class SandboxManager:
                 metadata = {"sandbox_id": sb.id}
                 if sb.row.trigger_id:
                     metadata["sandbox_trigger_id"] = sb.row.trigger_id
-                commit_id = self.store.commit_session(
-                    sb.row.org, sb.row.repo, sb.row.session_id,
-                    f"sandbox {sb.id}: {cmd[:200]}", metadata, sb.who)
-                changes.update(status="committed", status_reason="committed",
-                               commit_id=commit_id)
+                message = f"sandbox {sb.id}: {cmd[:200]}"
+                org, repo, session = sb.row.org, sb.row.repo, sb.row.session_id
+                if self.identity is not None and self.identity.requires_approval(
+                        org, repo, sb.who):
+                    # Subtlety 6: a person approves (or rejects) it later.
+                    self.identity.request_approval(org, repo, session, message, metadata,
+                                                   sb.who)
+                    changes.update(status="awaiting_approval",
+                                   status_reason="awaiting_approval")
+                else:
+                    commit_id = self.store.commit_session(org, repo, session, message,
+                                                          metadata, sb.who)
+                    changes.update(status="committed", status_reason="committed",
+                                   commit_id=commit_id)
             except BadRequest as exc:
                 if exc.code != "no_changes":
                     changes.update(status="failed", status_reason="commit_failed",
@@ -640,7 +660,7 @@ class SandboxManager:
                 log.exception("sandbox %s: commit failed", sb.id)
                 changes.update(status="failed", status_reason="commit_failed",
                                error_message=str(exc))
-        if changes.get("status") != "committed":
+        if changes.get("status") not in ("committed", "awaiting_approval"):
             try:
                 self.store.rollback_session(sb.row.org, sb.row.repo, sb.row.session_id)
             except NotFound:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -134,6 +135,33 @@ def get_sandbox(db: Database, org: str, repo: str, sid: str) -> SandboxRow:
     if row is None:
         raise NotFound(f"sandbox {sid!r} not found", "sandbox_not_found")
     return _sb(row)
+
+
+def resolve_approval(db: Database, row: SandboxRow) -> SandboxRow:
+    """A sandbox `awaiting_approval` whose commit a person has decided since: record the
+    outcome (approved: `committed` with the commit id; rejected: `cancelled` /
+    `approval_rejected`) and return the updated row; any other row unchanged."""
+    if row.status != "awaiting_approval":
+        return row
+    try:
+        with db.read() as c:
+            a = c.execute("SELECT a.state, a.commit_id FROM approvals a JOIN sessions s "
+                          "ON s.id = a.session_id WHERE s.uid = ?",
+                          (row.session_id,)).fetchone()
+    except sqlite3.OperationalError:  # no identity tables in this database
+        return row
+    if a is None or a["state"] == "pending":
+        return row
+    if a["state"] == "approved":
+        changes = {"status": "committed", "status_reason": "committed",
+                   "commit_id": a["commit_id"] or ""}
+    else:
+        changes = {"status": "cancelled", "status_reason": "approval_rejected",
+                   "error_message": "the commit was rejected"}
+    update_sandbox(db, row.id, **changes)
+    for k, val in changes.items():
+        setattr(row, k, val)
+    return row
 
 
 def get_sandbox_by_id(db: Database, sid: str) -> SandboxRow | None:

@@ -277,8 +277,9 @@ def on_sandbox_finished(db: Database, row: records.SandboxRow) -> None:
     """Close the trigger run of a finished sandbox (called by the manager)."""
     if not row.trigger_id:
         return
-    ok = row.status == "committed"
-    reason = "" if ok else (row.status_reason or row.status)
+    ok = row.status in ("committed", "awaiting_approval")  # the latter: a person decides
+    reason = ("" if row.status == "committed" else row.status_reason) if ok else (
+        row.status_reason or row.status)
     with db.write() as c:
         c.execute("UPDATE sandbox_trigger_runs SET status = ?, reason = ?, updated_at = ? "
                   "WHERE sandbox_id = ?",
