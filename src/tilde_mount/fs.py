@@ -62,7 +62,7 @@ from .errors import FsError, to_fs_error
 from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
 from .meta_cache import DirEntry, DirPage, MetaCache, Stat
 from .prefetch import Prefetcher
-from .readdir import DirHandle, to_dir_page, valid_name
+from .readdir import DOT_ENTRIES, DirHandle, to_dir_page, valid_name
 from .remote import CommitOutcome, Remote, View
 from .upload import StagedFile, Staging, Uploader
 
@@ -499,6 +499,8 @@ class Filesystem:
         fh = next(self._fh)
         h = DirHandle(node.path, self._local_children(node.path))
         h.generation = self._dir_gen.get(node.path, 0)
+        h.ino = node.ino
+        h.parent_ino = self._parent_ino(node) or ROOT_INO
         self._dir_handles[fh] = h
         self._inodes.opened(node)
         return fh
@@ -508,12 +510,23 @@ class Filesystem:
         h = self._dir_handles.get(fh)
         if h is None:
             raise FsError(errno.EBADF)
-        i = start_id
+        # "." and ".." first (readdir.py subtlety 6); the kernel counts no lookup for them
+        if start_id < DOT_ENTRIES:
+            root = self._inodes.get(ROOT_INO)
+            assert root is not None
+            me = self._inodes.get(h.ino) or root
+            up = self._inodes.get(self._parent_ino(me) or h.parent_ino) or root
+            for cookie, name, node in ((1, b".", me), (2, b"..", up)):
+                if start_id < cookie:
+                    st = None if node.detached else self._local_stat(node.path)
+                    if not reply(name, self._attr(node, st or Stat(True)), cookie):
+                        return
+        i = max(0, start_id - DOT_ENTRIES)
         while True:
             while i >= len(h.entries) and not h.done:
                 first = h.after is None and not h.entries
                 h.add_page(await self._dir_page(h.directory, h.after))
-                if (h.done and first) or (h.done and start_id == 0):
+                if (h.done and first) or (h.done and start_id <= DOT_ENTRIES):
                     self._meta.mark_complete(h.directory, h.remote_names)
             if i >= len(h.entries):
                 return
@@ -521,11 +534,21 @@ class Filesystem:
             path = join(h.directory, entry.name)
             st = self._local_stat(path) or entry.stat
             node = self._inodes.ensure(path, st.is_dir)
-            if not reply(entry.name.encode("utf-8"), self._attr(node, st), i + 1):
+            if not reply(entry.name.encode("utf-8"), self._attr(node, st),
+                         i + 1 + DOT_ENTRIES):
                 self._inodes.forget(node.ino, 0)  # drop it again if nobody holds it
                 return
             node.lookups += 1
             i += 1
+
+    def _parent_ino(self, node: Inode | None) -> int | None:
+        """The inode of ``node``'s parent directory (the root is its own parent)."""
+        if node is None or node.detached:
+            return None
+        if node.ino == ROOT_INO:
+            return ROOT_INO
+        parent = self._inodes.by_path(parent_of(node.path))
+        return parent.ino if parent is not None else None
 
     async def releasedir(self, fh: int) -> None:
         h = self._dir_handles.pop(fh, None)

@@ -21,6 +21,10 @@ Subtleties:
 5. Keys that cannot be paths (empty components as in ``a//b``, ``.`` or ``..``, NUL) are
    skipped and logged once per key. A name that is both an object and a prefix shows as
    the file (the same choice ``lookup`` makes); the directory is logged once.
+6. Every listing starts with ``.`` and ``..`` (fs.py emits them, they are not entries of
+   the handle). Cookies: ``.`` is followed by cookie 1, ``..`` by 2, and ``entries[k]``
+   by ``k + 1 + DOT_ENTRIES``; so a cookie still names one fixed place. The kernel takes
+   no lookup reference for these two names, and neither does the inode table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from collections.abc import Callable
 
 from .meta_cache import DirEntry, DirPage, Stat
 from .remote import ListPage
+
+#: ``.`` and ``..``, emitted before the entries (subtlety 6)
+DOT_ENTRIES = 2
 
 
 def valid_name(name: str) -> bool:
@@ -69,6 +76,8 @@ class DirHandle:
         self.after: str | None = None
         self.done = False
         self.generation = 0  # the directory's change counter at opendir (fs.py)
+        self.ino = 0         # the directory's inode and its parent's at opendir (fs.py)
+        self.parent_ino = 0
         self._seen: set[str] = set()
         self._remote_names: set[str] = set()
         self._local = local

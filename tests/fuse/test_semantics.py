@@ -112,3 +112,31 @@ def test_on_unmount_rollback(tool: Tool, api: Api, tmp_path: Path) -> None:
     assert not is_mounted(mnt)
     assert api.head_commit() == first
     assert api.tree() == {"a.txt": b"a"}
+
+
+def test_ls_a_shows_dot_and_dotdot(tool: Tool, api: Api, tmp_path: Path) -> None:
+    """``.`` and ``..`` are listed, with the directory's and its parent's inode numbers
+    (the root's parent is the root), in remote and freshly made directories alike."""
+    api.seed({"d/e/f.txt": b"f"})
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    (mnt / "d" / "new").mkdir()
+
+    def ls_ai(rel: str) -> dict[str, int]:
+        out = tool.sh(f"ls -ai {rel or '.'}", cwd=mnt).stdout.split()
+        return {name: int(ino) for ino, name in zip(out[::2], out[1::2], strict=True)}
+
+    def ino(rel: str) -> int:
+        return os.stat(mnt / rel).st_ino
+
+    assert tool.sh("ls -a", cwd=mnt).stdout.split() == [".", "..", "d"]
+    assert tool.sh("ls -a d/e", cwd=mnt).stdout.split() == [".", "..", "f.txt"]
+    # (ls stats ".." of a mount's root itself, which is outside the mount: the root's own
+    # ".." answer, the root, is checked without a kernel in mount_core/test_session.py)
+    assert ls_ai("")["."] == ino("")
+    for rel, parent in (("d", ""), ("d/e", "d"), ("d/new", "d")):
+        listed = ls_ai(rel)
+        assert (listed["."], listed[".."]) == (ino(rel), ino(parent)), (rel, listed)
+    # ordinary walkers are unaffected by the two extra names
+    assert tool.sh("find . | sort", cwd=mnt).stdout.split() == [
+        ".", "./d", "./d/e", "./d/e/f.txt", "./d/new"]

@@ -164,7 +164,9 @@ class CoreFs:
                 names.extend(n.decode() for n, _ in batch)
                 start = batch[-1][1]
             await self.fs.releasedir(fh)
-            return names
+            # every listing starts with "." and ".."; like os.listdir, leave them out
+            assert names[:2] == [".", ".."], names[:2]
+            return names[2:]
         result: list[str] = await self._call(go())
         return result
 

@@ -26,6 +26,58 @@ def requests(fs: Any) -> int:
     return int(fs.remote.stats()["total"])
 
 
+def test_readdir_dot_entries(server: Any, repo_ref: Any, tmp_path: Path) -> None:
+    """Every listing starts with "." (the directory) and ".." (its parent; the root's is
+    the root), without a lookup reference, and with cookies that resume at the right place."""
+    http = Http(server, repo_ref)
+    sid = http.client.post(f"{http.base}/sessions").json()["session_id"]
+    http.put_in(sid, "a/b/f.txt", b"f")
+    http.put_in(sid, "a/g.txt", b"g")
+    assert http.commit(sid, "seed").status_code == 200
+
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path) as fs:
+            cfs = CoreFs(fs)
+            a, b = (await cfs.stat("a")).ino, (await cfs.stat("a/b")).ino
+
+            async def listing(ino: int, start: int = 0, limit: int = 100
+                              ) -> list[tuple[str, int, int]]:
+                fh = await fs.opendir(ino)
+                out: list[tuple[str, int, int]] = []
+
+                def reply(name: bytes, attr: Any, next_id: int) -> bool:
+                    if len(out) >= limit:
+                        return False
+                    out.append((name.decode(), attr.ino, next_id))
+                    return True
+
+                await fs.readdir(fh, start, reply)
+                await fs.releasedir(fh)
+                return out
+
+            assert [(n, i) for n, i, _ in (await listing(ROOT_INO))[:2]] == [
+                (".", ROOT_INO), ("..", ROOT_INO)]
+            top = await listing(a)
+            assert [(n, i) for n, i, _ in top] == [(".", a), ("..", ROOT_INO), ("b", b),
+                                                   ("g.txt", top[3][1])]
+            lookups = {ino: fs._inodes.get(ino).lookups for ino in (a, b)}
+            assert [(n, i) for n, i, _ in (await listing(b))[:2]] == [(".", b), ("..", a)]
+            # "." and ".." took no lookup reference (the kernel counts none for them)
+            assert {ino: fs._inodes.get(ino).lookups for ino in lookups} == lookups
+            # cookies: resume after ".", after "..", after "b"; a full buffer stops early
+            assert [n for n, _, _ in await listing(a, top[0][2])] == ["..", "b", "g.txt"]
+            assert [n for n, _, _ in await listing(a, top[1][2])] == ["b", "g.txt"]
+            assert [n for n, _, _ in await listing(a, top[2][2])] == ["g.txt"]
+            assert await listing(a, top[3][2]) == []
+            assert [n for n, _, _ in await listing(a, 0, limit=1)] == ["."]
+            # a directory made here: ".." is its parent too
+            await cfs.mkdir("a/new")
+            new = (await cfs.stat("a/new")).ino
+            assert [(n, i) for n, i, _ in await listing(new)] == [(".", new), ("..", a)]
+
+    trio.run(main)
+
+
 def test_readdir_pages_and_stable_cookies(server: Any, repo_ref: Any, tmp_path: Path) -> None:
     http = Http(server, repo_ref)
     sid = http.client.post(f"{http.base}/sessions").json()["session_id"]
