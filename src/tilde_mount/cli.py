@@ -207,6 +207,8 @@ def _parse_metadata(items: tuple[str, ...]) -> dict[str, str]:
                    "long options above (cache_size=1G, on_unmount=keep, ...).")
 @click.option("--log-file", metavar="FILE", help="Log here (default: stderr with -f, "
                                                    "else ~/.local/state/tilde-mount/).")
+@click.option("--pid-file", metavar="FILE",
+              help="Write the daemon's pid here once the mount is live; removed at exit.")
 @click.option("--debug", is_flag=True, default=None, help="Verbose logging.")
 def mount_cmd(repo_path: str, mountpoint: str, **opts: Any) -> None:
     """Mount ORG/REPO at MOUNTPOINT; return once the mount is live."""
@@ -252,6 +254,9 @@ def build_config(repo_path: str, mountpoint: str, o: dict[str, Any]) -> MountCon
     real = _validate_mountpoint(mountpoint)
     cache_dir = o.get("cache_dir")
     log_file = o.get("log_file")
+    pid_file = o.get("pid_file")
+    if pid_file and not os.path.isdir(os.path.dirname(os.path.abspath(pid_file))):
+        fail(f"--pid-file {pid_file}: no such directory", EXIT_USAGE)
     return MountConfig(
         repo_path=f"{org}/{repo}", org=org, repo=repo, mountpoint=real,
         endpoint=settings.endpoint_url, api_key=settings.api_key,
@@ -261,6 +266,7 @@ def build_config(repo_path: str, mountpoint: str, o: dict[str, Any]) -> MountCon
         cache_size=cache_size, on_unmount=on_unmount, message=o.get("message"),
         allow_other=bool(o.get("allow_other")), uid=o.get("uid"), gid=o.get("gid"),
         log_file=os.path.abspath(log_file) if log_file else None, debug=bool(o.get("debug")),
+        pid_file=os.path.abspath(pid_file) if pid_file else None,
     )
 
 

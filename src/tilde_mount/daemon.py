@@ -12,7 +12,8 @@ Lifecycle (``run``):
    ``--session`` or read-only), the Filesystem, the Operations adapter, ``pyfuse3.init``,
    the control server, the signal watcher. Teardown runs in reverse.
 4. Readiness: only after the kernel answered a ``stat`` of the mountpoint through our own
-   loop is READY reported (readiness pipe and systemd's ``$NOTIFY_SOCKET``).
+   loop is READY reported (readiness pipe and systemd's ``$NOTIFY_SOCKET``), and the
+   ``--pid-file`` written (removed again when the daemon exits).
 5. Ways out, all ending in the on-unmount action:
    - ``tilde-mount unmount``: flush and apply the action *while still mounted*; a commit
      that fails leaves the mount serving (nothing lost) and reports why; a commit that
@@ -238,6 +239,32 @@ def run(config: MountConfig, ready_fd: int | None = None) -> int:
         raise
     finally:
         readiness.report(False, error="daemon exited before the mount was live")
+        if config.pid_file:
+            remove_pid_file(config.pid_file)
+
+
+def write_pid_file(path: str) -> None:
+    """``--pid-file``: our pid and a newline, written atomically once the mount is live."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the pid file at exit, unless it now names another process."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class Daemon:
@@ -395,6 +422,14 @@ class Daemon:
                                                 f"answer ({last})")
             self._request_stop()
             return
+        if self.config.pid_file:
+            try:
+                write_pid_file(self.config.pid_file)
+            except OSError as exc:
+                self.readiness.report(False, error=f"cannot write the pid file "
+                                                    f"{self.config.pid_file}: {exc.strerror}")
+                self._request_stop()
+                return
         self._ready = True
         log.info("mounted %s at %s%s", self.config.repo_path, self.config.mountpoint,
                  f" (session {self.session_id})" if self.session_id else "")

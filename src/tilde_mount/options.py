@@ -90,6 +90,7 @@ class MountConfig:
     uid: int | None = None
     gid: int | None = None
     log_file: str | None = None
+    pid_file: str | None = None
     debug: bool = False
 
     @property
@@ -135,6 +136,7 @@ _O_KEYS: dict[str, tuple[str, str]] = {
     "on_unmount": ("on_unmount", "str"),
     "message": ("message", "str"),
     "log_file": ("log_file", "str"),
+    "pid_file": ("pid_file", "str"),
 }
 
 

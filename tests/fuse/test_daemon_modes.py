@@ -60,3 +60,32 @@ def test_commit_includes_files_still_open(tool: Tool, api: Api, tmp_path: Path) 
     assert wait_for(lambda: tool.status(mnt).get("uploads_pending", 1) == 0)
     c2 = tool.tm("commit", str(mnt), "-m", "after close").stdout.strip()
     assert api.tree(c2) == {"open.log": b"first part\nsecond part\n"}
+
+
+def test_pid_file(tool: Tool, api: Api, tmp_path: Path) -> None:
+    """--pid-file holds the daemon's pid as soon as the mount command returns and is gone
+    once the daemon exits; a supervisor can stop the mount with it (SIGTERM commits)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pid_file = run / "mount.pid"
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt, "--pid-file", str(pid_file),
+               "--message", "stopped by pid")
+    text = pid_file.read_text()
+    assert text.endswith("\n") and int(text) == int(tool.status(mnt)["pid"])
+    pid = int(text)
+    (mnt / "p.txt").write_text("pid\n")
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not pid_file.exists() and not is_mounted(mnt), timeout=30)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
+    assert api.log()[0]["message"] == "stopped by pid"
+    assert api.tree() == {"p.txt": b"pid\n"}
+    assert sorted(os.listdir(run)) == []
+    # unmount removes it too; a missing directory is refused before anything is mounted
+    tool.mount(api.ref.path, mnt, "-o", f"pid_file={pid_file}")
+    assert pid_file.exists()
+    tool.tm("unmount", str(mnt))
+    assert wait_for(lambda: not pid_file.exists())
+    r = tool.tm(api.ref.path, str(mnt), "--pid-file", str(tmp_path / "nope" / "x.pid"),
+                check=False)
+    assert r.returncode == 2 and "--pid-file" in r.stderr and not is_mounted(mnt)
