@@ -18,6 +18,7 @@ from tilde_server.store import validation as v
 T = TypeVar("T")
 MAX_PER_PAGE = 1000
 DEFAULT_AMOUNT = 100
+MAX_JSON_DEPTH = 100
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -74,12 +75,50 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
             raise BadRequest("a JSON object body is required", "invalid_json")
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("request body is not valid JSON", "invalid_json") from None
+    except RecursionError:  # nested deeper than the parser's stack allows
+        raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels",
+                         "invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", "invalid_json")
+    _check_json_value(body)
     return body
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); echoed back they would make our answers
+    invalid JSON too."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_json_value(body: Any) -> None:
+    """Reject what json.loads lets through but nothing downstream can store or encode: nesting
+    deeper than MAX_JSON_DEPTH (later encoders recurse) and strings with lone surrogates from
+    \\uD800-style escapes (not UTF-8). Iterative, so a deep body cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels",
+                             "invalid_json")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_json_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_json_text(value)
+
+
+def _check_json_text(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("request body has a string that is not valid Unicode (a lone "
+                         "surrogate escape such as \\ud800)", "invalid_json") from None
 
 
 def field_str(body: dict[str, Any], name: str, *, required: bool = False,

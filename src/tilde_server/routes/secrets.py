@@ -43,6 +43,8 @@ async def secret(request: Request) -> Response:
         value = body.get("value")
         if not isinstance(value, str):
             raise BadRequest("field 'value' (a string) is required", "invalid_input")
+        if "\x00" in value:  # secrets become sandbox environment variables: no NUL there
+            raise BadRequest("field 'value' must not contain NUL characters", "invalid_input")
         meta = await run(store.secrets.put, scope, name, value, principal(request))
         return JSONResponse(meta)
     return JSONResponse(await run(store.secrets.get, scope, name), headers=NO_STORE)
