@@ -37,7 +37,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -380,15 +379,15 @@ class SandboxManager:
         argv = [sys.executable, "-m", "tilde_mount", f"{sb.row.org}/{sb.row.repo}",
                 str(sb.mnt), "--session", sb.row.session_id, "--on-unmount", "keep",
                 "--endpoint", self.endpoint, "--cache-dir", str(sb.private_dir / "cache"),
-                "--log-file", str(sb.private_dir / "mount.log")]
+                "--log-file", str(sb.private_dir / "mount.log"),
+                "--pid-file", str(sb.private_dir / "mount.pid")]
         if opts:
             argv += ["-o", opts]
         r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                            timeout=MOUNT_TIMEOUT, check=False)
         err = r.stderr.decode(errors="replace").strip()
-        m = re.search(r"\(pid (\d+)", err)
-        if m:
-            sb.mount_pid = int(m.group(1))
+        with contextlib.suppress(OSError, ValueError):  # written once the mount is live
+            sb.mount_pid = int((sb.private_dir / "mount.pid").read_text())
         if r.returncode != 0 or not os.path.ismount(sb.mnt):
             raise RuntimeError(err.splitlines()[-1] if err else f"exit status {r.returncode}")
 
