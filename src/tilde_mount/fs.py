@@ -1075,9 +1075,16 @@ class Filesystem:
             if outcome.status == "committed":
                 self.base_commit = outcome.commit_id or self.base_commit
             else:  # awaiting approval: the new session does not see those changes yet
+                forget = self._kernel_forget()
+                dropped = self._forget_waiting_changes()
                 self._meta.clear()
                 self._reread_open_files()
-                await self._tell_kernel(self._kernel_forget())
+                for ino in forget.inodes:
+                    self._kernel_cache_key.pop(ino, None)
+                await self._tell_kernel(forget)
+                for sf in dropped:
+                    await sf.idle.wait()
+                    await self._staging.discard(sf)
             for sf in self._files.values():
                 if not sf.dirty:
                     sf.on_remote = True
@@ -1123,6 +1130,27 @@ class Filesystem:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
             return forget
+
+    def _forget_waiting_changes(self) -> list[StagedFile]:
+        """After a commit that waits for approval: the fresh session shows the base commit,
+        so local state that only the waiting session holds goes (synchronously): staged
+        files that are uploaded and closed (returned, for their copies to be discarded) and
+        local directories. Files written since the sync, or still open, stay; so do the
+        directories above them. An open file leaves at its release, unless written again
+        (then it goes into the fresh session)."""
+        dropped = [sf for sf in self._files.values()
+                   if sf.ready and not sf.dirty and sf.open_handles <= 0 and not sf.uploading]
+        for sf in dropped:
+            del self._files[sf.path]
+        keep: set[str] = set()
+        for path in self._files:
+            while path:
+                path = parent_of(path)
+                keep.add(path)
+        for d in [d for d in self._dirs if d not in keep]:
+            del self._dirs[d]
+        self._local_only &= set(self._dirs)
+        return dropped
 
     def _reread_open_files(self) -> None:
         """The session changed under open handles: their next read asks what it holds now
