@@ -1,42 +1,55 @@
-"""The client half of scripts/demo.sh: the bundled `tilde` client against a local server.
+"""The client half of scripts/demo.sh: the bundled `tilde` client against the demo's server.
+
+    demo.py create ORG/REPO                  create the organization and the repository
+    demo.py show ORG/REPO COMMIT_ID...       the log with each commit's changes, the files
+                                             at the head; fails unless every COMMIT_ID is
+                                             in the log
 
 TILDE_API_KEY and TILDE_ENDPOINT_URL come from the environment, as for any user script.
 """
 
+import sys
+
 import tilde
 
 
-def main() -> None:
-    org = tilde.organizations.create("demo", "Demo organization")
-    print(f"created organization {org.name!r}")
-    repo = org.repositories.create("hello", description="made by scripts/demo.sh")
+def create(repo_path: str) -> None:
+    org_name, repo_name = repo_path.split("/")
+    org = tilde.organizations.create(org_name, "Demo organization")
+    repo = org.repositories.create(repo_name, description="made by scripts/demo.sh")
     print(f"created repository {repo.org}/{repo.name} ({repo.visibility})")
 
-    with repo.session() as session:
-        session.objects.put("README.txt", b"Hello from tilde!\n")
-        session.objects.put("data/numbers.csv", b"n,square\n1,1\n2,4\n3,9\n")
-        first = session.commit("Add a greeting and some numbers")
-    print(f"committed {first}")
 
-    with repo.session() as session:
-        session.objects.put("data/numbers.csv", b"n,square\n1,1\n2,4\n3,9\n4,16\n")
-        session.objects.delete("README.txt")
-        second = session.commit("One more number; drop the greeting")
-    print(f"committed {second}")
-
-    with repo.session() as session:
-        with session.objects.get("data/numbers.csv") as f:
-            print("data/numbers.csv now reads:")
-            print("    " + f.read().decode().rstrip("\n").replace("\n", "\n    "))
-        paths = [entry.path for entry in session.objects.list()]
-    print(f"objects at the head: {paths}")
-
-    print("log, newest first:")
+def show(repo_path: str, expected: list[str]) -> None:
+    repo = tilde.repository(repo_path)
+    print(f"log of {repo_path}, newest first:")
+    seen = []
     for commit in repo.timeline():
-        print(f"  {commit.id[:12]}  {commit.message}")
+        seen.append(commit.id)
+        print(f"  {commit.id}  {commit.message}")
         for change in commit.diff():
             print(f"      {change.status:8} {change.path}")
+    missing = [c for c in expected if c not in seen]
+    if missing:
+        sys.exit(f"demo: commit(s) {', '.join(missing)} not in the log of {repo_path}")
+
+    print(f"files at the head of {repo_path}:")
+    with repo.session() as session:
+        for entry in session.objects.list():
+            print(f"  {entry.path}")
+        with session.objects.get("data/numbers.csv") as f:
+            print("data/numbers.csv reads:")
+            print("    " + f.read().decode().rstrip("\n").replace("\n", "\n    "))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) >= 2 and argv[0] == "create":
+        create(argv[1])
+    elif len(argv) >= 2 and argv[0] == "show":
+        show(argv[1], argv[2:])
+    else:
+        sys.exit(__doc__)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
