@@ -41,6 +41,7 @@ from tilde_server.store import (
     Store,
     StoreError,
     Unauthorized,
+    Unavailable,
 )
 from tilde_server.store.identity import Identity
 
@@ -59,6 +60,7 @@ STATUS_FOR_ERROR: list[tuple[type[StoreError], int]] = [
     (Gone, 410),
     (PreconditionFailed, 412),
     (Locked, 423),
+    (Unavailable, 503),
 ]
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",

@@ -34,7 +34,14 @@ from tilde_server.routes.identity import approval_url
 from tilde_server.sandbox import records
 from tilde_server.sandbox.manager import CHUNK, TERMINAL, LiveSandbox, SandboxManager, utf8_cut
 from tilde_server.sandbox.spec import SandboxSpec, check_command, check_env, parse_create
-from tilde_server.store import BadRequest, Principal, Store, StoreError, Unauthorized
+from tilde_server.store import (
+    BadRequest,
+    Principal,
+    Store,
+    StoreError,
+    Unauthorized,
+    Unavailable,
+)
 
 R = "/organizations/{org}/repositories/{repo}"
 S = R + "/sandboxes/{sandbox_id}"
@@ -56,7 +63,7 @@ with contextlib.suppress(ImportError):  # the authorization layer, when present
 def manager(request: Request | WebSocket) -> SandboxManager:
     mgr: SandboxManager | None = getattr(request.app.state, "sandboxes", None)
     if mgr is None:
-        raise StoreError("sandboxes are not enabled on this server", "sandboxes_disabled")
+        raise Unavailable("sandboxes are not enabled on this server", "sandboxes_disabled")
     return mgr
 
 

@@ -13,6 +13,7 @@ from tilde_server.store.errors import (
     RangeNotSatisfiable,
     StoreError,
     Unauthorized,
+    Unavailable,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "Store",
     "StoreError",
     "Unauthorized",
+    "Unavailable",
 ]

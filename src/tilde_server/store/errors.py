@@ -52,6 +52,12 @@ class Locked(StoreError):
     code = "locked"
 
 
+class Unavailable(StoreError):
+    """A capability this server was started without (e.g. sandboxes when bubblewrap is off)."""
+
+    code = "unavailable"
+
+
 class RangeNotSatisfiable(StoreError):
     """The byte range lies outside the object; `size` feeds `Content-Range: bytes */size`."""
 
