@@ -289,6 +289,9 @@ def _run_background(config: MountConfig) -> None:
         config = config.with_(log_file=log_file)
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, TILDE_MOUNT_CONFIG=config.to_json())
+    # few malloc arenas: the worker threads (disk cache, staging) otherwise each grow one,
+    # which costs tens of MiB of RSS under read load (docs/performance.md, workload H)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     env.pop("TILDE_API_KEY", None)
     if config.api_key:
         env["TILDE_API_KEY"] = config.api_key

@@ -2,17 +2,20 @@
 
 Memory budget (what bounds the daemon's RSS whatever the file sizes), with the defaults:
 
-1. block cache in memory: ``memory_cache_bytes`` (128 MiB), an LRU by bytes;
-2. range GETs in flight: at most ``fetch_concurrency`` (16) requests of at most
-   ``max_request_bytes`` (4 MiB) each, so 64 MiB; prefetch windows (1 MiB growing to
-   ``prefetch_max`` 64 MiB per sequential reader) only *schedule* fetches through that
-   same limiter and land in (1), so more readers do not mean more memory;
+1. block cache in memory: ``memory_cache_bytes`` (64 MiB), an LRU by bytes;
+2. range GETs in flight: at most ``fetch_concurrency`` (8) requests of at most
+   ``max_request_bytes`` (4 MiB) each, so 32 MiB, about twice that while a body is
+   joined and cut into blocks; prefetch windows (1 MiB growing to ``prefetch_max``
+   16 MiB per sequential reader) only *schedule* fetches through that same limiter and
+   land in (1), so more readers do not mean more memory (four readers' windows fit in
+   (1): a larger window would evict prefetched blocks before they are read);
 3. uploads stream staged files from disk in ``upload_chunk`` (1 MiB) pieces:
    ``upload_concurrency`` x ``part_concurrency`` x 1 MiB = 16 MiB;
 4. copying an existing object into staging before a write moves ``max_request_bytes``
    at a time per file.
 
-So about 128 + 64 + 16 + small = ~210 MiB plus the interpreter; everything else (dirty
+So about 64 + 64 + 16 + small = ~150 MiB plus the interpreter (measured peak RSS: see
+docs/performance.md, workload H; the target is 200 MiB); everything else (dirty
 data, the disk block cache) is on local disk under ``cache_dir``.
 """
 
@@ -33,13 +36,13 @@ class FsConfig:
     read_only: bool = False
     #: disk block cache bound (``--cache-size``); 0 disables the disk cache
     cache_size: int = 10 * GiB
-    memory_cache_bytes: int = 128 * MiB
+    memory_cache_bytes: int = 64 * MiB
     #: cache granularity: a random 4 KiB read fetches one block, never more
     block_size: int = 128 * KiB
-    max_request_bytes: int = 4 * MiB
-    fetch_concurrency: int = 16
+    max_request_bytes: int = 2 * MiB
+    fetch_concurrency: int = 8
     prefetch_initial: int = 1 * MiB
-    prefetch_max: int = 64 * MiB
+    prefetch_max: int = 16 * MiB
     #: names per listing request (readdir pages)
     list_page_size: int = 1000
     #: how long attributes and listings are trusted (also the kernel's entry/attr timeout)

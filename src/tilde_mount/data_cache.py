@@ -158,8 +158,11 @@ class BlockCache:
         self._disk = (DiskLRU(disk_dir, disk_bytes, self.disk_limiter)
                       if disk_dir is not None and disk_bytes > 0 else None)
         self._inflight: dict[BlockKey, trio.Event] = {}
+        #: fetched runs still being written to the disk cache, and the bound on them
+        self._disk_backlog = 0
+        self._max_disk_backlog = 2
         self.stats = {"memory_hits": 0, "disk_hits": 0, "blocks_fetched": 0,
-                      "bytes_fetched": 0, "requests": 0}
+                      "bytes_fetched": 0, "requests": 0, "disk_skipped": 0}
 
     async def start(self) -> None:
         if self._disk is not None:
@@ -202,6 +205,7 @@ class BlockCache:
         while True:
             # -- atomic: classify every block and claim the missing ones (no await) --
             claimed: list[int] = []
+            mine: dict[BlockKey, trio.Event] = {}
             waits: list[trio.Event] = []
             for i in range(first, last + 1):
                 if i in done:
@@ -218,7 +222,7 @@ class BlockCache:
                 if event is not None:
                     waits.append(event)
                     continue
-                self._inflight[key] = trio.Event()
+                self._inflight[key] = mine[key] = trio.Event()
                 claimed.append(i)
             # -- end of atomic section --
             if not claimed and not waits:
@@ -227,10 +231,13 @@ class BlockCache:
                 try:
                     async with trio.open_nursery() as nursery:
                         for run in self._runs(claimed):
-                            nursery.start_soon(self._load_run, ref, run, fetch, out, done)
+                            nursery.start_soon(self._load_run, ref, run, fetch, out, done,
+                                               mine)
                 finally:
-                    for i in claimed:
-                        self._inflight.pop(self.key(ref, i)).set()
+                    for key, event in mine.items():  # blocks whose load failed
+                        if self._inflight.get(key) is event:
+                            del self._inflight[key]
+                        event.set()
             for event in waits:
                 await event.wait()
 
@@ -247,8 +254,17 @@ class BlockCache:
         if len(data) <= self._mem.maxsize:
             self._mem[key] = data
 
+    def _release(self, key: BlockKey, mine: dict[BlockKey, trio.Event]) -> None:
+        """The block is in memory: wake its waiters now, not when the whole window is."""
+        event = mine.pop(key, None)
+        if event is not None:
+            if self._inflight.get(key) is event:
+                del self._inflight[key]
+            event.set()
+
     async def _load_run(self, ref: ObjectRef, run: list[int], fetch: Fetch,
-                        out: dict[int, bytes] | None, done: set[int]) -> None:
+                        out: dict[int, bytes] | None, done: set[int],
+                        mine: dict[BlockKey, trio.Event]) -> None:
         remote: list[int] = []
         for i in run:
             key = self.key(ref, i)
@@ -261,6 +277,7 @@ class BlockCache:
             done.add(i)
             if out is not None:
                 out[i] = data
+            self._release(key, mine)
         for sub in self._runs(remote):
             start, _ = self._block_range(ref, sub[0])
             _, end = self._block_range(ref, sub[-1])
@@ -270,6 +287,7 @@ class BlockCache:
                 raise FsError(5, f"{ref.path}: expected {end - start} bytes, got {len(data)}")
             self.stats["requests"] += 1
             self.stats["bytes_fetched"] += len(data)
+            blocks = []
             for i in sub:
                 b_start, b_end = self._block_range(ref, i)
                 block = data[b_start - start:b_end - start]
@@ -279,8 +297,22 @@ class BlockCache:
                 done.add(i)
                 if out is not None:
                     out[i] = block
-                if self._disk is not None:
-                    await self._disk.put(self._disk_name(key), block)
+                self._release(key, mine)
+                blocks.append((key, block))
+            del data
+            # After the waiters were woken. Blocks waiting for the disk are outside the
+            # memory LRU's bound, so the backlog is bounded too: past it they are not
+            # written (a later read fetches them again).
+            if self._disk is not None:
+                if self._disk_backlog >= self._max_disk_backlog:
+                    self.stats["disk_skipped"] += len(blocks)
+                    continue
+                self._disk_backlog += 1
+                try:
+                    for key, block in blocks:
+                        await self._disk.put(self._disk_name(key), block)
+                finally:
+                    self._disk_backlog -= 1
 
     def usage(self) -> dict[str, int]:
         return {
