@@ -2,11 +2,11 @@
 
 Memory budget (what bounds the daemon's RSS whatever the file sizes), with the defaults:
 
-1. block cache in memory: ``memory_cache_bytes`` (64 MiB), an LRU by bytes;
+1. block cache in memory: ``memory_cache_bytes`` (48 MiB), an LRU by bytes;
 2. range GETs in flight: at most ``fetch_concurrency`` (8) requests of at most
-   ``max_request_bytes`` (4 MiB) each, so 32 MiB, about twice that while a body is
+   ``max_request_bytes`` (2 MiB) each, so 16 MiB, about twice that while a body is
    joined and cut into blocks; prefetch windows (1 MiB growing to ``prefetch_max``
-   16 MiB per sequential reader) only *schedule* fetches through that same limiter and
+   12 MiB per sequential reader) only *schedule* fetches through that same limiter and
    land in (1), so more readers do not mean more memory (four readers' windows fit in
    (1): a larger window would evict prefetched blocks before they are read);
 3. uploads stream staged files from disk in ``upload_chunk`` (1 MiB) pieces:
@@ -14,7 +14,7 @@ Memory budget (what bounds the daemon's RSS whatever the file sizes), with the d
 4. copying an existing object into staging before a write moves ``max_request_bytes``
    at a time per file.
 
-So about 64 + 64 + 16 + small = ~150 MiB plus the interpreter (measured peak RSS: see
+So about 48 + 32 + 16 + small = ~100 MiB plus the interpreter (measured peak RSS: see
 docs/performance.md, workload H; the target is 200 MiB); everything else (dirty
 data, the disk block cache) is on local disk under ``cache_dir``.
 """
@@ -36,13 +36,13 @@ class FsConfig:
     read_only: bool = False
     #: disk block cache bound (``--cache-size``); 0 disables the disk cache
     cache_size: int = 10 * GiB
-    memory_cache_bytes: int = 64 * MiB
+    memory_cache_bytes: int = 48 * MiB
     #: cache granularity: a random 4 KiB read fetches one block, never more
     block_size: int = 128 * KiB
     max_request_bytes: int = 2 * MiB
     fetch_concurrency: int = 8
     prefetch_initial: int = 1 * MiB
-    prefetch_max: int = 16 * MiB
+    prefetch_max: int = 12 * MiB
     #: names per listing request (readdir pages)
     list_page_size: int = 1000
     #: how long attributes and listings are trusted (also the kernel's entry/attr timeout)
