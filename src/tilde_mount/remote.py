@@ -133,7 +133,12 @@ def normalize_etag(etag: str | None) -> str:
 
 
 def _ns(value: datetime | None) -> int:
-    return int(value.timestamp() * 1_000_000_000) if value is not None else 0
+    """Whole seconds, as nanoseconds.
+
+    A listing carries microseconds but HEAD's Last-Modified only seconds; both must give
+    the same mtime, or a stat refreshed through HEAD looks like a change and the kernel
+    drops the file's page cache (and rsync/make see the file as modified)."""
+    return int(value.timestamp()) * 1_000_000_000 if value is not None else 0
 
 
 def _http_date_ns(value: str | None) -> int:

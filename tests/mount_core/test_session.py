@@ -514,3 +514,21 @@ def test_unexpected_exception_becomes_eio(server: Any, repo_ref: Any, tmp_path: 
     trio.run(main)
     assert any("unexpected error in getattr" in r.getMessage() and r.exc_info
                for r in caplog.records)
+
+
+def test_listing_and_head_give_the_same_mtime(server: Any, repo_ref: Any) -> None:
+    """A stat refreshed through HEAD must equal the one a listing gave: a differing mtime
+    makes the kernel drop the page cache of an unchanged file."""
+    Http(server, repo_ref).put("m.txt", b"mtime")
+
+    async def main() -> None:
+        remote = HttpRemote(server.endpoint, repo_ref.path, server.api_key)
+        try:
+            listed = (await remote.list_page("", _latest())).objects
+            headed = await remote.head("m.txt", _latest())
+        finally:
+            await remote.aclose()
+        assert [o.path for o in listed] == ["m.txt"]
+        assert listed[0].mtime_ns == headed.mtime_ns > 0
+
+    trio.run(main)
