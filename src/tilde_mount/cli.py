@@ -292,6 +292,11 @@ def _run_background(config: MountConfig) -> None:
     # few malloc arenas: the worker threads (disk cache, staging) otherwise each grow one,
     # which costs tens of MiB of RSS under read load (docs/performance.md, workload H)
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    # fixed malloc thresholds: range-GET bodies (up to 2 MiB) and cache blocks are then
+    # reused from the heap instead of being mmapped and page-faulted afresh every time
+    # (A: +10 %, docs/performance.md); the trim threshold bounds what the heap keeps
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(16 * 1024 * 1024))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(32 * 1024 * 1024))
     env.pop("TILDE_API_KEY", None)
     if config.api_key:
         env["TILDE_API_KEY"] = config.api_key

@@ -42,6 +42,7 @@ import trio
 
 from . import control
 from .options import MountConfig, default_cache_dir, format_size
+from .remote import raise_http_read_size
 
 log = logging.getLogger("tilde_mount")
 
@@ -226,6 +227,7 @@ def run(config: MountConfig, ready_fd: int | None = None) -> int:
              f"session {config.session_id}" if config.session_id else "new session")
     try:
         preflight(config)
+        raise_http_read_size()
         return trio.run(Daemon(config, readiness).main)
     except BaseException as exc:
         startup = _find_startup_error(exc)
