@@ -7,7 +7,9 @@ form so the organization roles cover them without editing the built-in policies.
 A route's entry is, per HTTP method, a tuple of `Check`s. Every check is decided on its own and
 all must be allowed. A check may name where an object path comes from (`query:<name>` or
 `body:<name>`, the latter a JSON array of strings: one decision per path), so a policy can
-decide on `input.path`. HEAD uses the GET entry.
+decide on `input.path`. `handler:<name>` means the paths are in a body the guard cannot read
+(the batch upload's streamed manifest): the endpoint decides them itself, one per path, with
+`enforce.authorize_paths` before it changes anything. HEAD uses the GET entry.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ class Check:
     """One authorization question of a route: `action`, optionally on object path(s)."""
 
     action: str
-    path_from: str | None = None  # "query:path", "query:destination_path", "body:paths"
+    # "query:path", "query:destination_path", "body:paths", "handler:manifest"
+    path_from: str | None = None
 
 
 # Every action the server knows, with what it allows (docs/authorization.md shows this table).
@@ -98,6 +101,7 @@ declare(_R + "/diff", GET="repo:read")
 # --- objects (2.5) --------------------------------------------------------------------
 declare(_R + "/objects", GET="object:read")
 declare(_R + "/objects/delete", POST=(Check("object:write", "body:paths"),))
+declare(_R + "/objects/upload", POST=(Check("object:write", "handler:manifest"),))
 declare(_R + "/object", GET=(Check("object:read", "query:path"),), DELETE=_W)
 declare(_R + "/object/stage", POST=_W)
 declare(_R + "/object/finalize", PUT=_W)

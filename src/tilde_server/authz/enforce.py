@@ -11,6 +11,9 @@ Subtleties:
    a request naming many paths (delete many) costs one evaluation per path and policy.
 5. The input document (docs/authorization.md):
    {principal: {type, id, name, roles, groups}, action, organization, repository, path}.
+6. `handler:` checks (paths inside a streamed, non-JSON body) are left to the endpoint, which
+   must call `authorize_paths` before it writes anything; one that answers without having
+   done so is a bug and ends in a logged 500, never in an unchecked success.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 # Whatever their policies say, agents and roles never approve commits (the approval exists
 # to put a person between an agent and the repository).
 HUMAN_ONLY = frozenset({"session:admin"})
+# Where the guard leaves a route's `handler:` checks for `authorize_paths` (request scope).
+_DEFERRED = "tilde.authz.deferred"
 
 
 class Authorizer:
@@ -115,15 +120,39 @@ def _guard(template: str, endpoint: Endpoint) -> Endpoint:
         if checks is None:
             raise Forbidden(f"{request.method} {template} has no declared action")
         items: list[tuple[str, str | None]] = []
+        deferred = [c for c in checks if (c.path_from or "").startswith("handler:")]
         for check in checks:
+            if check in deferred:
+                continue
             paths = await _paths(request, check.path_from) if check.path_from else [None]
             items.extend((check.action, p) for p in paths)
-        authorizer: Authorizer = request.app.state.authorizer
-        await run(authorizer.require, principal(request), request.path_params.get("org"),
-                  request.path_params.get("repo"), items)
-        return await endpoint(request)
+        if items:
+            authorizer: Authorizer = request.app.state.authorizer
+            await run(authorizer.require, principal(request), request.path_params.get("org"),
+                      request.path_params.get("repo"), items)
+        if not deferred:
+            return await endpoint(request)
+        request.scope[_DEFERRED] = deferred
+        response = await endpoint(request)
+        if request.scope.get(_DEFERRED):
+            raise RuntimeError(f"{request.method} {template} answered without deciding its "
+                               f"checks {deferred} (enforce.authorize_paths)")
+        return response
 
     return guarded
+
+
+async def authorize_paths(request: Request, paths: Sequence[str]) -> None:
+    """Decide the route's `handler:` checks once per path (an empty list: once without a
+    path, as delete-many does); Forbidden unless all are allowed."""
+    from tilde_server.routes.common import principal, run
+
+    checks: list[Check] = request.scope.pop(_DEFERRED, [])
+    decided: list[str | None] = [*paths] or [None]
+    items = [(c.action, p) for c in checks for p in decided]
+    authorizer: Authorizer = request.app.state.authorizer
+    await run(authorizer.require, principal(request), request.path_params.get("org"),
+              request.path_params.get("repo"), items)
 
 
 def protect_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
@@ -144,4 +173,4 @@ def protect_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
     return out
 
 
-__all__ = ["Authorizer", "Check", "protect_routes"]
+__all__ = ["Authorizer", "Check", "authorize_paths", "protect_routes"]

@@ -11,6 +11,11 @@ Subtleties:
    `Content-Range: bytes */size`; an end beyond the object is clamped (RFC 9110).
 4. Header values must be latin-1: user metadata that is not printable ASCII is sent
    percent-encoded in X-Tilde-Meta-* headers; content types are validated at upload.
+5. The batch upload extension (POST .../objects/upload, docs/api.md) reads its body as a
+   stream: the manifest line first (at most MAX_MANIFEST_BYTES held), then the objects'
+   bytes in WRITE_BATCH slices straight to spool files. Every refusal (bad manifest, denied
+   path, closed session, a body shorter or longer than the sizes) comes before anything is
+   staged, and a refused batch leaves no spool or blob behind.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tilde_server.authz.enforce import authorize_paths
 from tilde_server.routes.common import (
     amount,
     entry_json,
@@ -33,6 +39,7 @@ from tilde_server.routes.common import (
     field_req,
     field_str,
     json_body,
+    json_object,
     org_repo,
     page_json,
     query,
@@ -43,9 +50,15 @@ from tilde_server.routes.common import (
 from tilde_server.routes.orgs import REPO
 from tilde_server.store import BadRequest, Obj, RangeNotSatisfiable
 from tilde_server.store import validation as v
+from tilde_server.store.blobs import SpoolSequence
+from tilde_server.store.engine import BatchItem
 
 CHUNK = 4 * 1024 * 1024  # GET chunk: 1.2-1.4x the rate of 256 KiB chunks (docs/performance.md, I)
 WRITE_BATCH = 1024 * 1024
+# Batch upload limits: the mount sends a directory's small files in batches well below these.
+MAX_BATCH_OBJECTS = 1000
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -318,9 +331,116 @@ async def delete_many(request: Request) -> Response:
     return JSONResponse({"deleted": n})
 
 
+async def _manifest_line(chunks: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
+    """The manifest line (without its newline) and the bytes that came after it."""
+    buf = bytearray()
+    async for chunk in chunks:
+        start = len(buf)
+        buf += chunk
+        nl = buf.find(b"\n", start)
+        if nl > MAX_MANIFEST_BYTES or (nl < 0 and len(buf) > MAX_MANIFEST_BYTES):
+            raise BadRequest(f"the manifest line is longer than {MAX_MANIFEST_BYTES} bytes",
+                             "invalid_input")
+        if nl >= 0:
+            return bytes(buf[:nl]), bytes(buf[nl + 1:])
+    raise BadRequest("the body ends before the newline that ends the manifest",
+                     "incomplete_body")
+
+
+def _batch_item(raw: object) -> BatchItem:
+    if not isinstance(raw, dict):
+        raise BadRequest("must be an object", "invalid_input")
+    path = v.object_key(field_req(raw, "path"))
+    size = field_int(raw, "size", minimum=0, maximum=MAX_BATCH_BYTES)
+    if size is None:
+        raise BadRequest("field 'size' is required", "invalid_input")
+    content_type = v.content_type(field_str(raw, "content_type", default="") or "")
+    return BatchItem(path, size, content_type, v.metadata(raw.get("metadata")))
+
+
+def _manifest(line: bytes) -> list[BatchItem]:
+    """Parse and validate the manifest completely (400s) before any byte is written."""
+    if not line.strip():
+        raise BadRequest("the manifest line is empty", "invalid_json")
+    raw = json_object(line, what="manifest")
+    objects = raw.get("objects")
+    if not isinstance(objects, list):
+        raise BadRequest("manifest field 'objects' must be an array", "invalid_input")
+    if len(objects) > MAX_BATCH_OBJECTS:
+        raise BadRequest(f"at most {MAX_BATCH_OBJECTS} objects per batch", "invalid_input")
+    items: list[BatchItem] = []
+    seen: set[str] = set()
+    for i, o in enumerate(objects):
+        try:
+            item = _batch_item(o)
+        except BadRequest as exc:
+            raise BadRequest(f"manifest objects[{i}]: {exc.message}", exc.code) from None
+        if item.path in seen:
+            raise BadRequest(f"manifest objects[{i}]: path {item.path!r} appears twice",
+                             "invalid_input")
+        seen.add(item.path)
+        items.append(item)
+    if sum(it.size for it in items) > MAX_BATCH_BYTES:
+        raise BadRequest(f"the objects add up to more than {MAX_BATCH_BYTES} bytes",
+                         "invalid_input")
+    return items
+
+
+async def _spool_body(chunks: AsyncIterator[bytes], head: bytes, spools: SpoolSequence,
+                      expected: int) -> None:
+    """Write the rest of the body to the batch's spools in WRITE_BATCH slices; the body must
+    hold exactly `expected` bytes."""
+    received = len(head)
+    buf = bytearray(head)
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > expected:
+            break
+        buf += chunk
+        if len(buf) >= WRITE_BATCH:
+            await run(spools.write, bytes(buf))
+            buf.clear()
+    if received > expected:
+        raise BadRequest(f"the body holds more than the {expected} bytes the manifest's sizes "
+                         "add up to", "invalid_input")
+    if received < expected:
+        raise BadRequest(f"the body ends after {received} of the {expected} bytes the "
+                         "manifest's sizes add up to", "incomplete_body")
+    if buf:
+        await run(spools.write, bytes(buf))
+
+
+async def upload_many(request: Request) -> Response:
+    """Batch upload extension: many small objects in one request and one transaction, where
+    stage + PUT + finalize cost three requests per object (docs/api.md)."""
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    store = store_of(request)
+    chunks = request.stream()
+    try:
+        line, head = await _manifest_line(chunks)
+        items = _manifest(line)
+        await authorize_paths(request, [it.path for it in items])
+        spools = await run(store.begin_batch, org, repo, session, [it.size for it in items])
+        try:
+            await _spool_body(chunks, head, spools, sum(it.size for it in items))
+        except Exception:
+            await run(spools.abort)
+            raise
+        except BaseException:  # cancelled: no more awaiting
+            spools.abort()
+            raise
+    except ClientDisconnect:
+        raise BadRequest("client disconnected during upload", "incomplete_body") from None
+    objs = await run(store.stage_batch, org, repo, session, spools, items)
+    return JSONResponse({"objects": [{"path": o.path, "etag": o.etag, "size": o.size}
+                                     for o in objs]})
+
+
 routes = [
     Route(REPO + "/objects", list_objects, methods=["GET"]),
     Route(REPO + "/objects/delete", delete_many, methods=["POST"]),
+    Route(REPO + "/objects/upload", upload_many, methods=["POST"]),
     Route(REPO + "/object", object_, methods=["GET", "HEAD", "DELETE"]),
     Route(REPO + "/object/stage", stage, methods=["POST"]),
     Route(REPO + "/object/finalize", finalize, methods=["PUT"]),

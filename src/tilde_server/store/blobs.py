@@ -11,6 +11,8 @@ Subtleties:
    only deletes what it is told to.
 4. Spool directories are per session, so rollback/commit can drop every leftover upload of a
    session at once, and startup removes spools of sessions that no longer exist.
+5. A batch upload's objects arrive concatenated in one body; `SpoolSequence` cuts it into one
+   spool file per object by the sizes the manifest announced, with one file open at a time.
 """
 
 from __future__ import annotations
@@ -61,6 +63,60 @@ class Spool:
         self._f.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class SpoolSequence:
+    """The spools of a batch upload: bytes written in order fill object 0, then 1, ... by the
+    announced sizes. Spool files live under the batch's address like multipart parts."""
+
+    def __init__(self, blobs: BlobStore, session_uid: str, address: str,
+                 sizes: list[int]) -> None:
+        self._blobs = blobs
+        self.session_uid = session_uid
+        self.address = address
+        self.sizes = sizes
+        self._done: list[tuple[str, str, int]] = []
+        self._cur: Spool | None = None
+
+    def path(self, index: int) -> Path:
+        return self._blobs.spool_path(self.session_uid, self.address, index + 1)
+
+    def _advance(self) -> None:
+        """Finish every full spool (an empty object is full at once) and open the next one."""
+        while len(self._done) < len(self.sizes):
+            if self._cur is None:
+                self._cur = Spool(self.path(len(self._done)))
+            if self._cur.size < self.sizes[len(self._done)]:
+                return
+            self._done.append(self._cur.finish())
+            self._cur = None
+
+    def write(self, data: bytes) -> None:
+        """Append bytes; the caller never writes more than the sizes add up to."""
+        pos = 0
+        while True:
+            self._advance()
+            if pos == len(data):
+                return
+            if self._cur is None:
+                raise ValueError("more bytes than the announced sizes add up to")
+            n = min(len(data) - pos, self.sizes[len(self._done)] - self._cur.size)
+            self._cur.write(data[pos:pos + n])
+            pos += n
+
+    def finish(self) -> list[tuple[str, str, int]]:
+        """(sha256 hex, md5 hex, size) of every object, in order; all files fsynced."""
+        self._advance()
+        if len(self._done) < len(self.sizes):
+            raise ValueError("fewer bytes than the announced sizes add up to")
+        return self._done
+
+    def abort(self) -> None:
+        """Close and remove every spool file of the batch (idempotent)."""
+        if self._cur is not None:
+            self._cur.abort()
+            self._cur = None
+        self._blobs.drop_spools(self.session_uid, self.address)
 
 
 class BlobStore:

@@ -19,6 +19,9 @@ Subtleties:
    under which every new reference is created, so a blob cannot vanish under a new reference.
 5. Revert and the commit of a session share one code path: revert stages the inverse changes in
    a hidden internal session based on head and commits it.
+6. A batch upload spools all its objects first, outside any lock, then adopts their blobs and
+   stages them in one write transaction: all or nothing. If that transaction fails, the blobs
+   it adopted go through the same collection as rolled-back uploads (4.).
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tilde_server.store import validation as v
-from tilde_server.store.blobs import BlobStore, Spool
+from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence
 from tilde_server.store.db import Database
 from tilde_server.store.errors import (
     BadRequest,
@@ -125,6 +128,16 @@ class StagedUpload:
     address: str
     signature: str
     expires_at: str
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One object of a batch upload as its manifest announces it (bytes arrive separately)."""
+
+    path: str
+    size: int
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -727,6 +740,48 @@ class Store:
         if replaced:
             self._collect([replaced])
         return o
+
+    def begin_batch(self, org: str, repo: str, session: str, sizes: list[int]) -> SpoolSequence:
+        """Check the session is open (404 before any object byte is written); returns the
+        spools that receive the batch's bytes in order."""
+        with self.db.read() as c:
+            self._session(c, self._repo(c, org, repo), session)
+        return SpoolSequence(self.blobs, session, "b-" + secrets.token_hex(16), sizes)
+
+    def stage_batch(self, org: str, repo: str, session: str, spools: SpoolSequence,
+                    items: list[BatchItem]) -> list[Obj]:
+        """Stage every object of a batch upload in one transaction, as finalize would one by
+        one (6.). Consumes `spools` whatever happens: nothing is staged on any error."""
+        adopted: list[str] = []
+        try:
+            for it in items:
+                v.object_key(it.path)
+                v.content_type(it.content_type)
+            if len({it.path for it in items}) != len(items):
+                raise BadRequest("a path appears twice in the batch", "invalid_input")
+            if [it.size for it in items] != spools.sizes:
+                raise BadRequest("sizes do not match the received spools", "invalid_input")
+            received = spools.finish()
+            out, replaced = [], []
+            with self.db.write() as c:
+                s = self._session(c, self._repo(c, org, repo), session)
+                t = now_rfc3339()
+                for i, (it, (sha, md5, size)) in enumerate(zip(items, received, strict=True)):
+                    self.blobs.adopt(spools.path(i), sha)
+                    adopted.append(sha)
+                    o = Obj(it.path, sha, size, md5, it.content_type or "application/octet-stream",
+                            it.metadata, t, True)
+                    old = self._stage_put(c, s["id"], o)
+                    if old:
+                        replaced.append(old)
+                    out.append(o)
+        except BaseException:
+            self._collect(adopted)
+            raise
+        finally:
+            spools.abort()
+        self._collect(replaced)
+        return out
 
     def initiate_multipart(self, org: str, repo: str, session: str,
                            path: str) -> MultipartUpload:
