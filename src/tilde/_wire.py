@@ -25,7 +25,7 @@ Subtleties worth knowing before editing:
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -312,6 +312,40 @@ def delete_object(org: str, repo: str, path: str, *, session_id: str) -> WireReq
 def delete_objects(org: str, repo: str, paths: Iterable[str], *, session_id: str) -> WireRequest:
     return WireRequest("POST", f"{_r(org, repo)}/objects/delete",
                        _params(("session_id", session_id)), json={"paths": list(paths)})
+
+
+#: tilde-server's batch upload extension (docs/api.md "Batch upload"): at most this many
+#: objects, and this many bytes of object content, per request
+BATCH_UPLOAD_MAX_OBJECTS = 1000
+BATCH_UPLOAD_MAX_BYTES = 64 * 1024 * 1024
+BATCH_UPLOAD_CONTENT_TYPE = "application/x-tilde-batch"
+
+
+def upload_batch(org: str, repo: str, *, session_id: str) -> WireRequest:
+    """The request line of a batch upload; its body is `encode_batch`'s."""
+    return WireRequest("POST", f"{_r(org, repo)}/objects/upload",
+                       _params(("session_id", session_id)),
+                       headers=(("Content-Type", BATCH_UPLOAD_CONTENT_TYPE),))
+
+
+def encode_batch(items: Sequence[tuple[str, bytes]]) -> bytes:
+    """Manifest (compact JSON, one line) + newline + every object's bytes in order."""
+    manifest = {"objects": [{"path": path, "size": len(data)} for path, data in items]}
+    head = _json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"".join([head, b"\n", *(data for _, data in items)])
+
+
+def parse_batch_etags(body: Any, paths: Sequence[str]) -> list[str]:
+    """The ETags of a batch upload's answer, in the order of ``paths`` (checked)."""
+    objects = body.get("objects") if isinstance(body, dict) else None
+    if not isinstance(objects, list) or len(objects) != len(paths):
+        raise ValueError("batch upload answer does not list every object")
+    etags = []
+    for path, item in zip(paths, objects, strict=True):
+        if not isinstance(item, dict) or item.get("path") != path:
+            raise ValueError(f"batch upload answer out of order at {path!r}")
+        etags.append(str(item.get("etag") or "").strip('"'))
+    return etags
 
 
 def list_changes(org: str, repo: str, *, session_id: str, prefix: str | None = None,

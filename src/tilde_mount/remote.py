@@ -34,7 +34,7 @@ import email.utils
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -109,6 +109,9 @@ class Remote(Protocol):
                         amount: int = 1000, delimiter: str | None = "/") -> ListPage: ...
     async def read_range(self, path: str, start: int, end: int, view: View) -> bytes: ...
     async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str: ...
+    async def batch_upload_supported(self, session_id: str) -> bool: ...
+    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *,
+                           session_id: str) -> list[str]: ...
     async def copy(self, source: str, destination: str, *, session_id: str) -> None: ...
     async def delete(self, path: str, *, session_id: str) -> None: ...
     async def delete_many(self, paths: list[str], *, session_id: str) -> int: ...
@@ -329,6 +332,37 @@ class HttpRemote:
             physical_address=staged.physical_address, signature=staged.signature,
             expires_at=staged.expires_at))
         return normalize_etag(_wire.parse_put_result(r.json()).etag)
+
+    async def batch_upload_supported(self, session_id: str) -> bool:
+        """Whether the server has the batch upload extension: one empty batch, once.
+
+        tilde-server answers 200; a server without the route (a hosted endpoint) 404, 405
+        or 501. Any other failure also means "use single uploads", which then report it.
+        """
+        try:
+            await self.upload_batch([], session_id=session_id)
+        except exc.TildeError as e:
+            log.info("no batch uploads (%s); small files use stage/PUT/finalize", e)
+            return False
+        return True
+
+    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *,
+                           session_id: str) -> list[str]:
+        """Upload small objects in one request (tilde-server's extension, docs/api.md);
+        returns their ETags (normalised) in order. Safe to retry: the same bytes again."""
+        body = _wire.encode_batch(items)
+
+        async def once() -> AsyncIterator[bytes]:
+            yield body
+
+        r = await self._send("batch", _wire.upload_batch(self.org, self.repo,
+                                                         session_id=session_id),
+                             content=once, content_length=len(body))
+        try:
+            return [normalize_etag(e) for e in
+                    _wire.parse_batch_etags(r.json(), [p for p, _ in items])]
+        except ValueError as e:
+            raise exc.APIError(r.status_code, message=f"batch upload: {e}") from None
 
     async def _upload_multipart(self, path: str, source: UploadSource, session_id: str) -> str:
         r = await self._send("multipart_init", _wire.initiate_multipart(

@@ -30,6 +30,13 @@ Subtleties:
    error; ``wait``/``sync`` raise it, a later ``schedule`` retries.
 7. All blocking file I/O runs in threads through the CapacityLimiter named
    "tilde-mount staging".
+8. Small files (up to ``batch_file_max``) travel in batches when the server has the batch
+   upload extension (asked once, with an empty batch): one request for many files instead
+   of stage + PUT + finalize each. A batch is open until one of ``batch_concurrency``
+   senders is free, so batches grow while earlier ones are in flight (no timer, no added
+   latency when idle). A file's bytes are read when it joins (its version snapshot is
+   taken before, so a later write leaves it dirty, as with single uploads). A failed
+   batch sends each of its files on its own, so every file gets its own error.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+
+from tilde import _wire
 
 from .data_cache import ObjectRef
 
@@ -233,15 +242,39 @@ class Staging:
 OnUploaded = Callable[[StagedFile, str, int, int], Awaitable[None]]
 
 
+@dataclass(eq=False)
+class _Batch:
+    """Small files travelling in one batch-upload request; filled until it is sent."""
+
+    items: list[tuple[str, bytes]] = field(default_factory=list)
+    size: int = 0
+    sealed: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+    etags: list[str] | None = None
+    error: BaseException | None = None
+
+
 class Uploader:
     """Background uploads of staged files; ``run`` is its task (the daemon's nursery)."""
 
     def __init__(self, remote: Remote, staging: Staging, *, session: Callable[[], str | None],
-                 concurrency: int, on_uploaded: OnUploaded) -> None:
+                 concurrency: int, on_uploaded: OnUploaded, batch_file_max: int = 1 << 20,
+                 batch_max_files: int = 256, batch_max_bytes: int = 8 << 20,
+                 batch_concurrency: int = 2) -> None:
         self._remote = remote
         self._staging = staging
         self._session = session
         self._limiter = trio.CapacityLimiter(concurrency)
+        #: files up to this size go in batches when the server has batch uploads
+        self.batch_file_max = batch_file_max
+        self._batch_max_files = min(batch_max_files, _wire.BATCH_UPLOAD_MAX_OBJECTS)
+        self._batch_max_bytes = min(batch_max_bytes, _wire.BATCH_UPLOAD_MAX_BYTES)
+        self._batch_limiter = trio.CapacityLimiter(batch_concurrency)
+        self._batch: _Batch | None = None
+        self._batch_ok: bool | None = None  # unknown until the first small file
+        self._probe_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self.batches = 0
         self._on_uploaded = on_uploaded
         self._send, self._receive = trio.open_memory_channel[StagedFile](float("inf"))
         self.pending: set[StagedFile] = set()
@@ -253,6 +286,7 @@ class Uploader:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             async for sf in self._receive:
                 nursery.start_soon(self._upload, sf)
@@ -270,25 +304,14 @@ class Uploader:
     async def _upload(self, sf: StagedFile) -> None:
         try:
             while sf.dirty:
-                async with self._limiter:
-                    while self._resume is not None:
-                        await self._resume.wait()
-                    if not sf.dirty:
-                        break
-                    # -- atomic: snapshot what this upload carries, count it as active --
-                    sid = self._session()
-                    if sid is None:
-                        raise RuntimeError("no session to upload into")
-                    version, path, size = sf.version, sf.path, sf.size
-                    log.debug("upload %s: %d bytes, version %d", path, size, version)
-                    self._active += 1
-                    try:
-                        etag = await self._remote.upload(path, self._staging.source(sf, size),
-                                                         session_id=sid)
-                    finally:
-                        self._active -= 1
-                        if not self._active:
-                            self._quiet.set()
+                done = None
+                if sf.size <= self.batch_file_max and await self._batching():
+                    done = await self._upload_batched(sf)
+                if done is None:
+                    done = await self._upload_single(sf)
+                if done is None:
+                    break
+                etag, version, path, size = done
                 sf.error = None
                 self.uploaded_files += 1
                 self.uploaded_bytes += size
@@ -304,6 +327,90 @@ class Uploader:
             sf.uploading = False
             self.pending.discard(sf)
             sf.idle.set()
+
+    async def _upload_single(self, sf: StagedFile) -> tuple[str, int, str, int] | None:
+        """One file through `Remote.upload`; None when it is no longer dirty."""
+        async with self._limiter:
+            while self._resume is not None:
+                await self._resume.wait()
+            if not sf.dirty:
+                return None
+            # -- atomic: snapshot what this upload carries, count it as active --
+            sid = self._session()
+            if sid is None:
+                raise RuntimeError("no session to upload into")
+            version, path, size = sf.version, sf.path, sf.size
+            log.debug("upload %s: %d bytes, version %d", path, size, version)
+            self._active += 1
+            try:
+                etag = await self._remote.upload(path, self._staging.source(sf, size),
+                                                 session_id=sid)
+            finally:
+                self._active -= 1
+                if not self._active:
+                    self._quiet.set()
+        return etag, version, path, size
+
+    async def _batching(self) -> bool:
+        """Whether small files go in batches (asks the server once)."""
+        if self._batch_ok is None:
+            async with self._probe_lock:
+                sid = self._session()
+                if self._batch_ok is None and sid is not None:
+                    self._batch_ok = await self._remote.batch_upload_supported(sid)
+        return bool(self._batch_ok)
+
+    async def _upload_batched(self, sf: StagedFile) -> tuple[str, int, str, int] | None:
+        """Carry ``sf`` in the open batch (subtlety 8); None: upload it on its own."""
+        while self._resume is not None:
+            await self._resume.wait()
+        if not sf.dirty:
+            return None
+        version, path, size = sf.version, sf.path, sf.size
+        data = await self._staging.read(sf, 0, size)
+        # -- atomic: join the open batch, or open one and start its sender --
+        batch = self._batch
+        if (batch is None or batch.sealed or len(batch.items) >= self._batch_max_files
+                or batch.size + len(data) > self._batch_max_bytes):
+            batch = self._batch = _Batch()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send_batch, batch)
+        index = len(batch.items)
+        batch.items.append((path, data))
+        batch.size += len(data)
+        # -- end of atomic section --
+        await batch.done.wait()
+        if batch.etags is None:  # the batch failed: this file alone says why
+            log.info("batch upload failed (%s); uploading %s on its own", batch.error, path)
+            return None
+        return batch.etags[index], version, path, size
+
+    async def _send_batch(self, batch: _Batch) -> None:
+        """Send ``batch`` once a batch slot is free; files keep joining it until then."""
+        try:
+            async with self._batch_limiter:
+                while self._resume is not None:
+                    await self._resume.wait()
+                # -- atomic: seal the batch, count it as active --
+                batch.sealed = True
+                if self._batch is batch:
+                    self._batch = None
+                sid = self._session()
+                self._active += 1
+                try:
+                    if sid is None:
+                        raise RuntimeError("no session to upload into")
+                    log.debug("batch upload: %d files, %d bytes", len(batch.items), batch.size)
+                    batch.etags = await self._remote.upload_batch(batch.items, session_id=sid)
+                    self.batches += 1
+                finally:
+                    self._active -= 1
+                    if not self._active:
+                        self._quiet.set()
+        except Exception as e:
+            batch.error = e
+        finally:
+            batch.done.set()
 
     async def wait(self, sf: StagedFile) -> None:
         """Until ``sf`` is uploaded as it stands now; raises the upload's error.
