@@ -4,9 +4,12 @@
     rng = p.on_read(offset, size, file_size)   # None, or (start, end) to fetch ahead
 
 Subtleties:
-1. A read is sequential when it starts where the previous one ended (a first read at 0
-   counts). Any other read resets the window: random readers never trigger read-ahead,
-   so they fetch only the blocks they touch.
+1. A read is sequential when it starts where the previous one ended. Any other read
+   resets the window: random readers never trigger read-ahead, so they fetch only the
+   blocks they touch. The first read of a handle never starts a window either: a program
+   that opens a file to read its first bytes (file(1), a header, a thumbnail) waits for
+   one block, not for a window competing with it for the server and the CPU (D: time to
+   first byte); a reader that goes on sequentially gets its window one read later.
 2. The window starts at ``initial`` and doubles each time the reader gets into the second
    half of what was already requested, up to ``maximum``; so a reader that stops early has
    wasted at most one window.
@@ -29,7 +32,7 @@ class Prefetcher:
         self._ahead_until = 0
 
     def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
-        sequential = offset == (self._last_end if self._last_end is not None else 0)
+        sequential = self._last_end is not None and offset == self._last_end
         end = offset + size
         self._last_end = end
         if not sequential:

@@ -120,12 +120,15 @@ def test_prefetch_window_grows_and_random_reads_do_not_prefetch() -> None:
         if r:
             ranges.append(r)
         off += 256
-    assert ranges[0] == (256, 1280)
+    assert ranges[0] == (512, 1536)  # not on the first read: on the second, sequential one
     widths = [e - s for s, e in ranges]
     assert widths == sorted(widths) and max(widths) == 8192
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     q = Prefetcher(initial=1024, maximum=8192)
     assert [q.on_read(o, 4096, size) for o in (50_000, 9_000, 700_000, 123)] == [None] * 4
+    first = Prefetcher(initial=1024, maximum=8192)
+    assert first.on_read(0, 4096, size) is None  # opening a file to read its header
+    assert first.on_read(4096, 4096, size) == (8192, 9216)
 
 
 def test_inode_table_lookups_forget_rename() -> None:
