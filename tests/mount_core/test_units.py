@@ -92,9 +92,13 @@ def test_disk_cache_survives_and_is_bounded(tmp_path: Path) -> None:
         return data[start:end]
 
     async def main() -> None:
-        first = make_cache(tmp_path)
+        first = make_cache(tmp_path, memory_bytes=1)  # no block fits: every read fetches
         await first.start()
         assert await first.read(ref, 0, len(data), fetch) == data
+        # fetched once: memory only (read once, as streams are, costs no disk writes)
+        assert first.usage()["disk_bytes"] == 0 and first.usage()["disk_first_fetch"] == 8
+        assert await first.read(ref, 0, len(data), fetch) == data
+        assert first.usage()["disk_bytes"] == len(data), "admitted on the second fetch"
         n = len(calls)
         second = make_cache(tmp_path, memory_bytes=4 * KiB)
         await second.start()
