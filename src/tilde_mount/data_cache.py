@@ -312,9 +312,10 @@ class BlockCache:
             self.stats["requests"] += 1
             self.stats["bytes_fetched"] += len(data)
             blocks = []
+            body = memoryview(data)
             for i in sub:
                 b_start, b_end = self._block_range(ref, i)
-                block = data[b_start - start:b_end - start]
+                block = bytes(body[b_start - start:b_end - start])
                 key = self.key(ref, i)
                 self.stats["blocks_fetched"] += 1
                 self._store_mem(key, block)
@@ -327,7 +328,7 @@ class BlockCache:
                         blocks.append((key, block))
                     else:
                         self.stats["disk_first_fetch"] += 1
-            del data
+            del data, body
             # After the waiters were woken. Blocks waiting for the disk are outside the
             # memory LRU's bound, so the backlog is bounded too: past it they are not
             # written (a later read fetches them again).

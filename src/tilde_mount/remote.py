@@ -4,7 +4,8 @@
                single_upload_limit=_wire.SINGLE_UPLOAD_LIMIT,
                part_size=_wire.MULTIPART_PART_SIZE, part_concurrency=4,
                max_connections=64, retries=5, backoff_base=0.2, backoff_cap=8.0,
-               timeout=30.0, transport: httpx.AsyncBaseTransport | None = None)
+               timeout=30.0, transport: httpx.AsyncBaseTransport | None = None,
+               plain_range_gets=True)   # False: every read through httpx (also with transport)
     await remote.aclose()
 
 Every route, query and status->exception mapping comes from ``tilde._wire``; this module
@@ -26,6 +27,9 @@ Subtleties:
 5. Presigned PUTs never carry the Authorization header; API calls always do.
 6. Counters (requests by kind, bytes in/out, retries) are plain ints mutated between
    awaits; ``stats()`` is a snapshot.
+7. Range reads over plain http go through `rangeget.RangeGetPool` (the hot path, at half
+   the CPU per byte of httpx) with the same retries and error table; https, an injected
+   transport, or a response it cannot handle keep them on httpx.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from tilde import _wire
 from tilde import exceptions as exc
 from tilde._values import EntryRecord
 
+from . import rangeget
 from .errors import is_transient
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,7 @@ class HttpRemote:
         backoff_cap: float = 8.0,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        plain_range_gets: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.repository = repository
@@ -209,6 +215,14 @@ class HttpRemote:
                                 max_keepalive_connections=max_connections),
             http1=True, http2=False, follow_redirects=False, transport=transport,
         )
+        self._plain: rangeget.RangeGetPool | None = None
+        if transport is None and plain_range_gets:
+            try:
+                self._plain = rangeget.RangeGetPool(
+                    self.base, timeout=timeout,
+                    headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount", **self._auth})
+            except rangeget.Unsupported:  # https: httpx does TLS
+                pass
         self.requests: Counter[str] = Counter()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -262,14 +276,21 @@ class HttpRemote:
                                                      url=str(response.request.url),
                                                      body=response.content)
                     safe_to_retry = safe_to_retry or status in (429, 503)
-            if not (safe_to_retry and is_transient(error)) or attempt >= self.retries:
-                raise error
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
-            delay *= random.uniform(0.5, 1.0)
-            attempt += 1
-            self.retried += 1
-            log.info("%s failed (%s); retry %d in %.2fs", kind, error, attempt, delay)
-            await trio.sleep(delay)
+            attempt = await self._retry_or_raise(kind, error, attempt, safe_to_retry)
+
+    async def _retry_or_raise(self, kind: str, error: exc.TildeError, attempt: int,
+                              safe_to_retry: bool) -> int:
+        """Sleep before the next attempt (capped exponential backoff, full jitter) and
+        return its number, or raise ``error`` when it is not worth another attempt."""
+        if not (safe_to_retry and is_transient(error)) or attempt >= self.retries:
+            raise error
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
+        delay *= random.uniform(0.5, 1.0)
+        attempt += 1
+        self.retried += 1
+        log.info("%s failed (%s); retry %d in %.2fs", kind, error, attempt, delay)
+        await trio.sleep(delay)
+        return attempt
 
     # -- reads ------------------------------------------------------------------------
     async def head(self, path: str, view: View) -> RemoteObject:
@@ -297,14 +318,47 @@ class HttpRemote:
         return ListPage(objects, prefixes, page.next_after)
 
     async def read_range(self, path: str, start: int, end: int, view: View) -> bytes:
-        """Bytes [start, end) of ``path``; a server ignoring Range still gives the slice."""
-        r = await self._send("read", _wire.get_object(
-            self.org, self.repo, path, byte_range=(start, end - 1), session_id=view.session_id,
-            ref=view.ref))
+        """Bytes [start, end) of ``path``; a server ignoring Range still gives the slice.
+
+        Over plain http the bytes come through `RangeGetPool` (half the CPU per byte);
+        whatever it cannot do switches this remote to httpx for good.
+        """
+        req = _wire.get_object(self.org, self.repo, path, byte_range=(start, end - 1),
+                               session_id=view.session_id, ref=view.ref)
+        if self._plain is not None:
+            try:
+                return await self._read_plain(req, start, end)
+            except rangeget.Unsupported as e:
+                log.info("plain range GETs unavailable (%s); using httpx", e)
+                pool, self._plain = self._plain, None
+                if pool is not None:
+                    await pool.aclose()
+        r = await self._send("read", req)
         data = r.content
         if r.status_code == 200 and "content-range" not in r.headers and start:
             data = data[start:end]
         return data[:end - start]
+
+    async def _read_plain(self, req: _wire.WireRequest, start: int, end: int) -> bytes:
+        """`read_range` through `RangeGetPool`, with `_send`'s retries and error table."""
+        assert self._plain is not None
+        pool = self._plain
+        attempt = 0
+        while True:
+            error: exc.TildeError
+            self.requests["read"] += 1
+            try:
+                status, body = await pool.get(req.path, req.params, start, end)
+            except rangeget.TransportFailure as e:
+                error = exc.TransportError(f"GET {req.path}: {e}", e)
+            else:
+                self.bytes_in += len(body)
+                if status == 206:
+                    # bytes-like; the block cache copies it into blocks once
+                    return body  # type: ignore[return-value]
+                error = _wire.error_for_response(status, method="GET",
+                                                 url=self.base + req.path, body=bytes(body))
+            attempt = await self._retry_or_raise("read", error, attempt, True)
 
     # -- writes -----------------------------------------------------------------------
     async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str:
@@ -462,4 +516,6 @@ class HttpRemote:
                 "retries": self.retried, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
     async def aclose(self) -> None:
+        if self._plain is not None:
+            await self._plain.aclose()
         await self._client.aclose()
