@@ -771,7 +771,8 @@ class Filesystem:
         if ahead is not None:
             self._spawn(self._prefetch, ref, ahead, fetch)
         try:
-            return await self._blocks.read(ref, off, size, fetch)
+            return await self._blocks.read(ref, off, size, fetch,
+                                           drop_behind=h.prefetcher.sequential)
         except exc.TildeError as e:
             raise to_fs_error(e) from e
 

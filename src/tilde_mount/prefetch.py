@@ -30,9 +30,11 @@ class Prefetcher:
         self.window = initial
         self._last_end: int | None = None
         self._ahead_until = 0
+        #: the last read continued the one before it (the caller drops what it consumed)
+        self.sequential = False
 
     def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
-        sequential = self._last_end is not None and offset == self._last_end
+        sequential = self.sequential = self._last_end is not None and offset == self._last_end
         end = offset + size
         self._last_end = end
         if not sequential:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import trio
 
@@ -88,7 +88,9 @@ class RangeGetPool:
     async def get(self, path: str, params: Sequence[tuple[str, str]], start: int,
                   end: int) -> tuple[int, bytearray]:
         """GET bytes [start, end) of the resource: (206, body) or (status, error body)."""
-        target = self.prefix + path + ("?" + urlencode(list(params)) if params else "")
+        # percent-encoded like httpx would: no byte of a name can end the request line
+        target = (quote(self.prefix + path, safe="/!$&'()*+,;=:@-._~")
+                  + ("?" + urlencode(list(params)) if params else ""))
         request = (f"GET {target} HTTP/1.1\r\n{self._fixed}"
                    f"Range: bytes={start}-{end - 1}\r\n\r\n").encode()
         for _ in range(2):

@@ -52,6 +52,14 @@ def test_ranges_errors_and_reused_connections(server: Any, repo_ref: Any) -> Non
             assert remote._plain is pool, "an error status does not switch paths"
         finally:
             await remote.aclose()
+        # names are percent-encoded: a space or CR/LF cannot break the request line
+        odd = HttpRemote(server.endpoint, "no such\r\norg/repo", server.api_key, retries=0)
+        try:
+            with pytest.raises(exc.NotFoundError):
+                await odd.read_range("x", 0, 1, View())
+            assert odd._plain is not None
+        finally:
+            await odd.aclose()
 
     trio.run(main)
 

@@ -82,6 +82,30 @@ def test_contiguous_misses_coalesce_and_memory_is_bounded() -> None:
     trio.run(main)
 
 
+def test_drop_behind_keeps_only_what_is_not_read_yet() -> None:
+    data = os.urandom(64 * KiB)
+    ref = ObjectRef("p", "e", len(data))
+
+    async def fetch(start: int, end: int) -> bytes:
+        return data[start:end]
+
+    async def main() -> None:
+        cache = make_cache()
+        await cache.prefetch(ref, 0, 32 * KiB, fetch)  # read-ahead: blocks 0-7
+        assert cache.usage()["memory_bytes"] == 32 * KiB
+        assert await cache.read(ref, 0, 6 * KiB, fetch, drop_behind=True) == data[:6 * KiB]
+        # block 0 was consumed and dropped; block 1 is half read and stays
+        assert not cache.cached(ref, 0) and cache.cached(ref, 1)
+        assert await cache.read(ref, 6 * KiB, 10 * KiB, fetch, drop_behind=True) \
+            == data[6 * KiB:16 * KiB]
+        assert [cache.cached(ref, i) for i in range(8)] == [False] * 4 + [True] * 4
+        # a random reader (no drop-behind) keeps what it read
+        assert await cache.read(ref, 20 * KiB, 100, fetch) == data[20 * KiB:20 * KiB + 100]
+        assert cache.cached(ref, 5)
+
+    trio.run(main)
+
+
 def test_disk_cache_survives_and_is_bounded(tmp_path: Path) -> None:
     data = os.urandom(30 * KiB)
     ref = ObjectRef("p", "e", len(data))
