@@ -5,18 +5,20 @@ Memory budget (what bounds the daemon's RSS whatever the file sizes), with the d
 1. block cache in memory: ``memory_cache_bytes`` (48 MiB), an LRU by bytes;
 2. range GETs in flight: at most ``fetch_concurrency`` (8) requests of at most
    ``max_request_bytes`` (2 MiB) each, so 16 MiB, about twice that while a body is
-   joined and cut into blocks; prefetch windows (1 MiB growing to ``prefetch_max``
+   cut into blocks; prefetch windows (1 MiB growing to ``prefetch_max``
    12 MiB per sequential reader) only *schedule* fetches through that same limiter and
    land in (1), so more readers do not mean more memory (four readers' windows fit in
    (1): a larger window would evict prefetched blocks before they are read);
 3. uploads stream staged files from disk in ``upload_chunk`` (1 MiB) pieces:
    ``upload_concurrency`` x ``part_concurrency`` x 1 MiB = 16 MiB;
 4. copying an existing object into staging before a write moves ``max_request_bytes``
-   at a time per file.
+   at a time per file;
+5. small files waiting in batch uploads (upload.py): an open batch and two in flight, at
+   most 8 MiB each, so 24 MiB.
 
-So about 48 + 32 + 16 + small = ~100 MiB plus the interpreter (measured peak RSS: see
-docs/performance.md, workload H; the target is 200 MiB); everything else (dirty
-data, the disk block cache) is on local disk under ``cache_dir``.
+So about 48 + 32 + 16 + 24 + small = ~120 MiB plus the interpreter (measured peak RSS:
+126 MiB in the large benchmark, docs/performance.md workload H; the target is 200 MiB);
+everything else (dirty data, the disk block cache) is on local disk under ``cache_dir``.
 """
 
 from __future__ import annotations
