@@ -34,8 +34,11 @@ Subtleties:
    upload extension (asked once, with an empty batch): one request for many files instead
    of stage + PUT + finalize each. A batch is open until one of ``batch_concurrency``
    senders is free, so batches grow while earlier ones are in flight (no timer, no added
-   latency when idle). A file's bytes are read when it joins (its version snapshot is
-   taken before, so a later write leaves it dirty, as with single uploads). A failed
+   latency when idle). At most ``batch_concurrency`` + 1 batches hold bytes at a time
+   (one open, the others waiting or in flight): a file finds room, reserves its place,
+   then reads its bytes, so memory stays bounded however fast files are written (the
+   sender waits for the reserved files' bytes). A file's version snapshot is taken before
+   its bytes are read, so a later write leaves it dirty, as with single uploads. A failed
    batch sends each of its files on its own, so every file gets its own error.
 """
 
@@ -249,6 +252,10 @@ class _Batch:
     items: list[tuple[str, bytes]] = field(default_factory=list)
     size: int = 0
     sealed: bool = False
+    #: files that reserved a place and whose bytes are still being read
+    reading: int = 0
+    filled: trio.Event = field(default_factory=trio.Event)
+    unreadable: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     etags: list[str] | None = None
     error: BaseException | None = None
@@ -271,10 +278,12 @@ class Uploader:
         self._batch_max_bytes = min(batch_max_bytes, _wire.BATCH_UPLOAD_MAX_BYTES)
         self._batch_limiter = trio.CapacityLimiter(batch_concurrency)
         self._batch: _Batch | None = None
+        #: batches holding bytes (open, waiting or in flight): at most concurrency + 1
+        self._batches_alive = 0
+        self._batch_finished = trio.Event()
         self._batch_ok: bool | None = None  # unknown until the first small file
         self._probe_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
-        self.batches = 0
         self._on_uploaded = on_uploaded
         self._send, self._receive = trio.open_memory_channel[StagedFile](float("inf"))
         self.pending: set[StagedFile] = set()
@@ -367,18 +376,38 @@ class Uploader:
         if not sf.dirty:
             return None
         version, path, size = sf.version, sf.path, sf.size
-        data = await self._staging.read(sf, 0, size)
-        # -- atomic: join the open batch, or open one and start its sender --
-        batch = self._batch
-        if (batch is None or batch.sealed or len(batch.items) >= self._batch_max_files
-                or batch.size + len(data) > self._batch_max_bytes):
-            batch = self._batch = _Batch()
-            assert self._nursery is not None
-            self._nursery.start_soon(self._send_batch, batch)
+        while True:
+            # -- atomic: room in the open batch, or a new one if fewer than the bound exist --
+            batch = self._batch
+            if not (batch is None or batch.sealed or len(batch.items) >= self._batch_max_files
+                    or batch.size + size > self._batch_max_bytes):
+                break
+            if self._batches_alive <= self._batch_limiter.total_tokens:
+                batch = self._batch = _Batch()
+                self._batches_alive += 1
+                assert self._nursery is not None
+                self._nursery.start_soon(self._send_batch, batch)
+                break
+            # -- end of atomic section --
+            await self._batch_finished.wait()
+        # -- atomic: reserve the place (the sender waits for every reserved file's bytes) --
         index = len(batch.items)
-        batch.items.append((path, data))
-        batch.size += len(data)
+        batch.items.append((path, b""))
+        batch.size += size
+        batch.reading += 1
         # -- end of atomic section --
+        try:
+            data = await self._staging.read(sf, 0, size)  # exactly ``size`` bytes
+        except BaseException:
+            batch.unreadable = True  # the sender fails the batch: its files go on their own
+            raise
+        else:
+            batch.items[index] = (path, data)
+        finally:
+            batch.reading -= 1
+            if not batch.reading:
+                batch.filled.set()
+                batch.filled = trio.Event()
         await batch.done.wait()
         if batch.etags is None:  # the batch failed: this file alone says why
             log.info("batch upload failed (%s); uploading %s on its own", batch.error, path)
@@ -389,12 +418,18 @@ class Uploader:
         """Send ``batch`` once a batch slot is free; files keep joining it until then."""
         try:
             async with self._batch_limiter:
-                while self._resume is not None:
-                    await self._resume.wait()
-                # -- atomic: seal the batch, count it as active --
+                # -- atomic: seal the batch (no file joins it any more) --
                 batch.sealed = True
                 if self._batch is batch:
                     self._batch = None
+                # -- end of atomic section --
+                while batch.reading:  # bytes of files that joined are still being read
+                    await batch.filled.wait()
+                if batch.unreadable:
+                    raise OSError("a file of this batch could not be read from staging")
+                while self._resume is not None:
+                    await self._resume.wait()
+                # -- atomic: count it as active --
                 sid = self._session()
                 self._active += 1
                 try:
@@ -402,7 +437,6 @@ class Uploader:
                         raise RuntimeError("no session to upload into")
                     log.debug("batch upload: %d files, %d bytes", len(batch.items), batch.size)
                     batch.etags = await self._remote.upload_batch(batch.items, session_id=sid)
-                    self.batches += 1
                 finally:
                     self._active -= 1
                     if not self._active:
@@ -411,6 +445,9 @@ class Uploader:
             batch.error = e
         finally:
             batch.done.set()
+            self._batches_alive -= 1
+            self._batch_finished.set()
+            self._batch_finished = trio.Event()
 
     async def wait(self, sf: StagedFile) -> None:
         """Until ``sf`` is uploaded as it stands now; raises the upload's error.

@@ -63,6 +63,35 @@ def test_small_files_go_in_batches(server: Any, repo_ref: Any, tmp_path: Path) -
     assert Http(server, repo_ref).objects() == {**files, "big.bin": big}
 
 
+def test_batches_holding_bytes_are_bounded(server: Any, repo_ref: Any, tmp_path: Path) -> None:
+    """However fast files are written, at most concurrency + 1 batches hold their bytes."""
+    files = _files(40)
+    alive: list[int] = []
+
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path) as fs:
+            up = fs._uploader
+            up._batch_max_files = 3
+            up._batch_limiter = trio.CapacityLimiter(1)
+            send = fs.remote.upload_batch
+
+            async def slow_send(items: Any, *, session_id: str) -> list[str]:
+                alive.append(up._batches_alive)
+                await trio.sleep(0.05)  # let files pile up behind the one in flight
+                return await send(items, session_id=session_id)
+
+            fs.remote.upload_batch = slow_send  # type: ignore[method-assign]
+            cfs = CoreFs(fs)
+            await cfs.mkdir("t")
+            for path, data in files.items():
+                await cfs.write_file(path, data)
+            await fs.commit("bounded", None)
+
+    trio.run(main)
+    assert len(alive) >= 40 // 3 and max(alive) == 2, alive
+    assert Http(server, repo_ref).objects() == files
+
+
 def test_a_rewrite_after_joining_a_batch_is_uploaded_again(server: Any, repo_ref: Any,
                                                           tmp_path: Path) -> None:
     async def main() -> None:
