@@ -40,6 +40,16 @@ def _files(n: int) -> dict[str, bytes]:
     return {f"t/f{i:03d}": os.urandom(100 + i) for i in range(n)}
 
 
+async def _write_and_commit(fs: Any, files: dict[str, bytes], message: str) -> dict[str, int]:
+    """Write ``files`` under t/ through the filesystem, commit; the requests by kind."""
+    cfs = CoreFs(fs)
+    await cfs.mkdir("t")
+    for path, data in files.items():
+        await cfs.write_file(path, data)
+    await fs.commit(message, None)
+    return dict(fs.remote.stats()["by_kind"])
+
+
 def test_small_files_go_in_batches(server: Any, repo_ref: Any, tmp_path: Path) -> None:
     files = _files(60)
     files["t/empty"] = b""
@@ -47,20 +57,14 @@ def test_small_files_go_in_batches(server: Any, repo_ref: Any, tmp_path: Path) -
 
     async def main() -> dict[str, int]:
         async with open_fs(server, repo_ref, tmp_path) as fs:
-            cfs = CoreFs(fs)
-            await cfs.mkdir("t")
-            for path, data in files.items():
-                await cfs.write_file(path, data)
-            await cfs.write_file("big.bin", big)
-            await fs.commit("batched", None)
-            return dict(fs.remote.stats()["by_kind"])
+            return await _write_and_commit(fs, {**files, "t/big.bin": big}, "batched")
 
     by_kind = trio.run(main)
     # 62 files in at most a handful of batch requests (plus the one empty probe);
     # only the big file went through stage/PUT/finalize
     assert 2 <= by_kind["batch"] <= 20, by_kind
     assert by_kind.get("stage") == 1 and by_kind.get("finalize") == 1, by_kind
-    assert Http(server, repo_ref).objects() == {**files, "big.bin": big}
+    assert Http(server, repo_ref).objects() == {**files, "t/big.bin": big}
 
 
 def test_batches_holding_bytes_are_bounded(server: Any, repo_ref: Any, tmp_path: Path) -> None:
@@ -81,11 +85,7 @@ def test_batches_holding_bytes_are_bounded(server: Any, repo_ref: Any, tmp_path:
                 return await send(items, session_id=session_id)
 
             fs.remote.upload_batch = slow_send  # type: ignore[method-assign]
-            cfs = CoreFs(fs)
-            await cfs.mkdir("t")
-            for path, data in files.items():
-                await cfs.write_file(path, data)
-            await fs.commit("bounded", None)
+            await _write_and_commit(fs, files, "bounded")
 
     trio.run(main)
     assert len(alive) >= 40 // 3 and max(alive) == 2, alive
@@ -113,12 +113,7 @@ def test_without_the_route_small_files_use_single_uploads(server: Any, repo_ref:
     async def main() -> dict[str, int]:
         async with open_fs(server, repo_ref, tmp_path,
                            remote_kw={"transport": transport}) as fs:
-            cfs = CoreFs(fs)
-            await cfs.mkdir("t")
-            for path, data in files.items():
-                await cfs.write_file(path, data)
-            await fs.commit("singles", None)
-            return dict(fs.remote.stats()["by_kind"])
+            return await _write_and_commit(fs, files, "singles")
 
     by_kind = trio.run(main)
     assert transport.refused == 1  # asked once, never again
@@ -134,11 +129,7 @@ def test_a_failed_batch_falls_back_to_single_uploads(server: Any, repo_ref: Any,
     async def main() -> None:
         async with open_fs(server, repo_ref, tmp_path,
                            remote_kw={"transport": transport, "retries": 0}) as fs:
-            cfs = CoreFs(fs)
-            await cfs.mkdir("t")
-            for path, data in files.items():
-                await cfs.write_file(path, data)
-            await fs.commit("fallback", None)
+            await _write_and_commit(fs, files, "fallback")
 
     trio.run(main)
     assert transport.refused >= 1
