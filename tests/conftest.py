@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,17 @@ class ServerHandle:
         return self.log_path.read_text(errors="replace")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--server-args", default="",
+        help="extra `tilde-server run` arguments for the session's shared server, e.g. "
+             "'--wire current --downloads redirect' (scripts/test.sh runs the client and "
+             "mount suites once per wire dialect this way)")
+
+
 def start_server(tmp: Path, api_key: str = ADMIN_KEY,
-                 extra_env: dict[str, str] | None = None) -> ServerHandle:
+                 extra_env: dict[str, str] | None = None,
+                 args: Sequence[str] = ()) -> ServerHandle:
     data = tmp / "data"
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -63,7 +73,7 @@ def start_server(tmp: Path, api_key: str = ADMIN_KEY,
     logf = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [*server_command(), "run", "--data", str(data), "--host", "127.0.0.1",
-         "--port", str(port), "--admin-key", api_key],
+         "--port", str(port), "--admin-key", api_key, *args],
         stdout=logf, stderr=subprocess.STDOUT, env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"
@@ -173,11 +183,13 @@ def connector_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, s3: S3Handle,
-           connector_root: Path) -> Iterator[ServerHandle]:
-    """One real tilde-server for the whole test session (with S3 and local connectors)."""
+def server(tmp_path_factory: pytest.TempPathFactory, s3: S3Handle, connector_root: Path,
+           pytestconfig: pytest.Config) -> Iterator[ServerHandle]:
+    """One real tilde-server for the whole test session (with S3 and local connectors),
+    started with the `--server-args` pytest option appended."""
     h = start_server(tmp_path_factory.mktemp("server"),
-                     extra_env=s3_server_env(s3, connector_root))
+                     extra_env=s3_server_env(s3, connector_root),
+                     args=shlex.split(pytestconfig.getoption("--server-args")))
     yield h
     stop_server(h)
     assert "Traceback" not in h.log(), h.log()
