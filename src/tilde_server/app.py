@@ -4,7 +4,8 @@ errors to HTTP statuses.
 Subtleties:
 1. Every route under /api/v1 needs `Authorization: Bearer <live key>`; the check runs in the
    middleware (in a worker thread), so even unknown /api/v1 routes answer 401 first.
-   The signed upload routes live under /_tilde/ and are authorized by their signature.
+   The signed upload and download routes live under /_tilde/ and are authorized by their
+   signature alone (an Authorization header there is ignored).
    The key becomes `scope["state"]["principal"]`; every API route is wrapped by
    `authz.enforce.protect_routes`, which decides the route's declared actions (authz.actions)
    with the principal's Rego policies before the handler runs (403 when denied).
@@ -12,6 +13,9 @@ Subtleties:
    also sent as X-Request-Id on every response.
 3. An unexpected exception is logged with its traceback and becomes a 500 with the error body,
    if the response has not started yet. Bad input must never get here.
+4. The wire dialect (tilde_server.wire) decides which routes exist: routes a dialect refuses
+   are plain 405 routes beside the protected ones, so they answer 405 after the bearer check
+   and before any policy is consulted.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tilde_server.routes import api_routes, upload_routes
+from tilde_server.routes import api_routes_for, upload_routes
 from tilde_server.store import (
     BadRequest,
     Conflict,
@@ -44,6 +48,7 @@ from tilde_server.store import (
     Unavailable,
 )
 from tilde_server.store.identity import Identity
+from tilde_server.wire import WireOptions
 
 log = logging.getLogger("tilde_server")
 
@@ -162,16 +167,20 @@ class TildeMiddleware:
         return None
 
 
-def build_app(store: Store, identity: Identity | None = None) -> Starlette:
+def build_app(store: Store, identity: Identity | None = None,
+              wire: WireOptions | None = None) -> Starlette:
     from tilde_server.authz.enforce import Authorizer, protect_routes
 
     identity = identity or Identity(store)
+    wire = wire or WireOptions()
+    served, refused = api_routes_for(wire.wire)
     handlers: dict[Any, Any] = {StoreError: store_error, HTTPException: http_error}
     app = Starlette(
-        routes=[Mount(API_PREFIX, routes=protect_routes(api_routes)), *upload_routes],
+        routes=[Mount(API_PREFIX, routes=[*protect_routes(served), *refused]), *upload_routes],
         exception_handlers=handlers,
     )
     app.add_middleware(TildeMiddleware, store=store, identity=identity)
+    app.state.wire = wire
     app.state.store = store
     app.state.identity = identity
     app.state.authorizer = Authorizer(identity)

@@ -5,6 +5,9 @@ TILDE_SERVER_ADMIN_KEY) or a generated key. A generated key is printed once on s
 ~/.tilde/config.yaml does not exist yet, written there (0600) with the endpoint, so the client
 works at once. On a later start a different --admin-key is added as another key of the admin
 (the stored keys keep working). Logs go to stderr; SIGINT/SIGTERM stop it cleanly.
+
+`--wire` picks the wire dialect (every official release at once, or one service era) and
+`--downloads` how object bytes are served (docs/server.md, "Wire dialect and downloads").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import click
 
 from tilde_server import __version__
 from tilde_server.sandbox.cli import image_group, sandbox_options
+from tilde_server.wire import DEFAULT_DOWNLOAD_URL_TTL, DOWNLOADS, WIRES, check_base_url
 
 log = logging.getLogger("tilde_server")
 
@@ -48,6 +52,15 @@ def write_client_config(api_key: str, endpoint: str) -> Path | None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     return cfg
+
+
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return check_base_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _server_class() -> type:
@@ -99,9 +112,34 @@ def main() -> None:
               envvar="TILDE_SERVER_S3_AMBIENT_CREDENTIALS",
               help="Let s3 connectors without access keys use this server's own AWS "
                    "credentials (environment, ~/.aws). Off by default.")
+@click.option("--wire", type=click.Choice(WIRES), default="all", show_default=True,
+              envvar="TILDE_SERVER_WIRE",
+              help="Wire dialect. all: every official client release 0.7.2-0.7.9 at once "
+                   "(both upload flows, both multipart dialects). current: only what today's "
+                   "hosted service serves (openapi-current.yaml; the 0.7.2-0.7.6 upload "
+                   "routes answer 405, the batch upload extension 404). legacy: only the "
+                   "0.7.4-era protocol (openapi.yaml; the 0.7.7+ upload routes answer 405).")
+@click.option("--downloads", type=click.Choice(DOWNLOADS), default="stream",
+              show_default=True, envvar="TILDE_SERVER_DOWNLOADS",
+              help="How GET .../object serves bytes. stream: in the response itself, for "
+                   "every release, one request per read, no User-Agent sniffing (presign "
+                   "is ignored). redirect: 307 to a signed, expiring URL on this server, as "
+                   "the hosted service does (with --wire current every GET; otherwise "
+                   "presign=true, or no presign from any caller but tilde-python-sdk "
+                   "< 0.7.7, which cannot follow a redirect then). HEAD never redirects.")
+@click.option("--download-url-ttl", type=click.IntRange(1, 7 * 86400),
+              default=DEFAULT_DOWNLOAD_URL_TTL, show_default=True, metavar="SECONDS",
+              envvar="TILDE_SERVER_DOWNLOAD_URL_TTL",
+              help="Lifetime of a signed download URL (--downloads redirect).")
+@click.option("--signed-url-base", default=None, callback=_base_url, metavar="URL",
+              envvar="TILDE_SERVER_SIGNED_URL_BASE",
+              help="scheme://host[:port] that signed upload, part and download URLs are built "
+                   "on (e.g. the address clients reach this server by behind a proxy). "
+                   "Default: the base URL of the request that asks for one.")
 def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
         connector_roots: tuple[Path, ...], s3_endpoint: str | None,
-        s3_ambient_credentials: bool) -> None:
+        s3_ambient_credentials: bool, wire: str, downloads: str, download_url_ttl: int,
+        signed_url_base: str | None) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -110,6 +148,7 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
     from tilde_server.app import build_app
     from tilde_server.store import DataDirError, Store
     from tilde_server.store.sources import SourceSettings
+    from tilde_server.wire import WireOptions
 
     try:
         store, generated = Store.open(data_dir, admin_key or None)
@@ -128,10 +167,11 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         written = write_client_config(generated, endpoint)
         if written:
             click.echo(f"tilde-server: wrote {written} (api_key, endpoint_url)")
-    log.info("tilde-server %s: data %s, listening on %s", __version__, data_dir, endpoint)
+    log.info("tilde-server %s: data %s, listening on %s (wire %s, downloads %s)", __version__,
+             data_dir, endpoint, wire, downloads)
     from tilde_server.sandbox import cli as sandbox_cli
 
-    app = build_app(store)
+    app = build_app(store, wire=WireOptions(wire, downloads, download_url_ttl, signed_url_base))
     sandboxes = sandbox_cli.start(app, store, endpoint)
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             log_level=log_level, timeout_graceful_shutdown=10,

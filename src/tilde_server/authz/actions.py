@@ -102,13 +102,14 @@ declare(_R + "/diff", GET="repo:read")
 declare(_R + "/objects", GET="object:read")
 declare(_R + "/objects/delete", POST=(Check("object:write", "body:paths"),))
 declare(_R + "/objects/upload", POST=(Check("object:write", "handler:manifest"),))
-declare(_R + "/object", GET=(Check("object:read", "query:path"),), DELETE=_W)
+declare(_R + "/object", GET=(Check("object:read", "query:path"),), DELETE=_W, PUT=_W)
 declare(_R + "/object/stage", POST=_W)
-declare(_R + "/object/finalize", PUT=_W)
+declare(_R + "/object/finalize", PUT=_W, POST=_W)
 declare(_R + "/object/copy", POST=(Check("object:read", "query:source_path"),
                                    Check("object:write", "query:destination_path")))
-declare(_R + "/object/multipart", POST=_W)
-declare(_R + "/object/multipart/part", GET="object:write")  # the token names the path
+declare(_R + "/object/multipart", POST=_W, DELETE=_W)
+# The path was decided at initiate; the token (0.7.2) or the upload binding (0.7.7) names it.
+declare(_R + "/object/multipart/part", GET="object:write")
 declare(_R + "/object/multipart/complete", POST=_W)
 declare(_R + "/object/multipart/abort", POST=_W)
 # --- members (2.2) ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from tilde_server.store import BadRequest, Obj, Page, Principal, Store
 from tilde_server.store import validation as v
+from tilde_server.wire import WireOptions, sdk_version
 
 T = TypeVar("T")
 MAX_PER_PAGE = 1000
@@ -29,6 +30,17 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def store_of(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
+
+
+def wire_options(request: Request) -> WireOptions:
+    """The dialect and download settings the app was built with (tilde_server.wire)."""
+    opts = getattr(request.app.state, "wire", None)
+    return opts if isinstance(opts, WireOptions) else WireOptions()
+
+
+def client_version(request: Request) -> tuple[int, int, int] | None:
+    """The official client's version from the User-Agent; None for any other agent."""
+    return sdk_version(request.headers.get("user-agent", ""))
 
 
 def principal(request: Request) -> Principal:

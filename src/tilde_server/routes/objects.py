@@ -1,5 +1,6 @@
-"""Objects (spec 2.5): list, get (Range), head, stage/finalize, multipart, copy, delete; and the
-signed upload URLs that the client PUTs bytes to without a bearer header.
+"""Objects (spec 2.5): list, get (Range), head, both single-upload flows, multipart in both
+dialects, copy, delete; the signed upload URLs that the client PUTs bytes to without a bearer
+header, and the signed download URLs of `--downloads redirect`.
 
 Subtleties:
 1. Object bytes are streamed from the blob file in chunks read in worker threads; nothing
@@ -16,6 +17,17 @@ Subtleties:
    bytes in WRITE_BATCH slices straight to spool files. Every refusal (bad manifest, denied
    path, closed session, a body shorter or longer than the sizes) comes before anything is
    staged, and a refused batch leaves no spool or blob behind.
+6. One server, every official release (tilde-api-changes.md section 4): the single-upload
+   flows differ by route (`POST stage` + `PUT finalize` against `PUT /object` + `POST
+   finalize`), the multipart part lookup by query keys (`token` or not), complete by body
+   keys (`token`/`physical_address` or `upload_token`). `--wire current|legacy` takes one
+   dialect away: its routes answer 405 (REFUSED) or, for the batch extension the hosted
+   service never had, 404 (ABSENT); the shared routes answer only their own dialect.
+7. Downloads in redirect mode (`--downloads redirect`): a GET answers 307 to
+   `/_tilde/download?token=...`, a signed grant for the version current at that moment
+   (engine subtlety 9); the target authorizes by signature alone and answers exactly what
+   the streaming GET answers (Range, 416, every header). Which GETs redirect: `_redirects`.
+   HEAD never redirects (no client follows a redirect on HEAD).
 """
 
 from __future__ import annotations
@@ -27,13 +39,15 @@ from email.utils import formatdate
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tilde_server.authz.enforce import authorize_paths
 from tilde_server.routes.common import (
     amount,
+    client_version,
     entry_json,
     field_int,
     field_req,
@@ -46,6 +60,7 @@ from tilde_server.routes.common import (
     query_required,
     run,
     store_of,
+    wire_options,
 )
 from tilde_server.routes.orgs import REPO
 from tilde_server.store import BadRequest, Obj, RangeNotSatisfiable
@@ -145,9 +160,24 @@ async def object_(request: Request) -> Response:
         headers = object_headers(o)
         headers["Content-Length"] = str(o.size)
         return Response(status_code=200, headers=headers)
+    if _redirects(request):
+        o = await run(store.stat_object, org, repo, path, **_view_args(request))
+        token = store.sign_download(o, wire_options(request).download_url_ttl)
+        if token is not None:  # None: metadata too long for a URL, stream instead
+            return RedirectResponse(_signed_url(request, "/_tilde/download", {"token": token}),
+                                    status_code=307, headers={"Cache-Control": "no-store"})
     o, f = await run(store.open_object, org, repo, path, **_view_args(request))
+    return _content(request, o, f)
+
+
+def _content(request: Request, o: Obj, f: BinaryIO) -> Response:
+    """The bytes of `o` from its open blob file `f` (200, or 206 for a Range); closes `f`."""
     try:
         headers = object_headers(o)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(o.size)
+            f.close()
+            return Response(status_code=200, headers=headers)
         status = 200
         start, end = 0, o.size - 1
         rng = request.headers.get("range")
@@ -164,9 +194,52 @@ async def object_(request: Request) -> Response:
                              media_type=o.content_type)
 
 
-def _absolute(request: Request, route: str, params: dict[str, Any]) -> str:
-    base = str(request.base_url).rstrip("/")
+def _flag(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0", ""):
+        return False
+    raise BadRequest(f"{name} must be true or false", "invalid_parameter")
+
+
+def _redirects(request: Request) -> bool:
+    """Whether a GET of an object answers 307 to a signed download URL (subtlety 7).
+
+    `--downloads stream`: never (`presign` is accepted and ignored). `--downloads redirect`
+    with `--wire current`: always, as the hosted service does. Otherwise `presign=true`
+    redirects and `presign=false` streams; without `presign`, every caller is redirected but
+    tilde-python-sdk 0.7.2-0.7.6, whose presign=False reads cannot follow a redirect."""
+    opts = wire_options(request)
+    if opts.downloads != "redirect" or request.method != "GET":
+        return False
+    if opts.wire == "current":
+        return True
+    presign = request.query_params.get("presign")
+    if presign is not None:
+        return _flag(presign, "presign")
+    version = client_version(request)
+    return version is None or version >= (0, 7, 7)
+
+
+async def download(request: Request) -> Response:
+    """GET/HEAD `/_tilde/download?token=`: the version a download grant names (no bearer;
+    an Authorization header is ignored). 403 when tampered or expired."""
+    o, f = await run(store_of(request).open_download, query_required(request, "token"))
+    return _content(request, o, f)
+
+
+def _signed_url(request: Request, route: str, params: dict[str, Any]) -> str:
+    """An absolute URL on `--signed-url-base`, else on the request's own base URL."""
+    base = wire_options(request).signed_url_base or str(request.base_url).rstrip("/")
     return f"{base}{route}?{urlencode(params)}"
+
+
+def _single_url(request: Request, session: str, path: str, address: str, expires_at: str,
+                signature: str) -> str:
+    return _signed_url(request, "/_tilde/upload", {
+        "session_id": session, "path": path, "address": address, "expires_at": expires_at,
+        "signature": signature})
 
 
 async def stage(request: Request) -> Response:
@@ -174,11 +247,24 @@ async def stage(request: Request) -> Response:
     session = query_required(request, "session_id")
     path = query_required(request, "path")
     st = await run(store_of(request).stage_upload, org, repo, session, path)
-    url = _absolute(request, "/_tilde/upload", {
-        "session_id": session, "path": path, "address": st.address,
-        "expires_at": st.expires_at, "signature": st.signature})
+    url = _single_url(request, session, path, st.address, st.expires_at, st.signature)
     return JSONResponse({"upload_url": url, "physical_address": st.address,
                          "signature": st.signature, "expires_at": st.expires_at})
+
+
+async def upload_url(request: Request) -> Response:
+    """0.7.7 `PUT {R}/object` (no body): an upload URL and the token that finalizes it. The key
+    and session are checked here, where a refusal is an API error the client can see."""
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    path = query_required(request, "path")
+    async for chunk in request.stream():
+        if chunk:
+            raise BadRequest("PUT .../object takes no body: it answers {upload_url, "
+                             "upload_token}; PUT the bytes to upload_url", "invalid_input")
+    st = await run(store_of(request).stage_upload, org, repo, session, path)
+    url = _single_url(request, session, path, st.address, st.expires_at, st.signature)
+    return JSONResponse({"upload_url": url, "upload_token": st.token})
 
 
 async def finalize(request: Request) -> Response:
@@ -192,6 +278,21 @@ async def finalize(request: Request) -> Response:
                   expires_at, field_str(body, "content_type", default="") or "",
                   v.metadata(body.get("metadata")))
     return JSONResponse({"path": o.path, "etag": o.etag})
+
+
+async def finalize_token(request: Request) -> Response:
+    """0.7.7 `POST {R}/object/finalize` `{upload_token, content_type, checksum?, size_bytes?}`;
+    201 `{path, etag}` (a 204 would crash the client)."""
+    org, repo = org_repo(request)
+    session = query_required(request, "session_id")
+    path = query_required(request, "path")
+    body = await json_body(request)
+    o = await run(store_of(request).finalize_token_upload, org, repo, session, path,
+                  field_req(body, "upload_token"),
+                  field_str(body, "content_type", default="") or "",
+                  v.metadata(body.get("metadata")), field_str(body, "checksum"),
+                  field_int(body, "size_bytes", minimum=0))
+    return JSONResponse({"path": o.path, "etag": o.etag}, status_code=201)
 
 
 async def _receive(request: Request, session: str, address: str, path: str,
@@ -247,21 +348,42 @@ async def part_put(request: Request) -> Response:
 
 
 async def multipart_initiate(request: Request) -> Response:
+    """Both dialects send the same request, so `--wire all` answers the union (0.7.2-0.7.6
+    need `token` + `physical_address`, 0.7.7+ `upload_token`; one secret serves as both)."""
     org, repo = org_repo(request)
     mp = await run(store_of(request).initiate_multipart, org, repo,
                    query_required(request, "session_id"), query_required(request, "path"))
-    return JSONResponse({"upload_id": mp.upload_id, "physical_address": mp.address,
-                         "token": mp.token, "expires_at": mp.expires_at}, status_code=201)
+    wire = wire_options(request).wire
+    if wire == "current":
+        return JSONResponse({"upload_id": mp.upload_id, "upload_token": mp.token})
+    legacy = {"upload_id": mp.upload_id, "physical_address": mp.address, "token": mp.token,
+              "expires_at": mp.expires_at}
+    if wire == "legacy":
+        return JSONResponse(legacy, status_code=201)
+    return JSONResponse({**legacy, "upload_token": mp.token}, status_code=201)
 
 
 async def multipart_part(request: Request) -> Response:
-    """0.7.2 part lookup: 307 to the signed part URL."""
-    token = query_required(request, "token")
-    upload_id = query_required(request, "upload_id")
+    """Part URL, routed by query keys: with `token` (0.7.2-0.7.6) a 307 to the signed part
+    URL; without (0.7.7+) 200 `{upload_url}`, found by the (session, path, upload_id) binding,
+    `upload_token` checked when sent (0.7.8+ send it, 0.7.7 does not)."""
+    opts = wire_options(request)
     n = _part_number(query(request, "part_number"))
-    store_of(request).read_multipart_token(token, upload_id)
-    url = _absolute(request, "/_tilde/part", {"token": token, "part_number": n})
-    return RedirectResponse(url, status_code=307)
+    token = query(request, "token")
+    if token is not None and opts.serves_legacy:
+        upload_id = query_required(request, "upload_id")
+        store_of(request).read_multipart_token(token, upload_id)
+        url = _signed_url(request, "/_tilde/part", {"token": token, "part_number": n})
+        return RedirectResponse(url, status_code=307)
+    if not opts.serves_current:
+        raise BadRequest("query parameter 'token' is required", "missing_parameter")
+    org, repo = org_repo(request)
+    part_token = await run(store_of(request).part_token, org, repo,
+                           query_required(request, "session_id"),
+                           query_required(request, "path"),
+                           query_required(request, "upload_id"), query(request, "upload_token"))
+    url = _signed_url(request, "/_tilde/part", {"token": part_token, "part_number": n})
+    return JSONResponse({"upload_url": url})
 
 
 def _parts(body: dict[str, Any]) -> list[tuple[int, str]]:
@@ -283,17 +405,31 @@ def _parts(body: dict[str, Any]) -> list[tuple[int, str]]:
 
 
 async def multipart_complete(request: Request) -> Response:
+    """Complete, routed by body keys: `{token, upload_id, physical_address, parts,
+    total_size?}` (0.7.2-0.7.6, 200) or `{upload_id, upload_token, parts, size_bytes?,
+    checksum?}` (0.7.7+, 201). Neither size is required; `parts: []` is an empty object."""
     org, repo = org_repo(request)
+    opts = wire_options(request)
     body = await json_body(request)
-    total = field_int(body, "total_size", minimum=0)
-    if total is None:
-        raise BadRequest("total_size is required", "invalid_input")
-    o = await run(store_of(request).complete_multipart, org, repo,
-                  query_required(request, "session_id"), query_required(request, "path"),
+    new_body = "upload_token" in body or not ("token" in body or "physical_address" in body)
+    if new_body and not opts.serves_current:
+        raise BadRequest("fields 'token', 'upload_id' and 'physical_address' are required",
+                         "invalid_input")
+    if not new_body and not opts.serves_legacy:
+        raise BadRequest("field 'upload_token' is required", "invalid_input")
+    session, path = query_required(request, "session_id"), query_required(request, "path")
+    content_type = field_str(body, "content_type", default="") or ""
+    metadata = v.metadata(body.get("metadata"))
+    if new_body:
+        o = await run(store_of(request).complete_multipart, org, repo, session, path,
+                      field_req(body, "upload_token"), field_req(body, "upload_id"), None,
+                      _parts(body), field_int(body, "size_bytes", minimum=0), content_type,
+                      metadata, field_str(body, "checksum"))
+        return JSONResponse({"path": o.path, "etag": o.etag}, status_code=201)
+    o = await run(store_of(request).complete_multipart, org, repo, session, path,
                   field_req(body, "token"), field_req(body, "upload_id"),
-                  field_req(body, "physical_address"), _parts(body), total,
-                  field_str(body, "content_type", default="") or "",
-                  v.metadata(body.get("metadata")))
+                  field_req(body, "physical_address"), _parts(body),
+                  field_int(body, "total_size", minimum=0), content_type, metadata)
     return JSONResponse({"path": o.path, "etag": o.etag})
 
 
@@ -306,6 +442,15 @@ async def multipart_abort(request: Request) -> Response:
     await run(store_of(request).abort_multipart, org, repo,
               query_required(request, "session_id"), query_required(request, "path"),
               token, upload_id, address)
+    return Response(status_code=204)
+
+
+async def multipart_delete(request: Request) -> Response:
+    """0.7.7 abort `DELETE {R}/object/multipart?session_id&path&upload_id[&upload_token]`."""
+    org, repo = org_repo(request)
+    await run(store_of(request).abort_multipart_by_id, org, repo,
+              query_required(request, "session_id"), query_required(request, "path"),
+              query_required(request, "upload_id"), query(request, "upload_token"))
     return Response(status_code=204)
 
 
@@ -442,16 +587,57 @@ routes = [
     Route(REPO + "/objects/delete", delete_many, methods=["POST"]),
     Route(REPO + "/objects/upload", upload_many, methods=["POST"]),
     Route(REPO + "/object", object_, methods=["GET", "HEAD", "DELETE"]),
+    Route(REPO + "/object", upload_url, methods=["PUT"]),
     Route(REPO + "/object/stage", stage, methods=["POST"]),
     Route(REPO + "/object/finalize", finalize, methods=["PUT"]),
+    Route(REPO + "/object/finalize", finalize_token, methods=["POST"]),
     Route(REPO + "/object/copy", copy, methods=["POST"]),
     Route(REPO + "/object/multipart", multipart_initiate, methods=["POST"]),
+    Route(REPO + "/object/multipart", multipart_delete, methods=["DELETE"]),
     Route(REPO + "/object/multipart/part", multipart_part, methods=["GET"]),
     Route(REPO + "/object/multipart/complete", multipart_complete, methods=["POST"]),
     Route(REPO + "/object/multipart/abort", multipart_abort, methods=["POST"]),
 ]
 
+# What a single-dialect server does not serve (subtlety 6): 405 with the error body for a
+# route the dialect removed or never had, 404 for the batch extension (no such route at all).
+REFUSED: dict[str, frozenset[tuple[str, str]]] = {
+    "current": frozenset({("POST", REPO + "/object/stage"), ("PUT", REPO + "/object/finalize"),
+                          ("POST", REPO + "/object/multipart/abort")}),
+    "legacy": frozenset({("PUT", REPO + "/object"), ("POST", REPO + "/object/finalize"),
+                         ("DELETE", REPO + "/object/multipart")}),
+}
+ABSENT: dict[str, frozenset[tuple[str, str]]] = {
+    "current": frozenset({("POST", REPO + "/objects/upload")}),
+}
+
+
+def _methods(r: Route) -> set[str]:
+    return set(r.methods or ()) - {"HEAD"}
+
+
+def routes_for(wire: str) -> tuple[list[Route], list[BaseRoute]]:
+    """(the routes dialect `wire` serves, the 405 routes standing in for what it refuses)."""
+    refused = REFUSED.get(wire, frozenset())
+    gone = refused | ABSENT.get(wire, frozenset())
+    served = [r for r in routes if not any((m, r.path) in gone for m in _methods(r))]
+    standing_in: list[BaseRoute] = []
+    for method, path in sorted(refused):
+        allow = sorted({m for r in served if r.path == path for m in _methods(r)})
+        standing_in.append(Route(path, _not_allowed(method, allow), methods=[method]))
+    return served, standing_in
+
+
+def _not_allowed(method: str, allow: list[str]) -> Any:
+    async def refuse(request: Request) -> Response:
+        raise HTTPException(405, f"{method} is not served by this server's wire dialect "
+                                 f"(--wire {wire_options(request).wire})",
+                            headers={"Allow": ", ".join(allow)} if allow else None)
+    return refuse
+
+
 upload_routes = [
     Route("/_tilde/upload", upload_put, methods=["PUT"]),
     Route("/_tilde/part", part_put, methods=["PUT"]),
+    Route("/_tilde/download", download, methods=["GET"]),
 ]

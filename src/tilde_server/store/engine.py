@@ -22,6 +22,18 @@ Subtleties:
 6. A batch upload spools all its objects first, outside any lock, then adopts their blobs and
    stages them in one write transaction: all or nothing. If that transaction fails, the blobs
    it adopted go through the same collection as rolled-back uploads (4.).
+7. Uploads speak two dialects (docs/api.md, "Releases served"). A single upload is one
+   pending `uploads` row either way; the 0.7.7 flow only adds a signed `upload_token` naming
+   its address. A multipart upload's address is `m-<upload_id>`, so the 0.7.7 part lookup and
+   abort, which carry no token, find it by (session, path, upload_id): that binding, made at
+   initiate, and the bearer authorize them. The upload id is checked to be 32 hex digits
+   before it becomes part of a file name.
+8. Finalize and complete check everything they were told (checksum, size, part ETags) before
+   they adopt a blob or stage a row, so a refused call stages nothing.
+9. A download grant is a signed token that describes one immutable version (blob key, size,
+   ETag, content type, metadata, time, reproducible); reading it needs no database lookup,
+   and it keeps serving those bytes after later commits until it expires. A grant whose
+   token would be too long for a URL is not issued (None); the caller streams instead.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import secrets
 import sqlite3
 import time
@@ -69,6 +82,9 @@ DEFAULT_BRANCH = "main"
 SINGLE_UPLOAD_TTL = 3600
 MULTIPART_TTL = 86400
 MAX_PARTS = 10000
+# Longest download token put in a URL; uvicorn accepts request heads up to 16 KiB (h11).
+MAX_DOWNLOAD_TOKEN = 8192
+_UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 _ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified, source"
 
@@ -128,6 +144,8 @@ class StagedUpload:
     address: str
     signature: str
     expires_at: str
+    # The 0.7.7 flow's `upload_token`: names the upload for POST {R}/object/finalize.
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -673,9 +691,12 @@ class Store:
         with self.db.read() as c:
             self._session(c, self._repo(c, org, repo), session)
         address = "u-" + secrets.token_hex(16)
-        expires_at = format_expiry(int(time.time()) + self.upload_ttl)
+        expires = int(time.time()) + self.upload_ttl
+        expires_at = format_expiry(expires)
         sig = self.signer.sign("single", address, expires_at, session, path)
-        return StagedUpload(address, sig, expires_at)
+        token = self.signer.make_token({"a": address, "s": session, "p": path, "e": expires},
+                                       "single-token")
+        return StagedUpload(address, sig, expires_at, token)
 
     def verify_single_upload(self, signature: str, address: str, expires_at: str,
                              session: str, path: str) -> None:
@@ -722,9 +743,28 @@ class Store:
     def finalize_upload(self, org: str, repo: str, session: str, path: str, address: str,
                         signature: str, expires_at: str, content_type: str,
                         metadata: dict[str, str]) -> Obj:
+        """0.7.2 finalize: the stage response's address and signature."""
         v.object_key(path)
         v.content_type(content_type)
         self.verify_single_upload(signature, address, expires_at, session, path)
+        return self._finalize(org, repo, session, path, address, content_type, metadata)
+
+    def finalize_token_upload(self, org: str, repo: str, session: str, path: str,
+                              upload_token: str, content_type: str, metadata: dict[str, str],
+                              checksum: str | None = None, size: int | None = None) -> Obj:
+        """0.7.7 finalize: the `upload_token` of PUT {R}/object; `checksum` (the upload's
+        ETag, quotes optional) and `size` are checked when given (7., 8.)."""
+        v.object_key(path)
+        v.content_type(content_type)
+        t = self.signer.read_token(upload_token, "single-token")
+        if t.get("s") != session or t.get("p") != path or not isinstance(t.get("a"), str):
+            raise Forbidden("upload token does not match this upload", "invalid_signature")
+        return self._finalize(org, repo, session, path, t["a"], content_type, metadata,
+                              checksum, size)
+
+    def _finalize(self, org: str, repo: str, session: str, path: str, address: str,
+                  content_type: str, metadata: dict[str, str], checksum: str | None = None,
+                  size: int | None = None) -> Obj:
         with self.db.write() as c:
             r = self._repo(c, org, repo)
             s = self._session(c, r, session)
@@ -732,6 +772,12 @@ class Store:
                            "AND kind = 'single'", (address, s["id"])).fetchone()
             if up is None or up["path"] != path:
                 raise BadRequest("no bytes were uploaded to this upload URL", "upload_missing")
+            if checksum is not None and checksum.strip().strip('"').lower() != up["md5"]:
+                raise BadRequest(f"checksum {checksum!r} does not match the uploaded bytes "
+                                 f"(MD5 {up['md5']})", "checksum_mismatch")
+            if size is not None and size != up["size"]:
+                raise BadRequest(f"size_bytes {size} does not match the uploaded bytes "
+                                 f"({up['size']} bytes)", "size_mismatch")
             self.blobs.adopt(self.blobs.spool_path(session, address), up["sha256"])
             o = Obj(path, up["sha256"], up["size"], up["md5"],
                     content_type or "application/octet-stream", metadata, now_rfc3339(), True)
@@ -787,7 +833,7 @@ class Store:
                            path: str) -> MultipartUpload:
         v.object_key(path)
         upload_id = secrets.token_hex(16)
-        address = "m-" + secrets.token_hex(16)
+        address = "m-" + upload_id  # found again by (session, path, upload_id): 7.
         expires = int(time.time()) + self.multipart_ttl
         with self.db.write() as c:
             s = self._session(c, self._repo(c, org, repo), session)
@@ -807,13 +853,43 @@ class Store:
                 raise Forbidden("upload token does not match this upload", "invalid_signature")
         return t
 
+    def _bound_upload(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row, path: str,
+                      upload_id: str) -> str:
+        """The address of the multipart upload `upload_id` of this session and path (7.)."""
+        if not _UPLOAD_ID_RE.match(upload_id):
+            raise NotFound("multipart upload not found", "upload_not_found")
+        address = "m-" + upload_id
+        if not c.execute("SELECT 1 FROM uploads WHERE address = ? AND session_id = ? "
+                         "AND path = ? AND kind = 'multipart'",
+                         (address, s["id"], path)).fetchone():
+            raise NotFound("multipart upload not found", "upload_not_found")
+        return address
+
+    def part_token(self, org: str, repo: str, session: str, path: str, upload_id: str,
+                   upload_token: str | None = None) -> str:
+        """0.7.7 part lookup: a token for the part URL of an upload bound to (session, path,
+        upload_id); `upload_token` is checked when given (0.7.8 sends it, 0.7.7 does not)."""
+        v.object_key(path)
+        if upload_token is not None:
+            self.read_multipart_token(upload_token, upload_id, session, path)
+        with self.db.read() as c:
+            r = self._repo(c, org, repo)
+            address = self._bound_upload(c, r, self._session(c, r, session), path, upload_id)
+        return self.signer.make_token({"u": upload_id, "a": address, "s": session, "p": path,
+                                       "e": int(time.time()) + self.multipart_ttl})
+
     def complete_multipart(self, org: str, repo: str, session: str, path: str, token: str,
-                           upload_id: str, address: str, parts: list[tuple[int, str]],
-                           total_size: int, content_type: str,
-                           metadata: dict[str, str]) -> Obj:
+                           upload_id: str, address: str | None, parts: list[tuple[int, str]],
+                           total_size: int | None, content_type: str,
+                           metadata: dict[str, str], checksum: str | None = None) -> Obj:
+        """Both dialects: the legacy body names the address, the new one leaves it to the
+        token. `total_size` and `checksum` (the object's ETag) are checked when given."""
         v.object_key(path)
         v.content_type(content_type)
-        self.read_multipart_token(token, upload_id, session, path, address)
+        t = self.read_multipart_token(token, upload_id, session, path, address)
+        address = t.get("a")
+        if not isinstance(address, str):
+            raise Forbidden("upload token does not match this upload", "invalid_signature")
         numbers = [n for n, _ in parts]
         if numbers != sorted(set(numbers)) or any(n < 1 or n > MAX_PARTS for n in numbers):
             raise BadRequest("parts must have ascending, unique part numbers in 1..10000",
@@ -836,17 +912,22 @@ class Store:
             md5s.append(bytes.fromhex(row["md5"]))
             shas.append(row["sha256"])
             size += row["size"]
-        if size != total_size:
-            raise BadRequest(f"total_size {total_size} does not match the parts ({size} bytes)",
+        if total_size is not None and size != total_size:
+            raise BadRequest(f"the size {total_size} does not match the parts ({size} bytes)",
                              "invalid_parts")
         if not parts:
             key, etag = hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest()
-            spool = self.blobs.open_spool(session, address + ".assembled")
-            spool.finish()
         else:
             key = shas[0] if len(shas) == 1 else hashlib.sha256(
                 ("parts:" + ",".join(shas)).encode()).hexdigest()
             etag = hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}"
+        if checksum is not None and checksum.strip().strip('"').lower() != etag:
+            raise BadRequest(f"checksum {checksum!r} does not match the object's ETag {etag}",
+                             "checksum_mismatch")
+        if not parts:
+            spool = self.blobs.open_spool(session, address + ".assembled")
+            spool.finish()
+        else:
             part_files = [self.blobs.spool_path(session, address, n) for n in numbers]
             self.blobs.assemble(part_files, self.blobs.spool_path(session, address + ".assembled"))
         with self.db.write() as c:
@@ -874,6 +955,45 @@ class Store:
             c.execute("DELETE FROM uploads WHERE address = ? AND session_id = ?",
                       (address, s["id"]))
         self.blobs.drop_spools(session, address)
+
+    def abort_multipart_by_id(self, org: str, repo: str, session: str, path: str,
+                              upload_id: str, upload_token: str | None = None) -> None:
+        """0.7.7 abort `DELETE {R}/object/multipart`: found by its binding (7.); the token,
+        which 0.7.7 does not send, is checked when given. 404 when there is no such upload."""
+        v.object_key(path)
+        if upload_token is not None:
+            self.read_multipart_token(upload_token, upload_id, session, path)
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            address = self._bound_upload(c, r, self._session(c, r, session), path, upload_id)
+            c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
+            c.execute("DELETE FROM uploads WHERE address = ?", (address,))
+        self.blobs.drop_spools(session, address)
+
+    # ======================================================================== download grants
+    def sign_download(self, o: Obj, ttl: int) -> str | None:
+        """A signed, expiring grant for the bytes of version `o` (9.); None when too long."""
+        token = self.signer.make_token({
+            "b": o.blob, "z": o.size, "t": o.etag, "c": o.content_type, "m": o.metadata,
+            "l": o.last_modified, "r": not o.staged, "p": o.path,
+            "e": int(time.time()) + ttl}, "download")
+        return token if len(token) <= MAX_DOWNLOAD_TOKEN else None
+
+    def open_download(self, token: str) -> tuple[Obj, BinaryIO]:
+        """The version a grant names and its open blob file; 403 when tampered or expired,
+        404 when the blob is gone (a staged upload rolled back since)."""
+        t = self.signer.read_token(token, "download")
+        try:
+            o = Obj(str(t["p"]), str(t["b"]), int(t["z"]), str(t["t"]), str(t["c"]),
+                    dict(t["m"]), str(t["l"]), not t["r"])
+        except (KeyError, TypeError, ValueError):
+            raise Forbidden("malformed token", "invalid_signature") from None
+        if not re.fullmatch(r"[0-9a-f]{64}", o.blob):
+            raise Forbidden("malformed token", "invalid_signature")
+        try:
+            return o, self.blobs.open(o.blob)
+        except FileNotFoundError:
+            raise NotFound(f"object {o.path!r} not found", "object_not_found") from None
 
     def copy_object(self, org: str, repo: str, session: str, source: str,
                     destination: str) -> None:

@@ -4,8 +4,10 @@ Subtleties:
 1. The signed message is the JSON encoding of a list of fields, so no field value (a path may
    hold newlines or any character) can shift the boundary between fields.
 2. A purpose string is the first field, so a signature for one use is never valid for another.
-3. Multipart tokens carry their own context (session, path, upload id, address, expiry) because
-   the 0.7.2 part-URL lookup sends only the token, part number and upload id.
+3. Tokens carry their own context (session, path, upload id, address, expiry) because the
+   0.7.2 part-URL lookup sends only the token, part number and upload id. The token's purpose
+   is signed with it: a multipart token (`token`), a single-upload token of the 0.7.7 flow
+   (`single-token`) and a download grant (`download`) are never valid for one another.
 4. Comparison is constant time; every failure is a Forbidden with the same message shape.
 """
 
@@ -41,22 +43,24 @@ class Signer:
     def verify(self, signature: str, purpose: str, *fields: str | int) -> None:
         if not hmac.compare_digest(signature.encode("utf-8", "replace"),
                                    self.sign(purpose, *fields).encode("ascii")):
-            raise Forbidden("upload signature does not match", "invalid_signature")
+            raise Forbidden("signature does not match", "invalid_signature")
 
-    # -- multipart tokens ---------------------------------------------------------------------
-    def make_token(self, payload: dict[str, Any]) -> str:
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-        return body + "." + self.sign("token", body)
+    # -- self-contained tokens ----------------------------------------------------------------
+    def make_token(self, payload: dict[str, Any], purpose: str = "token") -> str:
+        """`payload` (with its expiry epoch under "e") encoded and signed for `purpose`."""
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True,
+                               ensure_ascii=False).encode("utf-8"))
+        return body + "." + self.sign(purpose, body)
 
-    def read_token(self, token: str) -> dict[str, Any]:
+    def read_token(self, token: str, purpose: str = "token") -> dict[str, Any]:
         body, _, sig = token.partition(".")
-        self.verify(sig, "token", body)
+        self.verify(sig, purpose, body)
         try:
             payload = json.loads(_unb64(body))
-        except ValueError:
-            raise Forbidden("malformed upload token", "invalid_signature") from None
+        except (ValueError, UnicodeDecodeError):
+            raise Forbidden("malformed token", "invalid_signature") from None
         if not isinstance(payload, dict):
-            raise Forbidden("malformed upload token", "invalid_signature")
+            raise Forbidden("malformed token", "invalid_signature")
         check_expiry_epoch(payload.get("e"))
         return payload
 
@@ -77,6 +81,6 @@ def check_expiry_text(expires_at: str) -> None:
 
 def check_expiry_epoch(epoch: Any) -> None:
     if not isinstance(epoch, int) or isinstance(epoch, bool):
-        raise Forbidden("malformed upload token", "invalid_signature")
+        raise Forbidden("malformed token", "invalid_signature")
     if epoch < time.time():
-        raise Forbidden("upload token has expired", "expired")
+        raise Forbidden("the token has expired", "expired")
