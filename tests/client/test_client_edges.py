@@ -159,28 +159,6 @@ def test_redirect_on_api_call_is_api_error_and_bad_json() -> None:
         c.organizations.get("p")
 
 
-def test_presigned_get_follows_redirect_and_drops_auth_cross_origin() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        seen.append(req)
-        if req.url.host == "tilde.test":
-            return httpx.Response(302, headers={"Location": "http://store.test/blob"})
-        return httpx.Response(206, content=b"abc", headers={
-            "Content-Range": "bytes 0-2/10", "ETag": '"e"', "X-Tilde-Reproducible": "true"})
-
-    c = make_client(handler)
-    with c.repository("o/r").objects.get("k", byte_range=(0, 2)) as f:
-        assert f.read() == b"abc"
-        assert (f.content_range, f.etag, f.reproducible) == ("bytes 0-2/10", '"e"', True)
-    assert seen[0].url.params["presign"] == "true"
-    assert "Authorization" not in seen[1].headers
-    assert seen[1].headers["Range"] == "bytes=0-2"
-    # Without presign a redirect is an error.
-    with pytest.raises(APIError), c.repository("o/r").objects.get("k", presign=False) as f:
-        f.read()
-
-
 def test_single_upload_flow() -> None:
     rec = Recorder()
     c = make_client(rec)

@@ -15,9 +15,8 @@ Subtleties worth knowing before editing:
 4. URLs the client PUTs to (stage ``upload_url``, multipart part ``Location``) are joined to
    the base URL by appending when relative (:func:`resolve_upload_url`); object GET
    redirects follow normal URL rules instead, which the HTTP library does by itself.
-5. ``ref`` on list/get/head is this project's extension (read at a commit). The bundled
-   0.7.2 client never sends it; only the daemon does. It is never combined with
-   ``session_id``.
+5. ``ref`` on list/get/head reads at a commit: the client sends it for ``Commit.objects``,
+   the daemon for a mount at a commit. It is never combined with ``session_id``.
 6. Error bodies: JSON object -> fields (missing ones ""); anything else -> message is the
    first 200 characters of the text. ``response_text`` keeps 500 characters.
 
@@ -312,6 +311,9 @@ from .objects import (
 )
 from .objects import (
     list_objects as list_objects,
+)
+from .objects import (
+    object_size_from as object_size_from,
 )
 from .objects import (
     parse_copy_result as parse_copy_result,

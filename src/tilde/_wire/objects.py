@@ -146,3 +146,21 @@ def content_range(headers: Mapping[str, str]) -> str | None:
     return _header(headers, "Content-Range")
 
 
+
+def object_size_from(status: int, headers: Mapping[str, str]) -> int | None:
+    """The whole object's size as a GET (or HEAD) answer tells it, None when it does not.
+
+    206 and 416 carry it after the slash of ``Content-Range`` (``bytes 0-9/42``,
+    ``bytes */42``); a 200 carries it as ``Content-Length``, also when it ignored a Range
+    that was sent, since its body is then the whole object.
+    """
+    if status in (206, 416):
+        value = content_range(headers)
+        if value is None or "/" not in value:
+            return None
+        total = value.rsplit("/", 1)[1].strip()
+        return int(total) if total.isdigit() else None
+    if 200 <= status < 300:
+        length = _header(headers, "Content-Length")
+        return int(length) if length is not None and length.isdigit() else None
+    return None

@@ -79,8 +79,11 @@ class Commit:
 
     @property
     def objects(self) -> ReadOnlyObjects:
-        """The repository's latest committed state (not this commit's: a 0.7.2 quirk)."""
-        return ReadOnlyObjects(self._client, self._org, self._repo)
+        """The objects as this commit left them: list, get and head send ``ref=<id>``.
+
+        0.7.2 sent no ``ref`` here, so its reads showed the latest state whatever the commit.
+        """
+        return ReadOnlyObjects(self._client, self._org, self._repo, ref=self.id)
 
     def revert(self, *, message: str | None = None,
                metadata: dict[str, str] | None = None) -> Commit:

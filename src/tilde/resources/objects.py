@@ -23,130 +23,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-import httpx
-
 from .. import _wire
 from .._values import CopyObjectResult, ListingEntry, ObjectMetadata, PutObjectResult
-from ..exceptions import ServerError, TransportError
+from ..exceptions import ServerError
+from .reader import ObjectReader
 
 if TYPE_CHECKING:
-    from types import TracebackType
 
     from .._client import Client
 
 PutData = bytes | bytearray | memoryview | BinaryIO | Path | Iterable[bytes]
 
 
-class ObjectReader:
-    """A lazily opened, streamed object download.
-
-    The GET is sent on entering the context, on the first ``read`` or on the first step of
-    ``iter_bytes``; errors (404 -> ``NotFoundError``) surface then. The header properties
-    are None until the request is open. ``read()`` returns everything; with ``cache=True``
-    a ``read()`` (n == -1) keeps the bytes so later reads cost nothing.
-    """
-
-    def __init__(self, client: Client, wire: _wire.WireRequest, *, cache: bool,
-                 presign: bool) -> None:
-        self._client = client
-        self._wire = wire
-        self._cache_enabled = cache
-        self._follow = presign
-        self._response: httpx.Response | None = None
-        self._cached: bytes | None = None
-        self._consumed = False
-        self._closed = False
-        self._meta = ObjectMetadata()
-        self._content_range: str | None = None
-
-    def _open(self) -> httpx.Response:
-        if self._closed:
-            raise ValueError("I/O operation on a closed ObjectReader")
-        if self._response is None:
-            response = self._client._send(self._wire, stream=True,
-                                          follow_redirects=self._follow)
-            self._response = response
-            self._meta = _wire.parse_object_metadata(response.headers)
-            self._content_range = _wire.content_range(response.headers)
-        return self._response
-
-    @property
-    def etag(self) -> str | None:
-        return self._meta.etag
-
-    @property
-    def content_type(self) -> str | None:
-        return self._meta.content_type
-
-    @property
-    def content_length(self) -> int | None:
-        return self._meta.content_length
-
-    @property
-    def content_range(self) -> str | None:
-        return self._content_range
-
-    @property
-    def reproducible(self) -> bool | None:
-        return self._meta.reproducible
-
-    def _chunks(self, chunk_size: int | None) -> Iterator[bytes]:
-        response = self._open()
-        if self._consumed:
-            return
-        self._consumed = True
-        try:
-            yield from response.iter_bytes(chunk_size)
-        except httpx.TransportError as exc:
-            raise TransportError(f"reading {response.request.url} failed: {exc}", exc) from exc
-        except httpx.StreamError:
-            return
-
-    def read(self, n: int = -1) -> bytes:
-        """The whole object (whatever ``n`` is; only n == -1 uses the cache)."""
-        use_cache = self._cache_enabled and n == -1
-        if use_cache and self._cached is not None:
-            return self._cached
-        data = b"".join(self._chunks(None))
-        if use_cache:
-            self._cached = data
-        return data
-
-    def iter_bytes(self, chunk_size: int = 8192) -> Iterator[bytes]:
-        """Stream the object in chunks of about ``chunk_size`` bytes."""
-        if self._cached is not None:
-            for i in range(0, len(self._cached), chunk_size):
-                yield self._cached[i:i + chunk_size]
-            return
-        yield from self._chunks(chunk_size)
-
-    def close(self) -> None:
-        """Release the connection; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._response is not None:
-            self._response.close()
-
-    def __enter__(self) -> ObjectReader:
-        self._open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
 class _ObjectsBase:
-    """Reads shared by session and read-only views; ``_session_id`` None means head."""
+    """Reads shared by session and read-only views. ``_session_id`` None and ``_ref`` None
+    mean the repository's head; ``_ref`` pins a commit (never both)."""
 
     _session_id: str | None
+    _ref: str | None = None
 
     def __init__(self, client: Client, org: str, repo: str) -> None:
         self._client = client
@@ -158,31 +52,41 @@ class _ObjectsBase:
         """Objects and (with ``delimiter``) common prefixes; ``amount`` is the page size."""
         return self._client._paginate(
             lambda cursor: _wire.list_objects(
-                self._org, self._repo, session_id=self._session_id, prefix=prefix,
-                delimiter=delimiter, after=cursor, amount=amount),
+                self._org, self._repo, session_id=self._session_id, ref=self._ref,
+                prefix=prefix, delimiter=delimiter, after=cursor, amount=amount),
             _wire.parse_listing_entry, after)
 
     def get(self, path: str, *, cache: bool = True, presign: bool = True,
             byte_range: tuple[int, int | None] | None = None) -> ObjectReader:
-        """A lazy reader of the object's bytes (optionally one inclusive byte range)."""
-        wire = _wire.get_object(self._org, self._repo, path, session_id=self._session_id,
-                                presign=presign, byte_range=byte_range)
-        return ObjectReader(self._client, wire, cache=cache, presign=presign)
+        """A lazy reader of the object's bytes (optionally one inclusive byte range).
+
+        ``presign`` is accepted for 0.7.2 compatibility and ignored: the GET never asks for
+        a presigned URL and always follows redirects (tilde-api-changes.md 2.4).
+        """
+        del presign
+        return ObjectReader(self._client, self._org, self._repo, path,
+                            session_id=self._session_id, ref=self._ref, cache=cache,
+                            byte_range=byte_range)
 
     def head(self, path: str) -> ObjectMetadata:
-        response = self._client._send(
-            _wire.head_object(self._org, self._repo, path, session_id=self._session_id))
+        response = self._client._send(_wire.head_object(
+            self._org, self._repo, path, session_id=self._session_id, ref=self._ref))
         response.close()
         return _wire.parse_object_metadata(response.headers)
 
 
 class ReadOnlyObjects(_ObjectsBase):
-    """Objects of the repository's latest committed state (no session)."""
+    """Committed objects, no session: the latest state, or the commit ``ref`` names."""
 
     _session_id = None
 
+    def __init__(self, client: Client, org: str, repo: str, *, ref: str | None = None) -> None:
+        super().__init__(client, org, repo)
+        self._ref = ref
+
     def __repr__(self) -> str:
-        return f"ReadOnlyObjects({self._org}/{self._repo})"
+        at = f"@{self._ref}" if self._ref is not None else ""
+        return f"ReadOnlyObjects({self._org}/{self._repo}{at})"
 
 
 class SessionObjects(_ObjectsBase):
