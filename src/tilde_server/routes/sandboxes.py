@@ -3,7 +3,8 @@ exec WebSockets, and the in-sandbox credentials endpoint (2.17).
 
 Subtleties:
 1. The status vocabulary is chosen per request: 0.7.2 names by default, 0.7.9 names (`done`,
-   `errored`) when the User-Agent is `tilde-python-sdk/X` with X >= 0.7.9 (spec 5.1).
+   `errored`) when the User-Agent starts with `tilde-python-sdk/X.Y.Z` >= 0.7.9 (spec 5.1,
+   tilde-api-changes.md item 16), on `GET {S}/status`, `GET {S}`, list items and finish.
 2. The HTTP middleware does not look at WebSocket scopes, so both WebSocket routes check the
    bearer token themselves before accepting (a refused handshake is an HTTP 403/401).
 3. Terminal frames: input (0x00) is written to the shell's stdin in order, in a worker thread;
@@ -11,6 +12,10 @@ Subtleties:
    client closing the socket is not a cancel and does not close the shell's stdin: the shell
    ends on `exit`, on DELETE, or at its timeout. When the shell exits: 0x03 exit frame, close
    1000.
+4. `POST {S}/finish` answers once the commit (or the move to approval) is done, waiting at
+   most FINISH_WAIT seconds (0.7.6/0.7.7 clients give up after 5 s and never poll after
+   finish): 200 with the final status, 202 if the teardown is still going, 409 if the
+   sandbox ended (or ends) unsuccessfully. Finishing a sandbox that already committed is 200.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import threading
 from typing import Any
@@ -29,13 +33,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tilde_server.routes.common import amount, json_body, org_repo, principal, query, run
+from tilde_server.routes.common import (
+    amount,
+    client_version,
+    json_body,
+    org_repo,
+    principal,
+    query,
+    run,
+)
 from tilde_server.routes.identity import approval_url
 from tilde_server.sandbox import records
 from tilde_server.sandbox.manager import CHUNK, TERMINAL, LiveSandbox, SandboxManager, utf8_cut
 from tilde_server.sandbox.spec import SandboxSpec, check_command, check_env, parse_create
 from tilde_server.store import (
     BadRequest,
+    Conflict,
     Principal,
     Store,
     StoreError,
@@ -47,7 +60,7 @@ R = "/organizations/{org}/repositories/{repo}"
 S = R + "/sandboxes/{sandbox_id}"
 MAX_WS_MESSAGE = 1024 * 1024
 STDIN_GRACE = 0.3
-_UA = re.compile(r"tilde-python-sdk/(\d+)\.(\d+)\.(\d+)")
+FINISH_WAIT = 4.0
 
 with contextlib.suppress(ImportError):  # the authorization layer, when present
     from tilde_server.authz import declare
@@ -68,8 +81,8 @@ def manager(request: Request | WebSocket) -> SandboxManager:
 
 
 def new_vocabulary(request: Request) -> bool:
-    m = _UA.search(request.headers.get("user-agent", ""))
-    return m is not None and tuple(int(x) for x in m.groups()) >= (0, 7, 9)
+    version = client_version(request)
+    return version is not None and version >= (0, 7, 9)
 
 
 def view_status(row: records.SandboxRow, v079: bool) -> tuple[str, str]:
@@ -166,9 +179,20 @@ async def status(request: Request) -> Response:
 
 
 async def finish(request: Request) -> Response:
+    """Subtlety 4: commit before answering."""
     org, repo = org_repo(request)
-    await run(manager(request).finish, org, repo, request.path_params["sandbox_id"])
-    return JSONResponse({"message": "finishing"}, status_code=202)
+    mgr = manager(request)
+    row = await run(mgr.finish, org, repo, request.path_params["sandbox_id"], FINISH_WAIT)
+    if row.status == "awaiting_approval":  # a person may have decided since
+        row = await run(records.resolve_approval, mgr.db, row)
+    if row.status in ("failed", "error", "cancelled"):
+        raise Conflict(f"sandbox {row.id} ended {row.status} ({row.status_reason})"
+                       + (f": {row.error_message}" if row.error_message else ""),
+                       "sandbox_finished")
+    done = row.status in ("committed", "awaiting_approval")
+    body = {"message": "finished" if done else "finishing",
+            **status_json(row, new_vocabulary(request), web_url_of(request, row))}
+    return JSONResponse(body, status_code=200 if done else 202)
 
 
 def _read_file(path: str) -> bytes:

@@ -285,14 +285,20 @@ class SandboxManager:
         sb.done.wait(wait)
         return records.get_sandbox(self.db, org, repo, sandbox_id).status
 
-    def finish(self, org: str, repo: str, sandbox_id: str) -> None:
-        """0.7.9 `POST {S}/finish`: end an interactive or service sandbox and commit."""
+    def finish(self, org: str, repo: str, sandbox_id: str,
+               wait: float = 4.0) -> records.SandboxRow:
+        """0.7.6 `POST {S}/finish`: end an interactive or service sandbox and commit. Waits at
+        most `wait` seconds for the commit (0.7.6/0.7.7 clients give up after 5 s and do not
+        poll afterwards); returns the sandbox as it is then. A sandbox that already ended is
+        returned as it is."""
         row = records.get_sandbox(self.db, org, repo, sandbox_id)
         sb = self.live(sandbox_id)
         if sb is None or row.status in TERMINAL:
-            return
+            return row
         sb.finish_requested.set()
         sb.wake.set()
+        sb.done.wait(wait)
+        return records.get_sandbox(self.db, org, repo, sandbox_id)
 
     def _request_cancel(self, sb: LiveSandbox, reason: str) -> bool:
         with sb.lock:
