@@ -121,12 +121,13 @@ def main() -> None:
                    "0.7.4-era protocol (openapi.yaml; the 0.7.7+ upload routes answer 405).")
 @click.option("--downloads", type=click.Choice(DOWNLOADS), default="stream",
               show_default=True, envvar="TILDE_SERVER_DOWNLOADS",
-              help="How GET .../object serves bytes. stream: in the response itself, for "
-                   "every release, one request per read, no User-Agent sniffing (presign "
-                   "is ignored). redirect: 307 to a signed, expiring URL on this server, as "
-                   "the hosted service does (with --wire current every GET; otherwise "
-                   "presign=true, or no presign from any caller but tilde-python-sdk "
-                   "< 0.7.7, which cannot follow a redirect then). HEAD never redirects.")
+              help="How GET .../object serves bytes. stream: in the response itself "
+                   "(presign is ignored); the default, because every release reads it without "
+                   "User-Agent sniffing and a read costs one request. redirect: 307 to a "
+                   "signed, expiring URL on this server, as the hosted service redirects to "
+                   "storage (with --wire current every GET; otherwise presign=true, or no "
+                   "presign from any caller but tilde-python-sdk < 0.7.7, which cannot "
+                   "follow a redirect then). HEAD never redirects.")
 @click.option("--download-url-ttl", type=click.IntRange(1, 7 * 86400),
               default=DEFAULT_DOWNLOAD_URL_TTL, show_default=True, metavar="SECONDS",
               envvar="TILDE_SERVER_DOWNLOAD_URL_TTL",
