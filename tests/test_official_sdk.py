@@ -1,10 +1,15 @@
-"""The official tilde-sdk 0.7.2, in a virtualenv of its own, against the real tilde-server.
+"""Official tilde-sdk releases, each in a virtualenv of its own, against the real tilde-server.
 
-The virtualenv lives in .venv-official/ at the project root (gitignored). It is built once
-with `pip install tilde-sdk==0.7.2` from the package index and reused while it still holds
-exactly that client. Failing to build it fails these tests: nothing here is ever skipped.
+Every release in RELEASES gets `.venv-official-<release>/` at the project root (gitignored by
+`.venv-*/`), built with `pip install tilde-sdk==<release>` from the package index. The
+virtualenvs that are missing or hold anything but exactly that release are (re)built in
+parallel, once per test session; valid ones are reused. A release whose virtualenv cannot be
+built fails its tests: nothing here is ever skipped.
+
 The scenarios are the ones tests/test_readme_scenarios.py runs with the bundled client,
-started with CLIENT=official (see tests/scenarios/_common.py).
+started with CLIENT=official and TILDE_SDK_VERSION=<release>, which picks the form that
+release's README and API give (tests/scenarios/_common.py). `test_release_api` pins the
+API facts those choices rest on, read from each wheel's source.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,9 +32,10 @@ if TYPE_CHECKING:  # not at run time: tests/*/conftest.py modules share the name
 pytestmark = pytest.mark.official
 
 PROJECT = Path(__file__).resolve().parents[1]
-VENV = PROJECT / ".venv-official"
-PYTHON = VENV / "bin" / "python"
-REQUIREMENT = "tilde-sdk==0.7.2"
+
+# 0.7.2: the baseline; 0.7.5: paging limit, Docker image names; 0.7.7: README rewrite, /exec
+# shell, new upload routes; 0.7.9: the new sandbox states (tilde-api-changes.md, section 1).
+RELEASES = ("0.7.2", "0.7.5", "0.7.7", "0.7.9")
 
 _PROBE = """
 import importlib.metadata, json, tilde
@@ -37,12 +44,21 @@ print(json.dumps({"dist": importlib.metadata.version("tilde-sdk"),
 """
 
 
-def _probe() -> dict[str, str] | None:
-    """What `import tilde` gives in the official venv, or None if it does not work."""
-    if not PYTHON.exists():
+def venv_dir(release: str) -> Path:
+    return PROJECT / f".venv-official-{release}"
+
+
+def venv_python(release: str) -> Path:
+    return venv_dir(release) / "bin" / "python"
+
+
+def _probe(release: str) -> dict[str, str] | None:
+    """What `import tilde` gives in the release's venv, or None if it does not work."""
+    python = venv_python(release)
+    if not python.exists():
         return None
     proc = subprocess.run(
-        [str(PYTHON), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=120
+        [str(python), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=120
     )
     if proc.returncode != 0:
         return None
@@ -50,52 +66,108 @@ def _probe() -> dict[str, str] | None:
     return info
 
 
-def _valid(info: dict[str, str] | None) -> bool:
+def _valid(release: str, info: dict[str, str] | None) -> bool:
     return (
         info is not None
-        and info["dist"] == "0.7.2"
-        and info["version"] == "0.7.2"
-        and Path(info["file"]).resolve().is_relative_to(VENV.resolve())
+        and info["dist"] == release
+        and info["version"] == release
+        and Path(info["file"]).resolve().is_relative_to(venv_dir(release).resolve())
     )
+
+
+def _build(release: str) -> str:
+    """Build the release's venv afresh; returns "" or why it failed."""
+    venv = venv_dir(release)
+    shutil.rmtree(venv, ignore_errors=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv_python(release)), "-m", "pip", "install", "--quiet",
+         "--disable-pip-version-check", f"tilde-sdk=={release}"],
+    ]
+    for cmd in steps:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired as e:
+            return f"{' '.join(cmd)} timed out after {e.timeout} s"
+        if proc.returncode != 0:
+            return (f"{' '.join(cmd)} exited {proc.returncode}\n"
+                    f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    info = _probe(release)
+    if not _valid(release, info):
+        return f"{venv} does not hold tilde-sdk=={release} on its own: {info}"
+    return ""
 
 
 @pytest.fixture(scope="session")
-def official_python() -> str:
-    """The interpreter of .venv-official, with tilde-sdk 0.7.2 and nothing of this project."""
-    if not _valid(_probe()):
-        shutil.rmtree(VENV, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", str(VENV)],
-            [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             REQUIREMENT],
-        ]
-        for cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                pytest.fail(
-                    f"could not build the official client's virtualenv: {' '.join(cmd)} "
-                    f"exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-                )
-    info = _probe()
-    assert _valid(info), f"{VENV} does not hold {REQUIREMENT} on its own: {info}"
-    return str(PYTHON)
+def official_venvs() -> dict[str, str]:
+    """release -> "" when its venv holds exactly that release, else why it could not be
+    built. Invalid venvs are rebuilt in parallel, once per session."""
+    problems = {release: "" for release in RELEASES}
+    stale = [release for release in RELEASES if not _valid(release, _probe(release))]
+    if stale:
+        with ThreadPoolExecutor(max_workers=len(stale)) as pool:
+            problems.update(zip(stale, pool.map(_build, stale), strict=True))
+    return problems
 
 
-def test_official_client_lacks_the_readme_only_names(official_python: str) -> None:
-    """Why the scenarios have an official form at all: 0.7.2 really lacks these (spec 5.14)."""
-    code = (
-        "import tilde, tilde.models as m;"
-        "print(hasattr(m.Repository, 'timeline'), hasattr(m.Repository, 'objects'),"
-        " hasattr(tilde, 'NotFoundError'), hasattr(tilde, 'TildeError'),"
-        " hasattr(m.Repository, 'commits'), hasattr(m.Commit, 'objects'))"
-    )
-    proc = subprocess.run([official_python, "-I", "-c", code], capture_output=True, text=True)
+@pytest.fixture
+def official_python(release: str, official_venvs: dict[str, str]) -> str:
+    """The interpreter of the release's venv (the test fails if it could not be built)."""
+    if official_venvs[release]:
+        pytest.fail(f"could not build the virtualenv of tilde-sdk=={release}: "
+                    f"{official_venvs[release]}")
+    return str(venv_python(release))
+
+
+def _run(python: str, code: str) -> str:
+    proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["False"] * 4 + ["True"] * 2, proc.stdout
+    return proc.stdout
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+def _at_least(release: str, version: str) -> bool:
+    return tuple(map(int, release.split("."))) >= tuple(map(int, version.split(".")))
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_release_api(release: str, official_python: str) -> None:
+    """The API facts the scenarios' forms rest on, per release (read from the wheels):
+    why an official form exists at all (no release has these README names, spec 5.14), and
+    the version thresholds of tests/scenarios/_common.py."""
+    facts = json.loads(_run(official_python, """
+import dataclasses, inspect, json, tilde, tilde.models as m, tilde._config as c
+print(json.dumps({
+    "readme_only_names": [hasattr(m.Repository, "timeline"), hasattr(m.Repository, "objects"),
+                          hasattr(tilde, "NotFoundError"), hasattr(tilde, "TildeError")],
+    "names": [hasattr(m.Repository, "commits"), hasattr(m.Commit, "objects")],
+    "page_size": "page_size" in inspect.signature(m.SessionObjects.list).parameters,
+    "presign": "presign" in inspect.signature(m.SessionObjects.get).parameters,
+    "stderr": "stderr" in {f.name for f in dataclasses.fields(m.RunResult)},
+    "shell_cmd": "cmd" in inspect.signature(m.Repository.shell).parameters,
+    "is_terminal": hasattr(m.SandboxStatus, "is_terminal"),
+    "image": c.DEFAULT_SANDBOX_IMAGE,
+}))
+"""))
+    assert facts == {
+        "readme_only_names": [False] * 4,
+        "names": [True, True],
+        "page_size": _at_least(release, "0.7.3"),
+        "presign": not _at_least(release, "0.7.7"),
+        "stderr": _at_least(release, "0.7.6"),
+        "shell_cmd": not _at_least(release, "0.7.6"),
+        "is_terminal": _at_least(release, "0.7.9"),
+        "image": ("ubuntu:22.04" if _at_least(release, "0.7.5")
+                  else "busybox" if _at_least(release, "0.7.4") else "ubuntu"),
+    }, facts
+
+
+@pytest.mark.parametrize(
+    ("release", "name"),
+    [(release, name) for release in RELEASES for name in SCENARIOS],
+    ids=[f"{release}-{name}" for release in RELEASES for name in SCENARIOS],
+)
 def test_readme_scenario_official_client(
-    name: str, official_python: str, server: ServerHandle, repo_ref: RepoRef, tmp_path: Path
+    release: str, name: str, official_python: str, server: ServerHandle, repo_ref: RepoRef,
+    tmp_path: Path,
 ) -> None:
-    run_scenario(official_python, name, server, repo_ref, "official", tmp_path)
+    run_scenario(official_python, name, server, repo_ref, "official", tmp_path, release)

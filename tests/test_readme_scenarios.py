@@ -3,7 +3,8 @@
 Each scenario under tests/scenarios/ gets a fresh organization and repository on the real
 test server and runs in its own interpreter with a clean environment (only TILDE_API_KEY,
 TILDE_ENDPOINT_URL, TILDE_TEST_REPO and CLIENT set, HOME empty). tests/test_official_sdk.py
-runs the very same scripts with the official tilde-sdk 0.7.2.
+runs the very same scripts with several official tilde-sdk releases (CLIENT=official and
+TILDE_SDK_VERSION).
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ def scenario_user(server: ServerHandle) -> tuple[str, str]:
 
 
 def run_scenario(
-    python: str, name: str, server: ServerHandle, repo: RepoRef, client: str, workdir: Path
+    python: str, name: str, server: ServerHandle, repo: RepoRef, client: str, workdir: Path,
+    sdk_version: str = "",
 ) -> None:
-    """Run one scenario script; fail with its output unless it ran to its end."""
+    """Run one scenario script; fail with its output unless it ran to its end.
+
+    `sdk_version` (official client only) becomes TILDE_SDK_VERSION: the release the
+    interpreter holds, which picks the form the scenario runs (tests/scenarios/_common.py)."""
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILDE_") and k not in _DROP}
@@ -87,17 +92,20 @@ def run_scenario(
         CLIENT=client,
         HOME=str(home),
     )
+    if sdk_version:
+        env["TILDE_SDK_VERSION"] = sdk_version
+    label = f"{client} {sdk_version}" if sdk_version else client
     proc = subprocess.run(
         [python, str(SCENARIO_DIR / f"{name}.py")],
         env=env, cwd=workdir, capture_output=True, text=True,
         timeout=240,  # below pytest-timeout's 300 s, so a hang is reported as this scenario's
     )
     report = (
-        f"scenario {name} with the {client} client ({python}) exited {proc.returncode}\n"
+        f"scenario {name} with the {label} client ({python}) exited {proc.returncode}\n"
         f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
     )
     assert proc.returncode == 0, report
-    assert f"SCENARIO OK: {name} ({client} client)" in proc.stdout.splitlines(), report
+    assert f"SCENARIO OK: {name} ({label} client)" in proc.stdout.splitlines(), report
 
 
 def test_every_scenario_is_listed() -> None:

@@ -1,17 +1,25 @@
 """Shared set-up for the README scenarios; none of the README's own code lives here.
 
-Every scenario is a standalone script that runs one section of the official tilde-sdk 0.7.2
+Every scenario is a standalone script that runs one section of the official tilde-sdk
 README against a live server and then checks what came back. The environment names the target:
 
     TILDE_API_KEY, TILDE_ENDPOINT_URL   read by the client itself, as the README says
     TILDE_TEST_REPO                     "org/repo", used where the README writes "my-org/my-repo"
     TILDE_TEST_USER_ID, _USERNAME       a fresh user, where the README writes "user-uuid"
     CLIENT                              "bundled" (default) or "official"
+    TILDE_SDK_VERSION                   with CLIENT=official: the release installed, e.g. 0.7.5
 
-CLIENT chooses between the README's form and the 0.7.2 form only where the official 0.7.2
-client lacks a README name (spec 5.14). It is never inferred from the installed package: the
-bundled client must always run the README form, and `check_client()` fails the scenario when
-the interpreter imports a different client than CLIENT says.
+The bundled client always runs the 0.7.2 README's form. The official releases run the form
+their own README and API give:
+- up to 0.7.6 the README is the 0.7.2 one; where it uses a name the release lacks (spec
+  5.14) the scenario uses the release's own name (`repo.commits.list()` for `repo.timeline()`);
+- from 0.7.7 on the README is rewritten (`NEW_README`): other examples, other names;
+- API changes that show whatever the README says (tilde-api-changes.md, section 1): `amount`
+  a total limit and `page_size` the page size from 0.7.3, `shell()` over `/exec` with raw
+  stdout and a separate stderr from 0.7.6, no `presign` from 0.7.7, the sandbox states
+  `done/errored/failed/cancelled` from 0.7.9 (`official_since`).
+These choices come from the variables alone, never from probing the installed package, and
+`check_client()` fails the scenario when the interpreter imports another client or release.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import contextlib
 import importlib.metadata
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +39,31 @@ if not __debug__:
 CLIENT = os.environ.get("CLIENT", "bundled")
 if CLIENT not in ("bundled", "official"):
     raise SystemExit(f"CLIENT must be 'bundled' or 'official', not {CLIENT!r}")
+SDK_VERSION = os.environ.get("TILDE_SDK_VERSION", "")
+if CLIENT == "official" and not re.fullmatch(r"\d+\.\d+\.\d+", SDK_VERSION):
+    raise SystemExit(f"CLIENT=official needs TILDE_SDK_VERSION=X.Y.Z, not {SDK_VERSION!r}")
+if CLIENT == "bundled" and SDK_VERSION:
+    raise SystemExit("TILDE_SDK_VERSION names an official release; it makes no sense with "
+                     "CLIENT=bundled")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def official_since(version: str) -> bool:
+    """True for an official release `version` or later; never for the bundled client, which
+    keeps the 0.7.2 behaviour (spec section 3)."""
+    return CLIENT == "official" and _version(SDK_VERSION) >= _version(version)
+
+
+# The official README was rewritten in 0.7.7 (0.7.3-0.7.6 ship the 0.7.2 text, bar image names).
+NEW_README = official_since("0.7.7")
+# The README's sandbox image: an allow-list id up to 0.7.4, a Docker reference from 0.7.5.
+# The server maps both (and the default images) to one root file system (docs/sandboxes.md).
+PYTHON_IMAGE = "python:3.12" if official_since("0.7.5") else "python-312"
+# What the harness expects in the last line (see done()).
+CLIENT_LABEL = f"official {SDK_VERSION}" if CLIENT == "official" else CLIENT
 
 REPO = os.environ["TILDE_TEST_REPO"]
 API_KEY = os.environ["TILDE_API_KEY"]
@@ -52,8 +86,9 @@ def check_client() -> None:
         assert origin.is_relative_to(PROJECT_SRC), f"bundled run imported tilde from {origin}"
     else:
         assert not origin.is_relative_to(PROJECT_SRC), f"official run imported {origin}"
-        assert importlib.metadata.version("tilde-sdk") == "0.7.2"
-        assert tilde.__version__ == "0.7.2", tilde.__version__
+        dist = importlib.metadata.version("tilde-sdk")
+        assert dist == SDK_VERSION, f"TILDE_SDK_VERSION={SDK_VERSION} but tilde-sdk {dist}"
+        assert tilde.__version__ == SDK_VERSION, tilde.__version__
 
 
 @contextlib.contextmanager
@@ -104,4 +139,4 @@ def log(repo) -> list[tuple[str, str]]:
 
 def done(name: str) -> None:
     """The last line of a scenario that ran to its end; the test harness looks for it."""
-    print(f"SCENARIO OK: {name} ({CLIENT} client)")
+    print(f"SCENARIO OK: {name} ({CLIENT_LABEL} client)")
