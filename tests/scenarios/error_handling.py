@@ -1,14 +1,16 @@
 # ruff: noqa: SIM117  (the README nests its with-blocks; its lines stay as written)
 """README "Error Handling": the exception tree, and NotFoundError with its fields.
 
-The official 0.7.2 client exports its exceptions from tilde.exceptions only, so
-`from tilde import NotFoundError, TildeError` (the README's line) is the bundled client's
-form; CLIENT=official imports the same names from tilde.exceptions.
+Every official release exports its exceptions from tilde.exceptions only, so
+`from tilde import NotFoundError, TildeError` (the README's line, in the 0.7.7 README too) is
+the bundled client's form; CLIENT=official imports the same names from tilde.exceptions.
+From 0.7.7 (NEW_README) the tree also draws SandboxError and CommandError; from 0.7.8 the
+message ends with `[code=... request_id=...]`.
 """
 
 import socket
 
-from _common import CLIENT, REPO, REPO_NAME, check_client, done, printed
+from _common import CLIENT, NEW_README, REPO, REPO_NAME, check_client, done, official_since, printed
 
 import tilde
 import tilde.exceptions as exc
@@ -33,6 +35,8 @@ TREE = {
     "LockedError": "APIError",
     "ServerError": "APIError",
 }
+if NEW_README:
+    TREE.update(SandboxError="TildeError", CommandError="TildeError")
 for name, parent in TREE.items():
     cls = getattr(exc, name)
     base = Exception if parent == "Exception" else getattr(exc, parent)
@@ -70,6 +74,9 @@ for field in ("message", "code", "request_id", "response_text"):
     assert isinstance(getattr(caught, field), str), field
 assert out == [f"Not found: {caught.message} (request_id={caught.request_id})"], out
 assert "404" in str(caught), str(caught)
+if official_since("0.7.8"):
+    assert str(caught).endswith(f" [code={caught.code} request_id={caught.request_id}]"), (
+        str(caught), caught.code, caught.request_id)
 
 # TransportError: "network failures, DNS, timeouts".
 with socket.socket() as s:

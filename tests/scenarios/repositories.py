@@ -1,6 +1,10 @@
-"""README "Repositories": lazy properties, update, delete."""
+"""README "Repositories": lazy properties, update, delete.
 
-from _common import ORG_NAME, REPO, REPO_NAME, check_client, done, printed
+From 0.7.7 (NEW_README) the section also creates a repository through its organization, with
+`session_max_duration_days` and `retention_days`, and lists the organization's repositories.
+"""
+
+from _common import NEW_README, ORG_NAME, REPO, REPO_NAME, check_client, done, printed
 
 import tilde
 from tilde.exceptions import NotFoundError
@@ -46,5 +50,25 @@ else:
     raise AssertionError("the deleted repository can still be fetched")
 names = [r.name for r in tilde.organizations.get(ORG_NAME).repositories.list()]
 assert REPO_NAME not in names, names
+
+if NEW_README:
+    MY_REPO = f"{REPO_NAME}-created"  # where the README writes "my-repo"
+    with printed() as out:
+        # --- README (0.7.7+): Create a repository through its organization --------------
+        org = tilde.organizations.get(ORG_NAME)
+        repo = org.repositories.create(
+            MY_REPO,
+            description="My dataset",
+            session_max_duration_days=7,
+            retention_days=90,
+        )
+
+        for r in org.repositories.list():
+            print(r.name, r.description)
+        # --- end of README --------------------------------------------------------------
+    assert out == [f"{MY_REPO} My dataset"], out
+    again = tilde.repository(f"{ORG_NAME}/{MY_REPO}")
+    assert (again.id, again.description, again.visibility) == (repo.id, "My dataset", "private")
+    assert (again.session_max_duration_days, again.retention_days) == (7, 90), again
 
 done("repositories")
