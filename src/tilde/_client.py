@@ -7,8 +7,9 @@ This is the only module of the sync client that touches the network. Its rules:
    request, never at construction.
 2. Requests use absolute URLs built from the base URL, so a caller-supplied ``httpx_client``
    works as is (no base URL or User-Agent is added to it, and it is not closed).
-3. Redirects are followed only where the spec says so (object GET with presign); any
-   other 3xx is an ``APIError``. httpx drops ``Authorization`` on cross-origin redirects.
+3. Redirects are followed only where the protocol says so (object GET, always: see
+   ``resources/reader.py``); any other 3xx is an ``APIError``. httpx drops
+   ``Authorization`` on cross-origin redirects.
 4. httpx transport failures become ``TransportError`` with the original chained.
 5. Presigned PUTs carry no Authorization and ``Content-Type: application/octet-stream``;
    any non-2xx there is a ``TransportError`` (1.5).
@@ -78,6 +79,8 @@ class Client:
             self._owns_http = False
         # 2.5.6: a 501 from multipart initiate/complete switches this client to single uploads.
         self._multipart_unsupported = False
+        # tilde-api-changes.md 5.5: set once a server showed it has no /exec shell transport.
+        self._shell_over_terminal = False
         self._closed = False
 
     # --- public surface --------------------------------------------------------------

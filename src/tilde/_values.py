@@ -237,15 +237,22 @@ class OutputStream:
         return hash(self._data)
 
     def __repr__(self) -> str:
-        return f"OutputStream({self._data!r})"
+        return f"OutputStream({len(self._data)} bytes)"  # 0.7.2's form
 
 
 @dataclass(slots=True, repr=False)
 class RunResult(_ShortRepr):
-    """Outcome of ``Repository.execute`` or ``Shell.run`` (0.7.2 has no ``stderr``)."""
+    """Outcome of ``Repository.execute`` or ``Shell.run``.
+
+    ``stdout`` is 0.7.2's: what the command wrote to stdout and stderr, merged in the order
+    it wrote them. ``stderr`` is 0.7.9's field, a keyword with an empty default so that
+    0.7.2's ``RunResult(stdout, exit_code)`` still builds one; it holds what arrived on a
+    separate stderr channel (see ``Shell.run``), empty for ``execute``, as in 0.7.9.
+    """
 
     stdout: OutputStream
     exit_code: int
+    stderr: OutputStream = field(default_factory=OutputStream)
 
 
 @dataclass(slots=True, repr=False)

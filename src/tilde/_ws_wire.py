@@ -1,4 +1,5 @@
-"""Sans-I/O core of the sandbox terminal WebSocket (spec 2.8.4-2.8.6, 5.21).
+"""Sans-I/O core of the sandbox shell WebSockets: the 0.7.2 terminal (spec 2.8.4-2.8.6,
+5.21) and, at the end of the module, 0.7.6's per-run ``/exec`` (tilde-api-changes.md 2.10).
 
 The 0.7.2 shell transport drives a POSIX shell through one binary WebSocket: the client
 writes stdin frames and finds where each command's output ends by echoing random markers.
@@ -34,6 +35,7 @@ import codecs
 import json
 import re
 import secrets
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,3 +264,96 @@ def clean_run_output(lines: list[str], cmd: str) -> str:
     while stop > start and not lines[stop - 1].strip():
         stop -= 1
     return "\n".join(lines[start:stop])
+
+
+
+# --- /exec: one WebSocket per run (tilde-api-changes.md 2.10) -----------------------------
+#
+# 1. Client -> server: 0x00 launch JSON (first, always), 0x01 the whole stdin in one message,
+#    0x02 stdin EOF (sent whenever a stdin argument is given, b"" included). Server ->
+#    client: 0x03 stdout, 0x04 stderr, 0x05 exit JSON; text, empty and unknown frames are
+#    ignored. The launch JSON uses ``json.dumps``'s default form, as the official client.
+# 2. ``merged_argv`` keeps 0.7.2's ``RunResult.stdout``: the command runs with its stderr
+#    joined to stdout at the source (``exec 2>&1``), so the two stay in the order they were
+#    written; interleaving 0x03 and 0x04 frames after the fact cannot promise that order.
+#    What still arrives on 0x04 is what the sandbox itself says (a command it cannot start).
+# 3. ``exec_output`` drops the trailing line endings, as 0.7.2's cleaned terminal text has
+#    none; everything else is the command's bytes as written (no terminal, nothing to clean).
+
+EXEC_LAUNCH = 0x00
+EXEC_STDIN = 0x01
+EXEC_STDIN_EOF = 0x02
+EXEC_STDOUT = 0x03
+EXEC_STDERR = 0x04
+EXEC_EXIT = 0x05
+
+EXEC_RUN_TIMEOUT = 300.0
+EXEC_RECV_SLICE = 30.0
+
+_MERGE_STDERR = "exec 2>&1"
+
+
+def merged_argv(cmd: str | list[str]) -> list[str]:
+    """The argv an ``/exec`` run launches for ``Shell.run(cmd)`` (point 2)."""
+    if isinstance(cmd, str):
+        return ["sh", "-c", f"{_MERGE_STDERR}\n{cmd}"]
+    return ["sh", "-c", f'{_MERGE_STDERR}; exec "$@"', "sh", *cmd]
+
+
+def encode_launch(argv: list[str], env: dict[str, str] | None = None,
+                  cwd: str | None = None) -> bytes:
+    launch: dict[str, Any] = {"cmd": list(argv)}
+    if env is not None:
+        launch["env"] = dict(env)
+    if cwd is not None:
+        launch["cwd"] = cwd
+    return bytes([EXEC_LAUNCH]) + json.dumps(launch).encode("utf-8")
+
+
+def encode_exec_stdin(data: bytes) -> list[bytes]:
+    """The frames that hand ``data`` to the child and close its stdin."""
+    frames = [bytes([EXEC_STDIN]) + bytes(data)] if data else []
+    return [*frames, bytes([EXEC_STDIN_EOF])]
+
+
+def decode_exec_frame(message: bytes | bytearray | memoryview | str) -> Frame | None:
+    """A received ``/exec`` message; None for what the protocol ignores (text, empty)."""
+    if isinstance(message, str):
+        return None
+    data = bytes(message)
+    return Frame(data[0], data[1:]) if data else None
+
+
+def exec_exit_code(payload: bytes) -> int:
+    """``exit_code`` of a 0x05 frame; -1 when it is missing, null, not an int or not JSON."""
+    try:
+        body: Any = json.loads(payload.decode("utf-8", errors="replace"))
+    except ValueError:
+        return -1
+    code = body.get("exit_code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else -1
+
+
+def exec_output(data: bytes) -> bytes:
+    """A run's merged output as ``RunResult.stdout`` holds it (point 3)."""
+    return data.rstrip(b"\r\n")
+
+
+def terminal_command(cmd: str | list[str], env: dict[str, str] | None = None,
+                     cwd: str | None = None) -> str:
+    """``Shell.run``'s 0.7.9 arguments as one line for the terminal shell.
+
+    A list is quoted into a command line. ``env`` and ``cwd`` apply to this run only, as
+    over ``/exec``: the command then runs in a subshell that sets them first.
+    """
+    line = cmd if isinstance(cmd, str) else shlex.join(cmd)
+    if not env and cwd is None:
+        return line
+    setup = []
+    if cwd is not None:
+        setup.append(f"cd {shlex.quote(cwd)} || exit $?")
+    for key, value in (env or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"not an environment variable name: {key!r}")
+        setup.append(f"export {key}={shlex.quote(value)}")
+    return "(" + "; ".join([*setup, line]) + ")"

@@ -1,5 +1,6 @@
-"""Unit tests of the sans-I/O sandbox pieces: terminal frames and markers, sandbox/trigger
-routes and parsers, credentials parsing, OutputStream and RunResult."""
+"""Unit tests of the sans-I/O sandbox pieces: terminal and /exec frames, terminal markers,
+sandbox/trigger routes and parsers, both status vocabularies, credentials parsing,
+OutputStream and RunResult."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tilde import _wire, _ws_wire
-from tilde._values import OutputStream, RunResult, SandboxTriggerConfig
+from tilde._values import OutputStream, RunResult, SandboxStatusData, SandboxTriggerConfig
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -144,6 +145,16 @@ def test_create_sandbox_body_sends_only_what_is_given() -> None:
                       "run_as": {"principal_type": "agent", "principal_id": "a1"}}
 
 
+def test_shell_create_bodies_and_finish() -> None:
+    w = _wire.create_sandbox("o", "r", image="ubuntu:22.04", mode="service", env_vars={"A": "1"})
+    assert w.json == {"image": "ubuntu:22.04", "mode": "service", "env_vars": {"A": "1"}}
+    w = _wire.finish_sandbox("o", "r", "sb-1")
+    assert (w.method, w.path, w.json) == (
+        "POST", "/organizations/o/repositories/r/sandboxes/sb-1/finish", None)
+    assert _wire.sandbox_exec_path("o", "r", "sb-1") == (
+        "/organizations/o/repositories/r/sandboxes/sb-1/exec")
+
+
 def test_command_argv() -> None:
     assert _wire.command_argv("echo hi") == ["sh", "-c", "echo hi"]
     assert _wire.command_argv(["python3", "-c", "1"]) == ["python3", "-c", "1"]
@@ -170,6 +181,69 @@ def test_parse_sandbox_status() -> None:
     assert _wire.parse_sandbox_id({"sandbox_id": "sb-9"}) == "sb-9"
     with pytest.raises(KeyError):
         _wire.parse_sandbox_id({"id": "sb-9"})
+
+
+@pytest.mark.parametrize(("state", "reason", "exit_code", "expected"), [
+    # state, reason, exit code -> (ended, approval, ended well, committed, no changes, no exit)
+    ("starting", "initializing", None, (False, False, False, False, False, False)),
+    ("running", "", None, (False, False, False, False, False, False)),
+    ("committed", "committed", 0, (True, False, True, True, False, False)),
+    ("committed", "no_changes", 0, (True, False, True, False, True, False)),
+    ("committed", "", 0, (True, False, True, True, False, False)),
+    ("awaiting_approval", "awaiting_approval", 0, (True, True, True, False, False, False)),
+    ("error", "exit_non_zero", 2, (True, False, False, False, False, False)),
+    ("error", "internal_error", None, (True, False, False, False, False, True)),
+    ("done", "committed", 0, (True, False, True, True, False, False)),
+    ("done", "no_changes", 0, (True, False, True, False, True, False)),
+    ("done", "awaiting_approval", 0, (True, True, True, False, False, False)),
+    ("errored", "exit_non_zero", 3, (True, False, False, False, False, False)),
+    ("failed", "timeout", None, (True, False, False, False, False, True)),
+    ("cancelled", "cancelled_by_user", None, (True, False, False, False, False, True)),
+])
+def test_both_status_vocabularies(state: str, reason: str, exit_code: int | None,
+                                  expected: tuple[bool, ...]) -> None:
+    d = SandboxStatusData(state=state, status_reason=reason, exit_code=exit_code)
+    assert (_wire.sandbox_ended(d), _wire.sandbox_awaits_approval(d),
+            _wire.sandbox_ended_well(d), _wire.sandbox_committed(d),
+            _wire.sandbox_without_changes(d), _wire.sandbox_without_exit_code(d)) == expected
+    union = {"committed", "awaiting_approval", "error", "done", "errored", "failed", "cancelled"}
+    assert union == _wire.SANDBOX_TERMINAL_STATES
+
+
+# --- /exec (tilde-api-changes.md 2.10) ----------------------------------------------------
+
+def test_exec_launch_and_stdin_frames() -> None:
+    assert _ws_wire.encode_launch(["ls", "-l"]) == b'\x00{"cmd": ["ls", "-l"]}'
+    assert _ws_wire.encode_launch(["x"], {"K": "é"}, "/tmp") == (
+        b'\x00{"cmd": ["x"], "env": {"K": "\\u00e9"}, "cwd": "/tmp"}')
+    assert _ws_wire.encode_exec_stdin(b"in") == [b"\x01in", b"\x02"]
+    assert _ws_wire.encode_exec_stdin(b"") == [b"\x02"]
+
+
+def test_exec_argv_merges_stderr_at_the_source() -> None:
+    assert _ws_wire.merged_argv("echo a >&2") == ["sh", "-c", "exec 2>&1\necho a >&2"]
+    assert _ws_wire.merged_argv(["printf", "%s", "a b"]) == [
+        "sh", "-c", 'exec 2>&1; exec "$@"', "sh", "printf", "%s", "a b"]
+
+
+def test_exec_server_frames() -> None:
+    assert _ws_wire.decode_exec_frame(b"\x03out") == _ws_wire.Frame(_ws_wire.EXEC_STDOUT, b"out")
+    assert _ws_wire.decode_exec_frame("text") is None and _ws_wire.decode_exec_frame(b"") is None
+    assert _ws_wire.exec_exit_code(b'{"exit_code": 4, "reason": "exited"}') == 4
+    for bad in (b"", b"nope", b'{"exit_code": null}', b'{"exit_code": true}', b"[]",
+                b'{"exit_code": "1"}'):
+        assert _ws_wire.exec_exit_code(bad) == -1, bad
+    assert _ws_wire.exec_output(b"a\nb\r\n\n") == b"a\nb"
+    assert _ws_wire.exec_output(b"\n  x  ") == b"\n  x  "
+
+
+def test_terminal_command_for_0_7_9_arguments() -> None:
+    assert _ws_wire.terminal_command("ls") == "ls"
+    assert _ws_wire.terminal_command(["printf", "%s", "a b"]) == "printf %s 'a b'"
+    assert _ws_wire.terminal_command("env", {"A": "x y"}, "/t m") == (
+        "(cd '/t m' || exit $?; export A='x y'; env)")
+    with pytest.raises(ValueError):
+        _ws_wire.terminal_command("env", {"A-B": "1"})
 
 
 def test_trigger_routes_and_parsing() -> None:
@@ -232,11 +306,12 @@ def test_output_stream() -> None:
 
 
 def test_run_result() -> None:
-    r = RunResult(OutputStream(b"x"), 0)
-    assert r.stdout.text() == "x" and r.exit_code == 0
+    r = RunResult(OutputStream(b"x"), 0)  # 0.7.2's positional form
+    assert r.stdout.text() == "x" and r.exit_code == 0 and r.stderr == b""
     assert r == RunResult(stdout=OutputStream(b"x"), exit_code=0)
-    assert "exit_code=0" in repr(r)
-    assert not hasattr(r, "stderr")
+    assert repr(r) == "RunResult(stdout=OutputStream(1 bytes), exit_code=0)"  # 0.7.2's form
+    r2 = RunResult(stdout=OutputStream(b"o"), stderr=OutputStream(b"e"), exit_code=1)  # 0.7.9's
+    assert r2.stderr.text() == "e" and "stderr=OutputStream(1 bytes)" in repr(r2)
 
 
 def test_watched_marker_split_byte_by_byte_and_large_output() -> None:

@@ -51,8 +51,8 @@ def _execute_as(key: str, repo_path: str, command: str) -> tuple[Any, str]:
     with tilde.Client(api_key=key) as client, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = client.repository(repo_path).execute(command)
-    urls = [m.group(1) for w in caught
-            if (m := re.search(r"awaits approval: (\S+)", str(w.message)))]
+    urls = [m.group(1) for w in caught if (m := re.fullmatch(
+        r"Approval required - review and approve at: (\S+)", str(w.message)))]
     return result, urls[0] if urls else ""
 
 

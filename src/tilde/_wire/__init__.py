@@ -382,6 +382,9 @@ from .sandboxes import (
     CREDENTIALS_REFRESH_MARGIN_SECONDS as CREDENTIALS_REFRESH_MARGIN_SECONDS,
 )
 from .sandboxes import (
+    SANDBOX_ACTIVE_STATES as SANDBOX_ACTIVE_STATES,
+)
+from .sandboxes import (
     SANDBOX_FAILED_STATES as SANDBOX_FAILED_STATES,
 )
 from .sandboxes import (
@@ -413,6 +416,9 @@ from .sandboxes import (
 )
 from .sandboxes import (
     delete_trigger as delete_trigger,
+)
+from .sandboxes import (
+    finish_sandbox as finish_sandbox,
 )
 from .sandboxes import (
     get_trigger as get_trigger,
@@ -451,6 +457,21 @@ from .sandboxes import (
     parse_trigger_run as parse_trigger_run,
 )
 from .sandboxes import (
+    sandbox_awaits_approval as sandbox_awaits_approval,
+)
+from .sandboxes import (
+    sandbox_committed as sandbox_committed,
+)
+from .sandboxes import (
+    sandbox_ended as sandbox_ended,
+)
+from .sandboxes import (
+    sandbox_ended_well as sandbox_ended_well,
+)
+from .sandboxes import (
+    sandbox_exec_path as sandbox_exec_path,
+)
+from .sandboxes import (
     sandbox_network_log as sandbox_network_log,
 )
 from .sandboxes import (
@@ -461,6 +482,12 @@ from .sandboxes import (
 )
 from .sandboxes import (
     sandbox_terminal_path as sandbox_terminal_path,
+)
+from .sandboxes import (
+    sandbox_without_changes as sandbox_without_changes,
+)
+from .sandboxes import (
+    sandbox_without_exit_code as sandbox_without_exit_code,
 )
 from .sandboxes import (
     toggle_trigger as toggle_trigger,

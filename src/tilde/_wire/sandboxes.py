@@ -19,13 +19,21 @@ from .common import DEFAULT_PAGE_SIZE, WireRequest, _amount, _params, _r, _s, pa
 # --- sandboxes (2.8), triggers (2.9), sandbox credentials (2.17) ---------------------------
 #
 # 1. Create answers ``sandbox_id`` while list items carry ``id`` (2.8).
-# 2. The status field ``status`` becomes ``state`` on the client side (2.8.2). 0.7.2 knows
-#    ``running`` and five terminal values; anything else means "keep polling".
-# 3. Optional create fields are sent only when given (None); ``interactive`` only for shells.
+# 2. The status field ``status`` becomes ``state`` on the client side (2.8.2).
+# 3. Two status vocabularies (tilde-api-changes.md 2.12, 4 item 16, 5.5): 0.7.2's
+#    ``committed``/``awaiting_approval``/``error``/``failed``/``cancelled`` and 0.7.9's
+#    ``done``/``errored``/``failed``/``cancelled``, where ``status_reason`` says how ``done``
+#    went (``committed``, ``no_changes``, ``awaiting_approval``). A server picks one by the
+#    User-Agent, so the client accepts both: the terminal set is the union, and approval is
+#    ``awaiting_approval`` or ``done`` with reason ``awaiting_approval``. Anything else
+#    (``starting``, ``running`` ...) means "keep polling".
+# 4. Optional create fields are sent only when given (None). ``interactive`` and ``mode``
+#    only for shells: ``mode: "service"`` today, ``interactive: true`` for the terminal.
 
 SANDBOX_TERMINAL_STATES = frozenset(
-    {"committed", "awaiting_approval", "failed", "error", "cancelled"})
-SANDBOX_FAILED_STATES = frozenset({"failed", "error", "cancelled"})
+    {"committed", "awaiting_approval", "error", "done", "errored", "failed", "cancelled"})
+SANDBOX_FAILED_STATES = frozenset({"failed", "error", "errored", "cancelled"})
+SANDBOX_ACTIVE_STATES = frozenset({"starting", "running"})
 SANDBOX_POLL_INTERVAL = 1.0
 SANDBOX_POLL_TIMEOUT = 300.0
 CREDENTIALS_REFRESH_MARGIN_SECONDS = 120.0
@@ -36,11 +44,14 @@ def _s_(org: str, repo: str, sandbox_id: str) -> str:
 
 
 def create_sandbox(org: str, repo: str, *, image: str, command: Iterable[str] | None = None,
-                   interactive: bool = False, env_vars: Mapping[str, str] | None = None,
+                   interactive: bool = False, mode: str | None = None,
+                   env_vars: Mapping[str, str] | None = None,
                    mountpoint: str | None = None, path_prefix: str | None = None,
                    timeout_seconds: int | None = None,
                    run_as: Mapping[str, str] | None = None) -> WireRequest:
     body: dict[str, Any] = {"image": image}
+    if mode is not None:
+        body["mode"] = mode
     if interactive:
         body["interactive"] = True
     if command is not None:
@@ -92,6 +103,16 @@ def sandbox_terminal_path(org: str, repo: str, sandbox_id: str) -> str:
     return f"{_s_(org, repo, sandbox_id)}/terminal"
 
 
+def sandbox_exec_path(org: str, repo: str, sandbox_id: str) -> str:
+    """Path of the per-run ``/exec`` WebSocket (tilde-api-changes.md 2.10)."""
+    return f"{_s_(org, repo, sandbox_id)}/exec"
+
+
+def finish_sandbox(org: str, repo: str, sandbox_id: str) -> WireRequest:
+    """``POST {S}/finish``: a service sandbox ends well and commits (2.11)."""
+    return WireRequest("POST", f"{_s_(org, repo, sandbox_id)}/finish")
+
+
 def websocket_url(base: str, path: str) -> str:
     """``https://`` -> ``wss://``, ``http://`` -> ``ws://`` on the base URL, then the path."""
     if base.startswith("https://"):
@@ -107,6 +128,38 @@ def parse_sandbox_id(body: Mapping[str, Any]) -> str:
 
 def parse_sandbox_list_item(d: Mapping[str, Any]) -> str:
     return str(d.get("id", ""))
+
+
+def sandbox_ended(d: SandboxStatusData) -> bool:
+    """Terminal in either vocabulary (point 3)."""
+    return d.state in SANDBOX_TERMINAL_STATES
+
+
+def sandbox_awaits_approval(d: SandboxStatusData) -> bool:
+    return d.state == "awaiting_approval" or (
+        d.state == "done" and d.status_reason == "awaiting_approval")
+
+
+def sandbox_ended_well(d: SandboxStatusData) -> bool:
+    """Committed, nothing to commit, or waiting for approval: the command succeeded."""
+    return d.state in ("committed", "awaiting_approval", "done")
+
+
+def sandbox_committed(d: SandboxStatusData) -> bool:
+    """A commit was made (not "no changes", not waiting for approval)."""
+    if d.state == "done":
+        return d.status_reason == "committed"
+    return d.state == "committed" and d.status_reason != "no_changes"
+
+
+def sandbox_without_changes(d: SandboxStatusData) -> bool:
+    return d.state in ("done", "committed") and d.status_reason == "no_changes"
+
+
+def sandbox_without_exit_code(d: SandboxStatusData) -> bool:
+    """Ended without its command's exit code: failed, cancelled, or an error that has none."""
+    return d.state in ("failed", "cancelled") or (
+        d.state in ("error", "errored") and d.exit_code is None)
 
 
 def parse_sandbox_status(d: Any) -> SandboxStatusData:

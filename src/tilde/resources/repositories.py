@@ -181,19 +181,20 @@ class Repository:
               cmd: list[str] | None = None, timeout: int | None = None,
               name: str | None = None, mountpoint: str | None = None,
               path_prefix: str | None = None) -> Shell:
-        """Create an interactive sandbox now; use the result as ``with ... as sh``.
+        """Create the shell's sandbox now; use the result as ``with ... as sh``.
 
-        ``name`` is accepted and ignored, as in 0.7.2.
+        A service sandbox driven over ``/exec`` when the server has it, else 0.7.2's
+        interactive shell (``tilde.resources.shell``, point 1). ``cmd`` names the terminal's
+        shell and so asks for the interactive one. ``name`` is accepted and ignored, as in
+        0.7.2.
         """
-        from .sandboxes import Sandboxes
-        from .shell import Shell
+        from .shell import _ShellSpec, open_shell
 
         del name
-        sandbox = Sandboxes(self._client, self._org, self.name)._create(
-            image=self._client.default_sandbox_image if image is None else image,
-            command=cmd, interactive=True, env=env, mountpoint=mountpoint,
-            path_prefix=path_prefix, timeout_seconds=timeout)
-        return Shell(self._client, sandbox)
+        return open_shell(self._client, _ShellSpec(
+            org=self._org, repo=self.name,
+            image=self._client.default_sandbox_image if image is None else image, env=env,
+            cmd=cmd, mountpoint=mountpoint, path_prefix=path_prefix, timeout=timeout))
 
     def __repr__(self) -> str:
         return f"Repository({self._org}/{self.name})"

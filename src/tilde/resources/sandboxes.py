@@ -6,9 +6,10 @@ never commits anything itself.
 
 Behaviour worth knowing:
 
-1. Status is polled (at once, then every second). 0.7.2's terminal states are
-   ``committed``, ``awaiting_approval``, ``failed``, ``error``, ``cancelled``; anything
-   else (``starting``, ``created``...) means "not yet".
+1. Status is polled (at once, then every second) until a terminal state of either
+   vocabulary: 0.7.2's ``committed``, ``awaiting_approval``, ``error``, ``failed``,
+   ``cancelled`` or 0.7.9's ``done``, ``errored``, ``failed``, ``cancelled`` (the server
+   chooses by User-Agent; ``tilde._wire.sandboxes`` point 3). Anything else means "not yet".
 2. ``execute`` gives up polling after 300 s as 0.7.2 does, or after the sandbox's own
    ``timeout`` plus a minute when that is longer (0.7.2 would give up on a sandbox it was
    told may run longer; the server enforces the timeout anyway).
@@ -19,8 +20,9 @@ Behaviour worth knowing:
    its command: with ``check=True`` that is a ``CommandError`` too (exit code -1, the
    message naming the state and reason), with ``check=False`` a plain ``SandboxError``,
    because there is no command result to hand back. 0.7.2 returns exit code -1 there.
-5. ``awaiting_approval`` at the end warns (``UserWarning`` with the review URL), as shell
-   exit does, and returns the result.
+5. An end that waits for approval (``awaiting_approval``, or ``done`` with that reason)
+   warns with 0.7.9's text, ``Approval required - review and approve at: <url>``, and
+   returns the result.
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ class SandboxStatus:
         self.web_url = data.web_url
         self.error_message = data.error_message
 
+    def _data(self) -> SandboxStatusData:
+        return SandboxStatusData(state=self.state, status_reason=self.status_reason,
+                                 exit_code=self.exit_code)
+
+    # 0.7.9's helpers, true in either vocabulary (module docstring, point 1)
+
+    @property
+    def is_terminal(self) -> bool:
+        return _wire.sandbox_ended(self._data())
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in _wire.SANDBOX_ACTIVE_STATES
+
+    @property
+    def is_committed(self) -> bool:
+        return _wire.sandbox_committed(self._data())
+
+    @property
+    def is_awaiting_approval(self) -> bool:
+        return _wire.sandbox_awaits_approval(self._data())
+
+    @property
+    def has_no_changes(self) -> bool:
+        return _wire.sandbox_without_changes(self._data())
+
     def stdout(self) -> LogStream:
         """The merged stdout+stderr log so far."""
         return LogStream(self._client,
@@ -128,6 +156,13 @@ class Sandbox:
     def delete(self) -> None:
         """Same as ``cancel``."""
         self.cancel()
+
+    def finish(self) -> None:
+        """End a service sandbox well (``POST {S}/finish``): its changes get committed.
+
+        The server may commit after answering; ``status()`` tells when it has.
+        """
+        self._client._send(_wire.finish_sandbox(self._org, self._repo, self.id)).close()
 
     def _wait(self, done: Callable[[SandboxStatusData], bool],
               timeout: float) -> SandboxStatusData:
@@ -207,13 +242,14 @@ class Sandboxes:
                             run_as=run_as)
 
     def _create(self, *, image: str, command: builtins.list[str] | None = None,
-                interactive: bool = False, env: dict[str, str] | None = None,
+                interactive: bool = False, mode: str | None = None,
+                env: dict[str, str] | None = None,
                 mountpoint: str | None = None, path_prefix: str | None = None,
                 timeout_seconds: int | None = None,
                 run_as: dict[str, str] | None = None) -> Sandbox:
         body = self._client._call(_wire.create_sandbox(
             self._org, self._repo, image=image, command=command, interactive=interactive,
-            env_vars=env, mountpoint=mountpoint, path_prefix=path_prefix,
+            mode=mode, env_vars=env, mountpoint=mountpoint, path_prefix=path_prefix,
             timeout_seconds=timeout_seconds, run_as=run_as))
         if not isinstance(body, dict) or "sandbox_id" not in body:
             raise KeyError("sandbox_id")
@@ -238,15 +274,13 @@ def execute(client: Client, org: str, repo: str, command: str | list[str], *,
     sandbox = Sandboxes(client, org, repo)._create(
         image=client.default_sandbox_image if image is None else image, command=argv,
         env=env, mountpoint=mountpoint, path_prefix=path_prefix, timeout_seconds=timeout)
-    data = sandbox._wait(lambda d: d.state in _wire.SANDBOX_TERMINAL_STATES,
-                         poll_timeout(timeout))
+    data = sandbox._wait(_wire.sandbox_ended, poll_timeout(timeout))
     result = RunResult(stdout=OutputStream(sandbox._read_stdout()),
                        exit_code=-1 if data.exit_code is None else data.exit_code)
-    if data.state == "awaiting_approval":
-        warnings.warn(f"sandbox {sandbox.id} awaits approval: {data.web_url}", UserWarning,
-                      stacklevel=3)
-    no_exit = data.state in ("failed", "cancelled") or (
-        data.state == "error" and data.exit_code is None)
+    if _wire.sandbox_awaits_approval(data):
+        warnings.warn(f"Approval required - review and approve at: {data.web_url}",
+                      UserWarning, stacklevel=3)
+    no_exit = _wire.sandbox_without_exit_code(data)
     if no_exit and not check:
         raise SandboxError(describe_end(sandbox.id, data))
     if check and (result.exit_code != 0 or no_exit):
