@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class _ShortRepr:
@@ -43,6 +44,13 @@ class SourceMetadata(_ShortRepr):
     import_time: datetime | None = None
     import_job_id: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceMetadata:
+        from ._wire.objects import parse_source_metadata
+
+        return parse_source_metadata(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class Entry(_ShortRepr):
@@ -57,6 +65,13 @@ class Entry(_ShortRepr):
     content_type: str = ""
     source_metadata: SourceMetadata | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Entry:
+        from ._wire.objects import parse_entry
+
+        return parse_entry(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class ListingEntry(_ShortRepr):
@@ -67,6 +82,13 @@ class ListingEntry(_ShortRepr):
     entry: Entry | None = None
     status: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ListingEntry:
+        from ._wire.objects import parse_listing_entry
+
+        return parse_listing_entry(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class EntryRecord(_ShortRepr):
@@ -74,6 +96,13 @@ class EntryRecord(_ShortRepr):
 
     path: str = ""
     entry: Entry | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntryRecord:
+        from ._wire.objects import parse_entry_record
+
+        return parse_entry_record(d)
+
 
 
 @dataclass(slots=True, repr=False)
@@ -93,6 +122,11 @@ class PutObjectResult(_ShortRepr):
     path: str = ""
     etag: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PutObjectResult:
+        return cls(path=d.get("path", ""), etag=d.get("etag", ""))
+
+
 
 @dataclass(slots=True, repr=False)
 class CopyObjectResult(_ShortRepr):
@@ -100,6 +134,13 @@ class CopyObjectResult(_ShortRepr):
 
     source_path: str = ""
     destination_path: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CopyObjectResult:
+        from ._wire.objects import parse_copy_result
+
+        return parse_copy_result(d)
+
 
 
 @dataclass(slots=True, repr=False)
@@ -264,6 +305,13 @@ class SandboxTriggerCondition(_ShortRepr):
     path: str = ""
     diff_type: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SandboxTriggerCondition:
+        from ._wire.sandboxes import parse_trigger_condition
+
+        return parse_trigger_condition(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class SandboxTriggerConfig(_ShortRepr):
@@ -275,6 +323,13 @@ class SandboxTriggerConfig(_ShortRepr):
     path_prefix: str = ""
     timeout_seconds: int | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SandboxTriggerConfig:
+        from ._wire.sandboxes import parse_trigger_config
+
+        return parse_trigger_config(d)
+
 
 
 @dataclass(frozen=True)
@@ -391,6 +446,13 @@ class GroupMember(_ShortRepr):
     username: str = ""
     added_at: datetime | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GroupMember:
+        from ._wire.identity import parse_group_member
+
+        return parse_group_member(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class EffectiveGroup(_ShortRepr):
@@ -401,6 +463,13 @@ class EffectiveGroup(_ShortRepr):
     description: str = ""
     source: str = ""
     source_name: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EffectiveGroup:
+        from ._wire.identity import parse_effective_group
+
+        return parse_effective_group(d)
+
 
 
 @dataclass(slots=True, repr=False)
@@ -417,6 +486,13 @@ class Attachment(_ShortRepr):
     attached_by: str = ""
     attached_at: datetime | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attachment:
+        from ._wire.identity import parse_attachment
+
+        return parse_attachment(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class EffectivePolicy(_ShortRepr):
@@ -428,6 +504,13 @@ class EffectivePolicy(_ShortRepr):
     source: str = ""
     source_name: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EffectivePolicy:
+        from ._wire.identity import parse_effective_policy
+
+        return parse_effective_policy(d)
+
+
 
 @dataclass(slots=True, repr=False)
 class ValidationError(_ShortRepr):
@@ -437,6 +520,12 @@ class ValidationError(_ShortRepr):
     column: int = 0
     message: str = ""
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationError:
+        return cls(line=d.get("line", 0), column=d.get("column", 0),
+                   message=d.get("message", ""))
+
+
 
 @dataclass(slots=True, repr=False)
 class ValidationResult(_ShortRepr):
@@ -444,6 +533,13 @@ class ValidationResult(_ShortRepr):
 
     valid: bool = False
     errors: list[ValidationError] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
+        from ._wire.identity import parse_validation_result
+
+        return parse_validation_result(d)
+
 
 
 @dataclass(slots=True, frozen=True)

@@ -19,7 +19,8 @@
         └── ServerError              >= 500 (501 included; ``status_code`` tells them apart)
 
 The status -> class table lives here (``exception_class_for_status``) and nowhere else;
-``tilde._wire.error_for_response`` uses it to build the exception from a response.
+``tilde._wire.error_for_response`` uses it to build the exception from a response, and
+``api_error_for_status`` (0.7.2's public helper, same signature) builds one from parts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "ServerError",
     "TildeError",
     "TransportError",
+    "api_error_for_status",
     "exception_class_for_status",
 ]
 
@@ -108,7 +110,7 @@ class APIError(TildeError):
         self.request_id = request_id
         self.method = method
         self.url = url
-        self.response_text = response_text
+        self.response_text = response_text[:500]  # as 0.7.2 keeps it
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -186,3 +188,20 @@ def exception_class_for_status(status_code: int) -> type[APIError]:
     if status_code >= 500:
         return ServerError
     return _BY_STATUS.get(status_code, APIError)
+
+
+def api_error_for_status(
+    status_code: int,
+    *,
+    message: str = "",
+    code: str = "",
+    request_id: str = "",
+    method: str = "",
+    url: str = "",
+    response_text: str = "",
+) -> APIError:
+    """The exception for ``status_code`` built from its parts: 0.7.2's public helper, which
+    user code calls to raise or compare the client's own errors."""
+    return exception_class_for_status(status_code)(
+        status_code, message=message, code=code, request_id=request_id, method=method,
+        url=url, response_text=response_text)

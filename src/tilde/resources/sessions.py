@@ -71,7 +71,9 @@ class Session:
         if status != 202:
             return _wire.parse_commit_id(body)
         web_url = _wire.parse_web_url(body)
-        warnings.warn(f"commit requires approval: {web_url}", UserWarning, stacklevel=2)
+        # 0.7.2's wording, word for word: scripts filter warnings on it
+        warnings.warn(f"Approval required - review and approve at: {web_url}", UserWarning,
+                      stacklevel=2)
         if not block_for_approval:
             return None
         poll = _wire.approval_poll(self._org, self._repo, self._session_id)
