@@ -78,7 +78,7 @@ class Client:
             self._http = httpx_client
             self._owns_http = False
         # 2.5.6: a 501 from multipart initiate/complete switches this client to single uploads.
-        self._multipart_unsupported = False
+        self._upload_state = _wire.UploadState()
         # tilde-api-changes.md 5.5: set once a server showed it has no /exec shell transport.
         self._shell_over_terminal = False
         self._closed = False
@@ -216,17 +216,6 @@ class Client:
             raise TransportError(
                 f"PUT {url} -> {response.status_code}: {response.text[:200]}")
         return response
-
-    def _part_url(self, wire: _wire.WireRequest) -> str:
-        """Multipart part lookup (2.5.5b): read the redirect's Location, never follow it."""
-        response = self._send(wire, check=False)
-        response.close()
-        location = _wire.part_location(response.status_code, response.headers)
-        if location is None:
-            raise TransportError(
-                f"{wire.method} {response.request.url} -> {response.status_code}: "
-                "expected a redirect to the part upload URL")
-        return _wire.resolve_upload_url(self._base_url, location)
 
     def _ws_connect(self, path: str) -> Any:
         """Open a WebSocket to ``{ws-base}{path}`` with the bearer token (2.8.4, 1.4).

@@ -223,7 +223,7 @@ def test_put_variants_and_get(client: tilde.Client, repo: Repository, tmp_path: 
             with o.get(key) as f:
                 assert f.read() == data, key
         s.commit("variants")
-    assert not client._multipart_unsupported  # the server took the multipart uploads
+    assert client._upload_state.multipart  # the server took the multipart uploads
     assert sorted(e.path for e in repo.objects.list()) == sorted(expected)
 
 
@@ -327,7 +327,7 @@ def test_large_multipart_put(client: tilde.Client, repo: Repository) -> None:
         assert result.path == "large-file.bin"
         assert s.objects.head("large-file.bin").content_length == size
         s.commit("large")
-    assert not client._multipart_unsupported
+    assert client._upload_state.multipart
     with repo.objects.get("large-file.bin", cache=False) as f:
         total = 0
         out = bytearray()

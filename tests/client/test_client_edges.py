@@ -40,7 +40,8 @@ def make_client(handler: Handler, **kw: object) -> tilde.Client:
 
 
 class Recorder:
-    """Records requests and answers a scripted multipart/single upload flow."""
+    """Records requests and answers a scripted multipart/single upload flow in the legacy
+    dialect (0.7.2-0.7.6 servers: ``PUT {R}/object`` is not a route there)."""
 
     def __init__(self, *, initiate: int = 200, complete: int = 200, part_put: int = 200):
         self.requests: list[httpx.Request] = []
@@ -52,6 +53,8 @@ class Recorder:
         body = req.read()
         self.bodies.append(body)
         p = req.url.path
+        if p == f"{R}/object" and req.method == "PUT":
+            return httpx.Response(405, json={"message": "method not allowed"})
         if p == f"{R}/object/multipart":
             if self.initiate != 200:
                 return httpx.Response(self.initiate, json={"message": "no multipart"})
@@ -103,7 +106,7 @@ def test_headers_auth_and_user_agent() -> None:
     orgs = list(c.organizations.list())
     assert [o.name for o in orgs] == ["o"] and orgs[0].id == "1"
     assert seen[0].headers["Authorization"] == "Bearer k"
-    assert seen[0].headers["User-Agent"] == "tilde-python-sdk/0.7.2 my-app/1"
+    assert seen[0].headers["User-Agent"] == f"{_wire.USER_AGENT} my-app/1"
     assert str(seen[0].url) == f"{BASE}/organizations"
 
 
@@ -164,16 +167,21 @@ def test_single_upload_flow() -> None:
     c = make_client(rec)
     result = session_objects(c).put("a.txt", b"hello")
     assert (result.path, result.etag) == ("a.txt", "s")
-    assert rec.paths() == [f"POST {R}/object/stage", "PUT /up/1", f"PUT {R}/object/finalize"]
-    put = rec.requests[1]
+    # the current route first (405 here), then the legacy flow, remembered
+    assert rec.paths() == [f"PUT {R}/object", f"POST {R}/object/stage", "PUT /up/1",
+                           f"PUT {R}/object/finalize"]
+    put = rec.requests[2]
     assert "Authorization" not in put.headers
     assert put.headers["Content-Type"] == "application/octet-stream"
-    assert put.headers["User-Agent"].startswith("tilde-python-sdk/0.7.2")
-    assert rec.bodies[1] == b"hello"
-    fin = json.loads(rec.bodies[2])
+    assert put.headers["User-Agent"].startswith(_wire.USER_AGENT)
+    assert rec.bodies[2] == b"hello"
+    fin = json.loads(rec.bodies[3])
     assert fin == {"physical_address": "pa", "signature": "sig",
                    "content_type": "application/octet-stream"}
-    assert rec.requests[2].url.params["expires_at"] == "2030-01-01T00:00:00Z"
+    assert rec.requests[3].url.params["expires_at"] == "2030-01-01T00:00:00Z"
+    rec.requests.clear()
+    session_objects(c).put("b.txt", b"again")
+    assert rec.paths()[0] == f"POST {R}/object/stage"
 
 
 @pytest.mark.usefixtures("small_parts")
@@ -216,9 +224,9 @@ def test_501_on_initiate_falls_back_and_is_remembered(tmp_path: Path) -> None:
     f = tmp_path / "big.bin"
     f.write_bytes(b"z" * 25)
     assert session_objects(c).put("big", f).etag == "s"
-    assert rec.paths() == [f"POST {R}/object/multipart", f"POST {R}/object/stage",
-                           "PUT /up/1", f"PUT {R}/object/finalize"]
-    assert rec.bodies[2] == b"z" * 25 and rec.requests[2].headers["Content-Length"] == "25"
+    assert rec.paths() == [f"POST {R}/object/multipart", f"PUT {R}/object",
+                           f"POST {R}/object/stage", "PUT /up/1", f"PUT {R}/object/finalize"]
+    assert rec.bodies[3] == b"z" * 25 and rec.requests[3].headers["Content-Length"] == "25"
     rec.requests.clear()
     session_objects(c).put("big2", b"y" * 40)  # later puts go straight to single upload
     assert rec.paths()[0] == f"POST {R}/object/stage"
@@ -234,12 +242,12 @@ def test_501_on_complete_aborts_then_rewinds(tmp_path: Path) -> None:
         session_objects(c).put("big", fh)
     paths = rec.paths()
     i = paths.index(f"POST {R}/object/multipart/complete")
-    assert paths[i + 1:] == [f"POST {R}/object/multipart/abort", f"POST {R}/object/stage",
-                             "PUT /up/1", f"PUT {R}/object/finalize"]
+    assert paths[i + 1:] == [f"POST {R}/object/multipart/abort", f"PUT {R}/object",
+                             f"POST {R}/object/stage", "PUT /up/1", f"PUT {R}/object/finalize"]
     assert json.loads(rec.bodies[i + 1]) == {"token": "t", "upload_id": "u",
                                              "physical_address": "pa"}
-    assert rec.bodies[i + 3] == b"q" * 25
-    assert c._multipart_unsupported
+    assert rec.bodies[i + 4] == b"q" * 25
+    assert not c._upload_state.multipart
 
 
 @pytest.mark.usefixtures("small_parts")
@@ -254,7 +262,7 @@ def test_failure_after_initiate_aborts_and_reraises() -> None:
     with pytest.raises(ServerError):
         session_objects(c).put("big", b"a" * 30)
     assert rec.paths()[-1] == f"POST {R}/object/multipart/abort"
-    assert not c._multipart_unsupported
+    assert c._upload_state.multipart
 
 
 def test_commit_202_warns_and_polls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,11 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
 DEFAULT_ENDPOINT = "https://tilde.run"
-SDK_VERSION = "0.7.2"
+#: The official release whose wire protocol this client speaks (uploads, downloads through
+#: redirects, both sandbox status vocabularies). Servers tell releases apart by the
+#: User-Agent alone (tilde-api-changes.md 2.1), so it names this one, not the 0.7.2
+#: Python API the client offers (``tilde.__version__``).
+SDK_VERSION = "0.7.9"
 USER_AGENT = f"tilde-python-sdk/{SDK_VERSION}"
 DEFAULT_PAGE_SIZE = 100
 

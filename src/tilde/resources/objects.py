@@ -1,18 +1,18 @@
 """Objects: listing, streamed reads, uploads, copy and delete (spec 2.5, 3.4).
 
-Upload subtleties (2.5.4-2.5.6):
+Upload subtleties (2.5.4-2.5.6; which requests, dialects and fallbacks is the plan in
+``tilde._wire.uploads``, shared with the mount daemon; this module only does the I/O):
 
 1. Size is known for bytes-like values and seekable files (a ``Path`` is opened as one);
    byte iterators have no known size.
-2. Known size < 64 MiB, or multipart marked unsupported on this client: single upload
-   (stage -> PUT bytes -> finalize). Otherwise multipart with 64 MiB parts (the last one
-   shorter); a file part is whatever one ``read(64 MiB)`` returns.
-3. A 501 from multipart initiate or complete marks multipart unsupported for the life of
-   the client; after a 501 from complete the upload is aborted first. Then seekable input
-   is rewound to 0 and sent as a single upload. A byte iterator cannot be replayed, so it
-   sends only what it still holds.
-4. Any failure after initiate aborts the multipart upload (its own errors ignored) and
-   re-raises the original error.
+2. Known size < 64 MiB, or multipart marked unsupported on this client: single upload.
+   Otherwise multipart with 64 MiB parts (the last one shorter), sent one after another;
+   a file part is whatever one ``read(64 MiB)`` returns.
+3. After a multipart fallback, seekable input is rewound to where it stood at ``put`` and
+   sent as a single upload. A byte iterator cannot be replayed, so it sends only what it
+   still holds (as the official client does).
+4. What the client learned of the server's upload routes (current or legacy, multipart or
+   not) lives in ``Client._upload_state`` for the client's life.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from .. import _wire
 from .._values import CopyObjectResult, ListingEntry, ObjectMetadata, PutObjectResult
-from ..exceptions import ServerError
 from .reader import ObjectReader
 
 if TYPE_CHECKING:
@@ -133,65 +132,71 @@ class SessionObjects(_ObjectsBase):
 
     def _put_source(self, path: str, data: Any) -> PutObjectResult:
         size = _known_size(data)
-        if self._client._multipart_unsupported or (
-                size is not None and size < _wire.SINGLE_UPLOAD_LIMIT):
-            return self._single_upload(path, data)
-        return self._multipart_upload(path, data)
+        plan = _wire.put_plan(self._org, self._repo, path, session_id=self._sid,
+                              base=self._client.base_url, state=self._client._upload_state,
+                              size=size, single_limit=_wire.SINGLE_UPLOAD_LIMIT)
+        return _drive(self._client, plan, _Source(data, size))
 
-    def _single_upload(self, path: str, data: Any) -> PutObjectResult:
-        staged = _wire.parse_staged_upload(self._client._call(
-            _wire.stage_object(self._org, self._repo, path, session_id=self._sid)))
-        url = _wire.resolve_upload_url(self._client.base_url, staged.upload_url)
-        self._client._put_presigned(url, _body(data), content_length=_known_size(data)).close()
-        return _wire.parse_put_result(self._client._call(_wire.finalize_object(
-            self._org, self._repo, path, session_id=self._sid,
-            physical_address=staged.physical_address, signature=staged.signature,
-            expires_at=staged.expires_at)))
 
-    def _multipart_upload(self, path: str, data: Any) -> PutObjectResult:
+class _Source:
+    """The bytes of one ``put``: the whole body from its start (again after a fallback,
+    when the input can seek) or its parts in order."""
+
+    def __init__(self, data: Any, size: int | None) -> None:
+        self.data, self.size = data, size
+        self.origin = data.tell() if size is not None and hasattr(data, "seek") else None
+
+    def body(self) -> Any:
+        if self.origin is not None:
+            self.data.seek(self.origin)
+        return _body(self.data)
+
+    def parts(self) -> Iterator[bytes]:
+        return _parts(self.data)
+
+
+def _drive(client: Client, plan: _wire.Plan, source: _Source) -> PutObjectResult:
+    """Run an upload plan (``tilde._wire.uploads``) with this client's blocking I/O."""
+    reply: _wire.Reply | None = None
+    error: BaseException | None = None
+    while True:
         try:
-            init = _wire.parse_multipart_upload(self._client._call(
-                _wire.initiate_multipart(self._org, self._repo, path, session_id=self._sid)))
-        except ServerError as err:
-            if err.status_code != 501:
-                raise
-            return self._fall_back(path, data)
+            step = plan.throw(error) if error is not None else plan.send(reply)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            result: PutObjectResult = stop.value
+            return result
+        reply, error = None, None
         try:
-            parts: list[tuple[int, str]] = []
-            total = 0
-            for number, chunk in enumerate(_parts(data), start=1):
-                url = self._client._part_url(_wire.multipart_part_url(
-                    self._org, self._repo, token=init.token, part_number=number,
-                    upload_id=init.upload_id))
-                response = self._client._put_presigned(url, chunk)
-                response.close()
-                parts.append((number, response.headers.get("ETag", "")))
-                total += len(chunk)
-            body = self._client._call(_wire.complete_multipart(
-                self._org, self._repo, path, session_id=self._sid, token=init.token,
-                upload_id=init.upload_id, physical_address=init.physical_address,
-                parts=parts, total_size=total))
-        except BaseException as err:
-            self._abort(path, init)
-            if isinstance(err, ServerError) and err.status_code == 501:
-                return self._fall_back(path, data)
-            raise
-        return _wire.parse_put_result(body)
+            reply = _perform(client, step, source)
+        except Exception as exc:  # thrown into the plan, which decides
+            error = exc
 
-    def _abort(self, path: str, init: Any) -> None:
+
+def _perform(client: Client, step: _wire.Step, source: _Source) -> _wire.Reply:
+    if isinstance(step, _wire.Call):
+        response = client._send(step.request, check=False)
+        if not (response.is_success or (step.redirect_ok and response.is_redirect)):
+            raise client._error(response)
         try:
-            self._client._send(_wire.abort_multipart(
-                self._org, self._repo, path, session_id=self._sid, token=init.token,
-                upload_id=init.upload_id, physical_address=init.physical_address)).close()
-        except Exception:
-            pass  # the original failure is what the caller needs to see
-
-    def _fall_back(self, path: str, data: Any) -> PutObjectResult:
-        """2.5.6: the server has no multipart; remember that and send one single upload."""
-        self._client._multipart_unsupported = True
-        if hasattr(data, "seek"):
-            data.seek(0)
-        return self._single_upload(path, data)
+            body = client._decode(response) if response.is_success else None
+        finally:
+            response.close()
+        return _wire.Reply(response.status_code, response.headers, body)
+    if isinstance(step, _wire.PutBody):
+        response = client._put_presigned(step.url, source.body(), content_length=source.size)
+        response.close()
+        return _wire.Reply(response.status_code, response.headers)
+    parts: list[tuple[int, str]] = []
+    total = 0
+    for number, chunk in enumerate(source.parts(), start=1):
+        lookup = _perform(client, _wire.Call("part_url", step.lookup(number), redirect_ok=True),
+                          source)
+        url = _wire.part_upload_url(client.base_url, lookup.status, lookup.headers, lookup.body)
+        response = client._put_presigned(url, chunk)
+        response.close()
+        parts.append((number, response.headers.get("ETag", "")))
+        total += len(chunk)
+    return _wire.Reply(200, {}, (parts, total))
 
 
 def _known_size(data: Any) -> int | None:
