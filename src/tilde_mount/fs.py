@@ -642,7 +642,8 @@ class Filesystem:
 
         async def fetch(start: int, end: int) -> bytes:
             async with self._fetch_limiter:
-                return await self.remote.read_range(sf.path, start, end, view)
+                return await self.remote.read_range(sf.path, start, end, view,
+                                                    etag=base.etag or None)
 
         try:
             await self._staging.populate(sf, fetch, chunk=self.config.max_request_bytes)
@@ -765,7 +766,8 @@ class Filesystem:
         node, view = h.node, self.view
 
         async def fetch(start: int, end: int) -> bytes:
-            return await self.remote.read_range(node.path, start, end, view)
+            return await self.remote.read_range(node.path, start, end, view,
+                                                etag=ref.etag or None)
 
         ahead = h.prefetcher.on_read(off, size, ref.size)
         if ahead is not None:

@@ -1,7 +1,7 @@
 """Range GETs over plain HTTP/1.1, each body read straight into one buffer of its size.
 
     pool = RangeGetPool("http://127.0.0.1:8080", headers={"Authorization": ...}, timeout=30)
-    status, body = await pool.get("/api/v1/...", [("path", "big.bin")], start, end)
+    status, headers, body = await pool.get("/api/v1/...?path=big.bin", start, end)
     await pool.aclose()
 
 Why: reading object ranges is the daemon's hot path, and through httpx every byte is
@@ -14,10 +14,14 @@ Subtleties:
 1. Only what this path can do exactly is done here; anything else raises `Unsupported`
    and the caller goes back to httpx for good: https (TLS), a response without
    Content-Length (chunked), a 200 to a Range request (the server ignores ranges), a
-   head larger than 64 KiB. The request bytes come from ``tilde._wire`` (path, params).
-2. A response other than 206 is returned with its body (at most 1 MiB read) for the
-   caller's status -> exception table; a 206 whose Content-Range does not start at
-   ``start`` is a `TransportFailure`.
+   head larger than 64 KiB. The request target comes encoded from the caller (which builds
+   it with httpx's URL rules from ``tilde._wire``); one holding CR, LF or a space is
+   refused before anything is sent.
+2. A response other than 206 is returned with its headers and body (at most 1 MiB read),
+   so the caller can follow a redirect or use its status -> exception table; a 206 whose
+   Content-Range does not start at ``start`` is a `TransportFailure`.
+5. One pool serves one origin (scheme, host, port); its fixed headers (Authorization or
+   not) are the caller's choice per origin.
 3. Connections are kept alive and reused (``Connection: close`` honoured). A connection is
    returned to the pool only after its response was read completely; any failure closes
    it. A reused connection that breaks before the first byte of the response (the server
@@ -29,8 +33,7 @@ Subtleties:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import trio
 
@@ -69,7 +72,6 @@ class RangeGetPool:
             raise Unsupported(f"{url.scheme or 'no'} scheme")
         self.host = url.hostname
         self.port = url.port or 80
-        self.prefix = url.path.rstrip("/")
         host_header = url.netloc.rpartition("@")[2]
         self._fixed = "".join(f"{k}: {v}\r\n" for k, v in
                               {"Host": host_header, "Accept-Encoding": "identity",
@@ -85,12 +87,13 @@ class RangeGetPool:
         for conn in idle:
             await conn.aclose()
 
-    async def get(self, path: str, params: Sequence[tuple[str, str]], start: int,
-                  end: int) -> tuple[int, bytearray]:
-        """GET bytes [start, end) of the resource: (206, body) or (status, error body)."""
-        # percent-encoded like httpx would: no byte of a name can end the request line
-        target = (quote(self.prefix + path, safe="/!$&'()*+,;=:@-._~")
-                  + ("?" + urlencode(list(params)) if params else ""))
+    async def get(self, target: str, start: int,
+                  end: int) -> tuple[int, dict[str, str], bytearray]:
+        """GET bytes [start, end) of ``target`` (the request target as sent: path and query,
+        already percent-encoded): (206, headers, body), or another status with its headers
+        and (error) body, so the caller can follow a redirect or raise."""
+        if any(c in target for c in "\r\n ") or not target.startswith("/"):
+            raise TransportFailure(f"unsafe request target {target[:80]!r}")
         request = (f"GET {target} HTTP/1.1\r\n{self._fixed}"
                    f"Range: bytes={start}-{end - 1}\r\n\r\n").encode()
         for _ in range(2):
@@ -120,7 +123,7 @@ class RangeGetPool:
         raise TransportFailure("connection closed before the response")
 
     async def _exchange(self, conn: _Conn, request: bytes, start: int,
-                        end: int) -> tuple[tuple[int, bytearray], bool]:
+                        end: int) -> tuple[tuple[int, dict[str, str], bytearray], bool]:
         await conn.stream.send_all(request)
         status, headers = await self._read_head(conn)
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -137,12 +140,12 @@ class RangeGetPool:
                 raise Unsupported(f"{status} to a Range request")
             if length > MAX_ERROR_BODY:
                 raise TransportFailure(f"{status} with a {length}-byte body")
-            return (status, await self._read_body(conn, length)), keep
+            return (status, headers, await self._read_body(conn, length)), keep
         first = headers.get("content-range", "").removeprefix("bytes ").partition("-")[0]
         if first != str(start) or length > end - start:
             raise TransportFailure(f"Content-Range {headers.get('content-range')!r} "
                                    f"for bytes {start}-{end - 1}")
-        return (206, await self._read_body(conn, length)), keep
+        return (206, headers, await self._read_body(conn, length)), keep
 
     async def _read_head(self, conn: _Conn) -> tuple[int, dict[str, str]]:
         buf = conn.buffer

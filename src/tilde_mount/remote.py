@@ -29,8 +29,18 @@ Subtleties:
    awaits; ``stats()`` is a snapshot.
 7. Range reads over plain http go through `rangeget.RangeGetPool` (the hot path, at half
    the CPU per byte of httpx) with the same retries and error table; https, an injected
-   transport, or a response it cannot handle keep them on httpx.
+   transport, or a response it cannot handle keep them on httpx. One pool per origin.
+8. Downloads through redirects (the hosted service answers ``GET {R}/object`` with 307 to
+   an expiring signed URL, maybe on another origin): the Location is cached per (path,
+   view, ETag), so an object costs one redirect per URL lifetime and every later range
+   goes straight to the URL. A cached URL that answers 401/403/404/410, a redirect, or
+   another ETag than the one asked for is dropped and the API asked again. The bearer is
+   never sent to another origin than the API's.
+9. Uploads are the plan of ``tilde._wire.uploads`` (today's routes first, the legacy ones
+   when the server has only those, multipart with its 501 fallback), driven here with
+   retries and parallel parts; what was learned of the server is kept for the daemon's life.
 """
+
 
 from __future__ import annotations
 
@@ -42,7 +52,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import quote, urljoin
 
+import cachetools
 import httpx
 import trio
 
@@ -112,7 +124,8 @@ class Remote(Protocol):
     async def head(self, path: str, view: View) -> RemoteObject: ...
     async def list_page(self, prefix: str, view: View, *, after: str | None = None,
                         amount: int = 1000, delimiter: str | None = "/") -> ListPage: ...
-    async def read_range(self, path: str, start: int, end: int, view: View) -> bytes: ...
+    async def read_range(self, path: str, start: int, end: int, view: View,
+                         etag: str | None = None) -> bytes: ...
     async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str: ...
     async def batch_upload_supported(self, session_id: str) -> bool: ...
     async def upload_batch(self, items: Sequence[tuple[str, bytes]], *,
@@ -156,6 +169,56 @@ def _http_date_ns(value: str | None) -> int:
         return _ns(email.utils.parsedate_to_datetime(value))
     except (TypeError, ValueError):
         return 0
+
+
+#: signed download URLs kept (one per object version read) and for how long at most; one
+#: that stops working sooner is resolved again on its first refusal
+LOCATION_CACHE_SIZE = 4096
+LOCATION_TTL = 600.0
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+def _origin(url: str) -> str:
+    u = httpx.URL(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    return f"{u.scheme}://{u.host}:{port}"
+
+
+def _slice(status: int, headers: Mapping[str, str], body: bytes, start: int, end: int,
+           url: str) -> bytes:
+    """The bytes [start, end) of a range answer (a 200 that ignored Range is cut); any
+    other status raises from the one status -> exception table."""
+    if status == 206:
+        return body[:end - start]
+    if status == 200:
+        return body[start:end] if "content-range" not in headers else body[:end - start]
+    raise _wire.error_for_response(status, method="GET", url=url, body=bytes(body))
+
+
+def _json_body(r: httpx.Response) -> Any:
+    if not r.content:
+        return None
+    try:
+        return r.json()
+    except ValueError:
+        raise exc.SerializationError(
+            f"{r.request.method} {r.request.url}: the answer is not JSON") from None
+
+
+def _first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The exception a failed part ended the nursery with (not its siblings' Cancelled)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    return (real or leaves)[0]
 
 
 #: bytes per socket read for HTTP/1.1 responses in this process (httpcore reads 64 KiB)
@@ -206,7 +269,10 @@ class HttpRemote:
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._multipart_ok = True
+        self._upload_state = _wire.UploadState()
+        #: signed download URLs a redirect gave, by (path, view, etag) (subtlety 8)
+        self._locations: cachetools.TTLCache[tuple[str, View, str], str] = \
+            cachetools.TTLCache(maxsize=LOCATION_CACHE_SIZE, ttl=LOCATION_TTL)
         self._client = httpx.AsyncClient(
             base_url=self.base,
             headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount"},
@@ -215,14 +281,11 @@ class HttpRemote:
                                 max_keepalive_connections=max_connections),
             http1=True, http2=False, follow_redirects=False, transport=transport,
         )
-        self._plain: rangeget.RangeGetPool | None = None
-        if transport is None and plain_range_gets:
-            try:
-                self._plain = rangeget.RangeGetPool(
-                    self.base, timeout=timeout,
-                    headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount", **self._auth})
-            except rangeget.Unsupported:  # https: httpx does TLS
-                pass
+        self._timeout = timeout
+        self._origin = _origin(self.base)
+        #: plain-HTTP range GET pools by origin; None once httpx must do every read
+        self._pools: dict[str, rangeget.RangeGetPool] | None = (
+            {} if transport is None and plain_range_gets else None)
         self.requests: Counter[str] = Counter()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -317,75 +380,157 @@ class HttpRemote:
                     _ns(e.last_modified) if e else 0))
         return ListPage(objects, prefixes, page.next_after)
 
-    async def read_range(self, path: str, start: int, end: int, view: View) -> bytes:
-        """Bytes [start, end) of ``path``; a server ignoring Range still gives the slice.
+    async def read_range(self, path: str, start: int, end: int, view: View,
+                         etag: str | None = None) -> bytes:
+        """Bytes [start, end) of ``path``, the version ``etag`` if the caller knows it.
 
-        Over plain http the bytes come through `RangeGetPool` (half the CPU per byte);
-        whatever it cannot do switches this remote to httpx for good.
+        A server that streams answers the API GET itself; one that redirects (the hosted
+        service, ``tilde-server --downloads redirect``) answers 307 to a signed URL, which
+        is cached and read directly until it stops working (subtlety 8).
         """
+        key = (path, view, etag or "")
+        url = self._locations.get(key)
+        if url is not None:
+            got = await self._read_url(url, start, end, etag, cached=True)
+            if got is not None:
+                return got
+            self._locations.pop(key, None)
         req = _wire.get_object(self.org, self.repo, path, byte_range=(start, end - 1),
                                session_id=view.session_id, ref=view.ref)
-        if self._plain is not None:
-            try:
-                return await self._read_plain(req, start, end)
-            except rangeget.Unsupported as e:
-                log.info("plain range GETs unavailable (%s); using httpx", e)
-                pool, self._plain = self._plain, None
-                if pool is not None:
-                    await pool.aclose()
-        r = await self._send("read", req)
-        data = r.content
-        if r.status_code == 200 and "content-range" not in r.headers and start:
-            data = data[start:end]
-        return data[:end - start]
+        # percent-encoded here: no byte of an org or repo name can break the request line
+        api_url = str(httpx.URL(self.base + quote(req.path, safe=_PATH_SAFE),
+                                params=list(req.params)))
+        status, headers, body = await self._ranged_get("read", api_url, start, end)
+        if 300 <= status < 400:
+            location = headers.get("location")
+            if not location:
+                raise exc.TransportError(f"GET {api_url} answered {status} without Location")
+            url = urljoin(api_url, location)
+            self.requests["redirect"] += 1
+            got = await self._read_url(url, start, end, etag, cached=False)
+            assert got is not None
+            self._locations[key] = url
+            return got
+        return _slice(status, headers, body, start, end, api_url)
 
-    async def _read_plain(self, req: _wire.WireRequest, start: int, end: int) -> bytes:
-        """`read_range` through `RangeGetPool`, with `_send`'s retries and error table."""
-        assert self._plain is not None
-        pool = self._plain
+    async def _read_url(self, url: str, start: int, end: int, etag: str | None, *,
+                        cached: bool) -> bytes | None:
+        """A range of a signed download URL; None when a cached URL no longer serves the
+        version asked for (expired or revoked: 401/403/404/410, a redirect, another ETag)."""
+        status, headers, body = await self._ranged_get("read_url", url, start, end)
+        stale = status in (401, 403, 404, 410) or 300 <= status < 400 or (
+            etag is not None and 200 <= status < 300
+            and normalize_etag(headers.get("etag")) not in ("", etag))
+        if stale and cached:
+            log.debug("a signed URL no longer serves it (%d); resolving again", status)
+            return None
+        if 300 <= status < 400:
+            raise exc.TransportError(f"GET of a download URL answered {status}")
+        return _slice(status, headers, body, start, end, url)
+
+    async def _ranged_get(self, kind: str, url: str, start: int,
+                          end: int) -> tuple[int, Mapping[str, str], bytes]:
+        """One range GET of an absolute URL, transient failures retried (subtlety 2); the
+        answer that ended it, whatever its status. The bearer goes only to the API's
+        origin (subtlety 8)."""
         attempt = 0
         while True:
             error: exc.TildeError
-            self.requests["read"] += 1
+            self.requests[kind] += 1
             try:
-                status, body = await pool.get(req.path, req.params, start, end)
-            except rangeget.TransportFailure as e:
-                error = exc.TransportError(f"GET {req.path}: {e}", e)
+                status, headers, body = await self._get_once(url, start, end)
+            except (rangeget.TransportFailure, httpx.TransportError) as e:
+                error = exc.TransportError(f"GET {url}: {e!r}", e)
             else:
                 self.bytes_in += len(body)
-                if status == 206:
-                    # bytes-like; the block cache copies it into blocks once
-                    return body  # type: ignore[return-value]
-                error = _wire.error_for_response(status, method="GET",
-                                                 url=self.base + req.path, body=bytes(body))
-            attempt = await self._retry_or_raise("read", error, attempt, True)
+                if status < 400:
+                    return status, headers, body
+                error = _wire.error_for_response(status, method="GET", url=url,
+                                                 body=bytes(body))
+                if not is_transient(error):
+                    return status, headers, body
+            attempt = await self._retry_or_raise(kind, error, attempt, True)
+
+    async def _get_once(self, url: str, start: int,
+                        end: int) -> tuple[int, Mapping[str, str], bytes]:
+        origin = _origin(url)
+        auth = self._auth if origin == self._origin else {}
+        if self._pools is not None:
+            try:
+                pool = self._pools.get(origin)
+                if pool is None:
+                    pool = self._pools[origin] = rangeget.RangeGetPool(
+                        origin, timeout=self._timeout,
+                        headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount", **auth})
+                target = httpx.URL(url).raw_path.decode("ascii")
+                status, headers, body = await pool.get(target, start, end)
+                # a bytearray: the block cache copies it into blocks once
+                return status, headers, body  # type: ignore[return-value]
+            except rangeget.Unsupported as e:
+                log.info("plain range GETs unavailable (%s); using httpx", e)
+                pools, self._pools = self._pools, None
+                for p in pools.values():
+                    await p.aclose()
+        r = await self._client.get(url, headers={"Range": f"bytes={start}-{end - 1}", **auth})
+        return r.status_code, r.headers, r.content
 
     # -- writes -----------------------------------------------------------------------
     async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str:
-        """Upload ``source`` as ``path``; returns the new ETag (normalised)."""
-        if source.size >= self.single_upload_limit and self._multipart_ok:
+        """Upload ``source`` as ``path``; returns the new ETag (normalised). The requests,
+        dialects and fallbacks are the plan of ``tilde._wire.uploads``, as in the client."""
+        plan = _wire.put_plan(self.org, self.repo, path, session_id=session_id, base=self.base,
+                              state=self._upload_state, size=source.size,
+                              single_limit=self.single_upload_limit)
+        reply: _wire.Reply | None = None
+        error: BaseException | None = None
+        while True:
             try:
-                return await self._upload_multipart(path, source, session_id)
-            except exc.APIError as e:
-                if e.status_code != 501:
-                    raise
-                log.info("multipart not supported by the server; using single uploads")
-                self._multipart_ok = False
-        return await self._upload_single(path, source, session_id)
+                step = plan.throw(error) if error is not None else plan.send(reply)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return normalize_etag(stop.value.etag)
+            reply, error = None, None
+            try:
+                # an abort runs to its end even when the upload was cancelled
+                aborting = isinstance(step, _wire.Call) and step.kind == "multipart_abort"
+                with trio.CancelScope(shield=aborting):
+                    reply = await self._perform(step, source)
+            except BaseException as e:  # the plan decides; it re-raises what it does not handle
+                error = e
 
-    async def _upload_single(self, path: str, source: UploadSource, session_id: str) -> str:
-        r = await self._send("stage", _wire.stage_object(self.org, self.repo, path,
-                                                         session_id=session_id))
-        staged = _wire.parse_staged_upload(r.json())
-        url = _wire.resolve_upload_url(self.base, staged.upload_url)
-        await self._send("put", _wire.WireRequest("PUT", url), url=url,
-                         content=lambda: source.chunks(0, source.size),
-                         content_length=source.size)
-        r = await self._send("finalize", _wire.finalize_object(
-            self.org, self.repo, path, session_id=session_id,
-            physical_address=staged.physical_address, signature=staged.signature,
-            expires_at=staged.expires_at))
-        return normalize_etag(_wire.parse_put_result(r.json()).etag)
+    async def _perform(self, step: _wire.Step, source: UploadSource) -> _wire.Reply:
+        if isinstance(step, _wire.Call):
+            r = await self._send(step.kind, step.request, redirect_ok=step.redirect_ok)
+            return _wire.Reply(r.status_code, r.headers,
+                               _json_body(r) if 200 <= r.status_code < 300 else None)
+        if isinstance(step, _wire.PutBody):
+            r = await self._send("put", _wire.WireRequest("PUT", step.url), url=step.url,
+                                 content=lambda: source.chunks(0, source.size),
+                                 content_length=source.size)
+            return _wire.Reply(r.status_code, r.headers)
+        lookup = step.lookup
+        ranges = [(n + 1, start, min(start + self.part_size, source.size))
+                  for n, start in enumerate(range(0, source.size, self.part_size))]
+        etags: dict[int, str] = {}
+        limiter = trio.CapacityLimiter(self.part_concurrency)
+
+        async def part(number: int, start: int, end: int) -> None:
+            async with limiter:
+                answer = await self._perform(
+                    _wire.Call("part_url", lookup(number), redirect_ok=True), source)
+                url = _wire.part_upload_url(self.base, answer.status, answer.headers,
+                                            answer.body)
+                put = await self._send("put_part", _wire.WireRequest("PUT", url), url=url,
+                                       content=lambda: source.chunks(start, end),
+                                       content_length=end - start)
+                etags[number] = put.headers.get("ETag", "")
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for number, start, end in ranges:
+                    nursery.start_soon(part, number, start, end)
+        except BaseExceptionGroup as group:
+            raise _first_failure(group) from None
+        return _wire.Reply(200, {}, (sorted(etags.items()), source.size))
 
     async def batch_upload_supported(self, session_id: str) -> bool:
         """Whether the server has the batch upload extension: one empty batch, once.
@@ -417,49 +562,6 @@ class HttpRemote:
                     _wire.parse_batch_etags(r.json(), [p for p, _ in items])]
         except ValueError as e:
             raise exc.APIError(r.status_code, message=f"batch upload: {e}") from None
-
-    async def _upload_multipart(self, path: str, source: UploadSource, session_id: str) -> str:
-        r = await self._send("multipart_init", _wire.initiate_multipart(
-            self.org, self.repo, path, session_id=session_id))
-        mp = _wire.parse_multipart_upload(r.json())
-        ranges = [(n + 1, start, min(start + self.part_size, source.size))
-                  for n, start in enumerate(range(0, source.size, self.part_size))]
-        etags: dict[int, str] = {}
-        limiter = trio.CapacityLimiter(self.part_concurrency)
-
-        async def part(number: int, start: int, end: int) -> None:
-            async with limiter:
-                lookup = await self._send("part_url", _wire.multipart_part_url(
-                    self.org, self.repo, token=mp.token, part_number=number,
-                    upload_id=mp.upload_id), redirect_ok=True)
-                location = _wire.part_location(lookup.status_code, lookup.headers)
-                if location is None:
-                    raise exc.TransportError(
-                        f"part URL lookup answered {lookup.status_code} without a redirect")
-                url = _wire.resolve_upload_url(self.base, location)
-                put = await self._send("put_part", _wire.WireRequest("PUT", url), url=url,
-                                       content=lambda: source.chunks(start, end),
-                                       content_length=end - start)
-                etags[number] = put.headers.get("ETag", "")
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for number, start, end in ranges:
-                    nursery.start_soon(part, number, start, end)
-            r = await self._send("multipart_complete", _wire.complete_multipart(
-                self.org, self.repo, path, session_id=session_id, token=mp.token,
-                upload_id=mp.upload_id, physical_address=mp.physical_address,
-                parts=sorted(etags.items()), total_size=source.size))
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._send("multipart_abort", _wire.abort_multipart(
-                        self.org, self.repo, path, session_id=session_id, token=mp.token,
-                        upload_id=mp.upload_id, physical_address=mp.physical_address))
-                except Exception as e:  # the original error matters, not this one
-                    log.debug("multipart abort failed: %s", e)
-            raise
-        return normalize_etag(_wire.parse_put_result(r.json()).etag)
 
     async def copy(self, source: str, destination: str, *, session_id: str) -> None:
         await self._send("copy", _wire.copy_object(self.org, self.repo, source, destination,
@@ -516,6 +618,6 @@ class HttpRemote:
                 "retries": self.retried, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
     async def aclose(self) -> None:
-        if self._plain is not None:
-            await self._plain.aclose()
+        for pool in (self._pools or {}).values():
+            await pool.aclose()
         await self._client.aclose()

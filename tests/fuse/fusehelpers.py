@@ -108,7 +108,10 @@ class Api:
         return {"Authorization": f"Bearer {self.server.api_key}"}
 
     def get(self, route: str, **params: Any) -> httpx.Response:
-        return httpx.get(self.base + route, params=params, headers=self.headers, timeout=30)
+        """A GET of the API; object GETs follow a redirecting server's 307 to a signed URL
+        (httpx drops the bearer when that URL is on another origin)."""
+        return httpx.get(self.base + route, params=params, headers=self.headers, timeout=30,
+                         follow_redirects=True)
 
     def log(self) -> list[dict[str, Any]]:
         r = self.get("/log", amount=100)

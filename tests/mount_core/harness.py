@@ -251,7 +251,8 @@ class Http:
                     p["ref"] = ref
                 if session_id:
                     p["session_id"] = session_id
-                g = self.client.get(f"{self.base}/object", params=p)
+                # a redirecting server (--downloads redirect) answers 307 to a signed URL
+                g = self.client.get(f"{self.base}/object", params=p, follow_redirects=True)
                 g.raise_for_status()
                 out[item["path"]] = g.content
             pag = body.get("pagination") or {}
@@ -273,6 +274,18 @@ class Http:
         return str(r.json()["commit_id"])
 
     def put_in(self, sid: str, path: str, data: bytes) -> None:
+        """Stage one object: today's flow, or the 0.7.2 one where the server has only that
+        (tilde-server --wire legacy answers 405 to ``PUT {R}/object``)."""
+        q = {"session_id": sid, "path": path}
+        u = self.client.put(f"{self.base}/object", params=q)
+        if u.status_code != 405:
+            u.raise_for_status()
+            httpx.put(u.json()["upload_url"], content=data,
+                      headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+            self.client.post(f"{self.base}/object/finalize", params=q, json={
+                "upload_token": u.json()["upload_token"],
+                "content_type": "application/octet-stream"}).raise_for_status()
+            return
         st = self.client.post(f"{self.base}/object/stage",
                               params={"session_id": sid, "path": path})
         st.raise_for_status()

@@ -28,15 +28,20 @@ def test_ranges_errors_and_reused_connections(server: Any, repo_ref: Any) -> Non
     async def main() -> None:
         remote = HttpRemote(server.endpoint, repo_ref.path, server.api_key)
         try:
-            assert remote._plain is not None  # http endpoint: the plain path is on
+            pools = remote._pools
+            assert pools is not None  # http endpoint: the plain path is on
             for start, end in [(0, 1), (0, len(data)), (4095, 4097), (len(data) - 17, len(data)),
                                (1 << 20, 3 << 20)]:
                 got = await remote.read_range("dir/obj ü+1.bin", start, end, View())
                 assert bytes(got) == data[start:end], (start, end)
-            assert remote.stats()["by_kind"]["read"] == 5
+            kinds = remote.stats()["by_kind"]
+            # a redirecting server (--downloads redirect) costs one redirect, then every
+            # range goes to the signed URL it gave
+            assert kinds.get("redirect", 0) <= 1
+            assert kinds.get("read", 0) + kinds.get("read_url", 0) - kinds.get("redirect", 0) \
+                == 5, kinds
             # connections are reused; one closed while idle is replaced transparently
-            pool = remote._plain
-            assert pool._idle
+            pool = next(p for p in pools.values() if p._idle)
             for conn in pool._idle:  # as when the server closes an idle keep-alive
                 conn.stream.socket.shutdown(socket.SHUT_RDWR)
             remote.retries = 0  # not saved by the remote's retries: by the pool itself
@@ -49,7 +54,7 @@ def test_ranges_errors_and_reused_connections(server: Any, repo_ref: Any) -> Non
             with pytest.raises(exc.NotFoundError):
                 await remote.read_range("dir/obj ü+1.bin", 0, 10,
                                         View(session_id="00000000-0000-0000-0000-000000000000"))
-            assert remote._plain is pool, "an error status does not switch paths"
+            assert remote._pools is pools, "an error status does not switch paths"
         finally:
             await remote.aclose()
         # names are percent-encoded: a space or CR/LF cannot break the request line
@@ -57,7 +62,7 @@ def test_ranges_errors_and_reused_connections(server: Any, repo_ref: Any) -> Non
         try:
             with pytest.raises(exc.NotFoundError):
                 await odd.read_range("x", 0, 1, View())
-            assert odd._plain is not None
+            assert odd._pools is not None
         finally:
             await odd.aclose()
 
@@ -67,9 +72,8 @@ def test_ranges_errors_and_reused_connections(server: Any, repo_ref: Any) -> Non
 def test_https_and_injected_transports_use_httpx() -> None:
     with pytest.raises(Unsupported):
         RangeGetPool("https://tilde.example", headers={}, timeout=5)
-    assert HttpRemote("https://tilde.example", "o/r", "k")._plain is None
     assert HttpRemote("http://127.0.0.1:1", "o/r", "k",
-                      transport=httpx.AsyncHTTPTransport())._plain is None
+                      transport=httpx.AsyncHTTPTransport())._pools is None
 
 
 def test_a_server_ignoring_range_switches_to_httpx(tmp_path: Path) -> None:
@@ -88,10 +92,10 @@ def test_a_server_ignoring_range_switches_to_httpx(tmp_path: Path) -> None:
         async def main() -> None:
             remote = HttpRemote(f"http://127.0.0.1:{port}", "o/r", "k", retries=0)
             try:
-                assert remote._plain is not None
+                assert remote._pools is not None
                 got = await remote.read_range("f", 1000, 5000, View())
                 assert bytes(got) == data[1000:5000]
-                assert remote._plain is None, "switched to httpx for good"
+                assert remote._pools is None, "switched to httpx for good"
                 assert bytes(await remote.read_range("f", 0, 10, View())) == data[:10]
             finally:
                 await remote.aclose()
