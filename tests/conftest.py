@@ -54,8 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--server-args", default="",
         help="extra `tilde-server run` arguments for the session's shared server, e.g. "
-             "'--wire current --downloads redirect' (scripts/test.sh runs the client and "
-             "mount suites once per wire dialect this way)")
+             "'--wire current --downloads redirect'; {port} stands for the server's port "
+             "(scripts/test.sh runs the client and mount suites once per wire dialect this "
+             "way)")
 
 
 def start_server(tmp: Path, api_key: str = ADMIN_KEY,
@@ -65,6 +66,7 @@ def start_server(tmp: Path, api_key: str = ADMIN_KEY,
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    args = [a.replace("{port}", str(port)) for a in args]
     env = dict(os.environ, HOME=str(home))
     for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
         env.pop(k, None)
