@@ -43,3 +43,24 @@ def test_mount_benchmark_smoke_preset_runs(tmp_path: Path) -> None:
     assert all(isinstance(t["pass"], bool) for t in data["targets"])
     assert data["versions"]["rclone"].startswith("rclone v")
     assert not list(tmp_path.glob("tilde-mount-bench-*")), "temporary directory left behind"
+
+
+@pytest.mark.fuse
+@pytest.mark.timeout(600)
+def test_download_modes_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/download_modes.py: both modes measured, and the redirect mode really went
+    through redirects (one per object read) while the stream mode had none."""
+    results = tmp_path / "results"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "download_modes.py"), "--size-mib", "8",
+         "--random", "10", "--repeat", "1", "--results", str(results), "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=550)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-5000:]}\nstderr:\n{r.stderr[-5000:]}"
+    assert "cold seq read (MiB/s)" in r.stdout and "requests per MiB, seq" in r.stdout
+    files = list(results.glob("download-modes-*.json"))
+    assert len(files) == 1
+    med = json.loads(files[0].read_text())["medians"]
+    assert med["stream"]["seq_redirects"] == 0 and med["redirect"]["seq_redirects"] == 1
+    assert med["redirect"]["random_redirects"] == 1
+    assert med["stream"]["seq_mib_s"] > 0 and med["redirect"]["seq_mib_s"] > 0
+    assert not list(tmp_path.glob("tilde-download-modes-*")), "temporary directory left behind"
