@@ -113,7 +113,8 @@ def requests(mnt: Path, env: dict[str, str]) -> dict[str, int]:
     if r.returncode != 0:
         raise RuntimeError(f"tilde-mount status failed: {r.stderr}")
     st = json.loads(r.stdout)["requests"]
-    return {**st.get("by_kind", {}), "total": st.get("total", 0)}
+    return {**st.get("by_kind", {}), "total": st.get("total", 0),
+            "redirect": st.get("redirects", 0)}
 
 
 def unmount(mnt: Path, env: dict[str, str]) -> None:

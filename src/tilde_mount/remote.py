@@ -290,6 +290,8 @@ class HttpRemote:
         self.bytes_in = 0
         self.bytes_out = 0
         self.retried = 0
+        #: download redirects followed (each a "read" request answered 307)
+        self.redirects = 0
 
     # -- plumbing ---------------------------------------------------------------------
     async def _send(
@@ -406,7 +408,7 @@ class HttpRemote:
             if not location:
                 raise exc.TransportError(f"GET {api_url} answered {status} without Location")
             url = urljoin(api_url, location)
-            self.requests["redirect"] += 1
+            self.redirects += 1
             got = await self._read_url(url, start, end, etag, cached=False)
             assert got is not None
             self._locations[key] = url
@@ -615,7 +617,8 @@ class HttpRemote:
 
     def stats(self) -> dict[str, Any]:
         return {"by_kind": dict(self.requests), "total": sum(self.requests.values()),
-                "retries": self.retried, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+                "retries": self.retried, "redirects": self.redirects,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
     async def aclose(self) -> None:
         for pool in (self._pools or {}).values():
