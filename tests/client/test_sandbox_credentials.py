@@ -18,7 +18,8 @@ from tilde import Client
 from tilde._credentials import SandboxCredentialsProvider
 from tilde.exceptions import ConfigurationError, SerializationError, TransportError
 
-URI = "http://169.254.170.2/v1/credentials"
+# a loopback port nobody listens on: every request here goes to a MockTransport anyway
+URI = "http://127.0.0.1:9/v1/credentials"
 
 
 def _iso(delta: timedelta) -> str:
