@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,20 @@ from tilde_server.sandbox.cli import image_group, sandbox_options
 from tilde_server.wire import DEFAULT_DOWNLOAD_URL_TTL, DOWNLOADS, WIRES, check_base_url
 
 log = logging.getLogger("tilde_server")
+
+#: query values that authorize by themselves (signed URLs): never written to a log
+_SECRET_QUERY = re.compile(r"(?<=[?&])(token|upload_token|signature)=[^&\s]*")
+
+
+class RedactSignedUrls(logging.Filter):
+    """Blank the grants in the access log's request lines: a signed download URL is a read
+    grant for as long as it lives, an upload signature or token a write grant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_SECRET_QUERY.sub(r"\1=REDACTED", a) if isinstance(a, str)
+                                else a for a in record.args)
+        return True
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -174,6 +189,7 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
 
     app = build_app(store, wire=WireOptions(wire, downloads, download_url_ttl, signed_url_base))
     sandboxes = sandbox_cli.start(app, store, endpoint)
+    logging.getLogger("uvicorn.access").addFilter(RedactSignedUrls())
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             log_level=log_level, timeout_graceful_shutdown=10,
                             server_header=False)
