@@ -49,6 +49,10 @@ class ServerHandle:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def new_repo(self) -> RepoRef:
+        """A fresh organization and repository on this server (`new_repo`)."""
+        return new_repo(self)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -226,6 +230,25 @@ class RepoRef:
 @pytest.fixture
 def repo_ref(server: ServerHandle) -> RepoRef:
     """A fresh organization and repository, created over plain HTTP (no client code involved)."""
+    return new_repo(server)
+
+
+@pytest.fixture(scope="session")
+def redirecting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """A server that answers as the hosted service does whatever --server-args say: today's
+    routes only, every download a 307 to a signed URL on another origin (localhost), URLs
+    that expire after 2 s. Started only for the tests that ask for it."""
+    h = start_server(tmp_path_factory.mktemp("redirecting"),
+                     args=["--wire", "current", "--downloads", "redirect",
+                           "--download-url-ttl", "2",
+                           "--signed-url-base", "http://localhost:{port}"])
+    yield h
+    stop_server(h)
+    assert "Traceback" not in h.log(), h.log()
+
+
+def new_repo(server: ServerHandle) -> RepoRef:
+    """Create a fresh organization and repository on ``server`` over plain HTTP."""
     org, repo = unique("org"), unique("repo")
     h = {"Authorization": f"Bearer {server.api_key}"}
     base = f"{server.endpoint}/api/v1"

@@ -33,9 +33,11 @@ Subtleties:
 8. Downloads through redirects (the hosted service answers ``GET {R}/object`` with 307 to
    an expiring signed URL, maybe on another origin): the Location is cached per (path,
    view, ETag), so an object costs one redirect per URL lifetime and every later range
-   goes straight to the URL. A cached URL that answers 401/403/404/410, a redirect, or
-   another ETag than the one asked for is dropped and the API asked again. The bearer is
-   never sent to another origin than the API's.
+   goes straight to the URL. Once the server has redirected, concurrent misses of one key
+   wait for the first one's resolution (a `trio.Event` per key); before that, reads do not
+   wait on each other (a streaming server needs no resolution). A cached URL that answers
+   401/403/404/410, a redirect, or another ETag than the one asked for is dropped and the
+   API asked again. The bearer is never sent to another origin than the API's.
 9. Uploads are the plan of ``tilde._wire.uploads`` (today's routes first, the legacy ones
    when the server has only those, multipart with its 501 fallback), driven here with
    retries and parallel parts; what was learned of the server is kept for the daemon's life.
@@ -178,10 +180,19 @@ LOCATION_TTL = 600.0
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 
-def _origin(url: str) -> str:
-    u = httpx.URL(url)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    return f"{u.scheme}://{u.host}:{port}"
+@dataclass(frozen=True)
+class _Target:
+    """An absolute URL parsed once: what a range GET of it needs on every read."""
+
+    url: str
+    origin: str  # scheme://host:port, the key of its connection pool
+    request_target: str  # path and query as sent, percent-encoded
+
+    @classmethod
+    def of(cls, url: str | httpx.URL) -> _Target:
+        u = httpx.URL(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        return cls(str(u), f"{u.scheme}://{u.host}:{port}", u.raw_path.decode("ascii"))
 
 
 def _slice(status: int, headers: Mapping[str, str], body: bytes, start: int, end: int,
@@ -271,8 +282,12 @@ class HttpRemote:
         self.backoff_cap = backoff_cap
         self._upload_state = _wire.UploadState()
         #: signed download URLs a redirect gave, by (path, view, etag) (subtlety 8)
-        self._locations: cachetools.TTLCache[tuple[str, View, str], str] = \
+        self._locations: cachetools.TTLCache[tuple[str, View, str], _Target] = \
             cachetools.TTLCache(maxsize=LOCATION_CACHE_SIZE, ttl=LOCATION_TTL)
+        #: once the server has redirected, concurrent first reads of one object version
+        #: wait for one resolution (architecture.md 4) instead of each asking the API
+        self._redirecting = False
+        self._resolving: dict[tuple[str, View, str], trio.Event] = {}
         self._client = httpx.AsyncClient(
             base_url=self.base,
             headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount"},
@@ -282,7 +297,7 @@ class HttpRemote:
             http1=True, http2=False, follow_redirects=False, transport=transport,
         )
         self._timeout = timeout
-        self._origin = _origin(self.base)
+        self._origin = _Target.of(self.base).origin
         #: plain-HTTP range GET pools by origin; None once httpx must do every read
         self._pools: dict[str, rangeget.RangeGetPool] | None = (
             {} if transport is None and plain_range_gets else None)
@@ -391,31 +406,49 @@ class HttpRemote:
         is cached and read directly until it stops working (subtlety 8).
         """
         key = (path, view, etag or "")
-        url = self._locations.get(key)
-        if url is not None:
-            got = await self._read_url(url, start, end, etag, cached=True)
+        signed = self._locations.get(key)
+        if signed is None and key in self._resolving:  # another read is resolving it
+            await self._resolving[key].wait()
+            signed = self._locations.get(key)
+        if signed is not None:
+            got = await self._read_url(signed, start, end, etag, cached=True)
             if got is not None:
                 return got
             self._locations.pop(key, None)
+        resolving = None
+        if self._redirecting and key not in self._resolving:
+            resolving = self._resolving[key] = trio.Event()
+        try:
+            return await self._read_api(key, path, start, end, view, etag)
+        finally:
+            if resolving is not None:
+                del self._resolving[key]
+                resolving.set()
+
+    async def _read_api(self, key: tuple[str, View, str], path: str, start: int, end: int,
+                        view: View, etag: str | None) -> bytes:
+        """A range through ``GET {R}/object``: its own answer, or the signed URL it
+        redirects to (then kept under ``key``)."""
         req = _wire.get_object(self.org, self.repo, path, byte_range=(start, end - 1),
                                session_id=view.session_id, ref=view.ref)
         # percent-encoded here: no byte of an org or repo name can break the request line
-        api_url = str(httpx.URL(self.base + quote(req.path, safe=_PATH_SAFE),
-                                params=list(req.params)))
-        status, headers, body = await self._ranged_get("read", api_url, start, end)
+        api = _Target.of(httpx.URL(self.base + quote(req.path, safe=_PATH_SAFE),
+                                   params=list(req.params)))
+        status, headers, body = await self._ranged_get("read", api, start, end)
         if 300 <= status < 400:
             location = headers.get("location")
             if not location:
-                raise exc.TransportError(f"GET {api_url} answered {status} without Location")
-            url = urljoin(api_url, location)
+                raise exc.TransportError(f"GET {api.url} answered {status} without Location")
+            signed = _Target.of(urljoin(api.url, location))
             self.redirects += 1
-            got = await self._read_url(url, start, end, etag, cached=False)
+            self._redirecting = True
+            got = await self._read_url(signed, start, end, etag, cached=False)
             assert got is not None
-            self._locations[key] = url
+            self._locations[key] = signed
             return got
-        return _slice(status, headers, body, start, end, api_url)
+        return _slice(status, headers, body, start, end, api.url)
 
-    async def _read_url(self, url: str, start: int, end: int, etag: str | None, *,
+    async def _read_url(self, url: _Target, start: int, end: int, etag: str | None, *,
                         cached: bool) -> bytes | None:
         """A range of a signed download URL; None when a cached URL no longer serves the
         version asked for (expired or revoked: 401/403/404/410, a redirect, another ETag)."""
@@ -428,9 +461,9 @@ class HttpRemote:
             return None
         if 300 <= status < 400:
             raise exc.TransportError(f"GET of a download URL answered {status}")
-        return _slice(status, headers, body, start, end, url)
+        return _slice(status, headers, body, start, end, url.url)
 
-    async def _ranged_get(self, kind: str, url: str, start: int,
+    async def _ranged_get(self, kind: str, url: _Target, start: int,
                           end: int) -> tuple[int, Mapping[str, str], bytes]:
         """One range GET of an absolute URL, transient failures retried (subtlety 2); the
         answer that ended it, whatever its status. The bearer goes only to the API's
@@ -442,30 +475,28 @@ class HttpRemote:
             try:
                 status, headers, body = await self._get_once(url, start, end)
             except (rangeget.TransportFailure, httpx.TransportError) as e:
-                error = exc.TransportError(f"GET {url}: {e!r}", e)
+                error = exc.TransportError(f"GET {url.url}: {e!r}", e)
             else:
                 self.bytes_in += len(body)
                 if status < 400:
                     return status, headers, body
-                error = _wire.error_for_response(status, method="GET", url=url,
+                error = _wire.error_for_response(status, method="GET", url=url.url,
                                                  body=bytes(body))
                 if not is_transient(error):
                     return status, headers, body
             attempt = await self._retry_or_raise(kind, error, attempt, True)
 
-    async def _get_once(self, url: str, start: int,
+    async def _get_once(self, url: _Target, start: int,
                         end: int) -> tuple[int, Mapping[str, str], bytes]:
-        origin = _origin(url)
-        auth = self._auth if origin == self._origin else {}
+        auth = self._auth if url.origin == self._origin else {}
         if self._pools is not None:
             try:
-                pool = self._pools.get(origin)
+                pool = self._pools.get(url.origin)
                 if pool is None:
-                    pool = self._pools[origin] = rangeget.RangeGetPool(
-                        origin, timeout=self._timeout,
+                    pool = self._pools[url.origin] = rangeget.RangeGetPool(
+                        url.origin, timeout=self._timeout,
                         headers={"User-Agent": f"{_wire.USER_AGENT} tilde-mount", **auth})
-                target = httpx.URL(url).raw_path.decode("ascii")
-                status, headers, body = await pool.get(target, start, end)
+                status, headers, body = await pool.get(url.request_target, start, end)
                 # a bytearray: the block cache copies it into blocks once
                 return status, headers, body  # type: ignore[return-value]
             except rangeget.Unsupported as e:
@@ -473,7 +504,8 @@ class HttpRemote:
                 pools, self._pools = self._pools, None
                 for p in pools.values():
                     await p.aclose()
-        r = await self._client.get(url, headers={"Range": f"bytes={start}-{end - 1}", **auth})
+        r = await self._client.get(url.url,
+                                   headers={"Range": f"bytes={start}-{end - 1}", **auth})
         return r.status_code, r.headers, r.content
 
     # -- writes -----------------------------------------------------------------------
