@@ -13,7 +13,9 @@ mode and run mounts it fresh with a cold cache and measures:
 - the daemon's own request counters (``tilde-mount status --json``): requests per MiB read
   and how many of them were redirects.
 
-Prints medians of ``--repeat`` runs and the ratio redirect / stream of each; writes the
+``--modes stream,redirect,redirect-same-origin`` adds a redirecting server whose signed URLs
+are on the API's own origin. Prints medians of ``--repeat`` runs and each mode's ratio to
+the first one; writes the
 figures to benchmarks/results/download-modes-<time>.json. Never a timed test:
 tests/test_benchmark_smoke.py only checks that it runs.
 """
@@ -42,6 +44,8 @@ MODES = {
     "stream": ["--downloads", "stream"],
     "redirect": ["--wire", "current", "--downloads", "redirect",
                  "--signed-url-base", "http://localhost:{port}"],
+    # the same, with signed URLs on the API's own origin (--modes to pick)
+    "redirect-same-origin": ["--wire", "current", "--downloads", "redirect"],
 }
 
 
@@ -166,7 +170,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--tmp", type=Path, default=None)
+    ap.add_argument("--modes", default="stream,redirect",
+                    help=f"comma-separated, the first is the ratios' base: {', '.join(MODES)}")
     a = ap.parse_args()
+    modes = a.modes.split(",")
+    if len(modes) < 2 or any(m not in MODES for m in modes):
+        ap.error(f"--modes takes two or more of {', '.join(MODES)}")
     size, rnd_size = a.size_mib * MiB, 64 * MiB
     work = Path(tempfile.mkdtemp(prefix="tilde-download-modes-", dir=a.tmp))
     procs: list[E.Proc] = []
@@ -178,7 +187,7 @@ def main() -> int:
                     f.write(os.urandom(MiB))
         key = "tk-bench-" + secrets.token_hex(16)
         results: dict[str, list[dict[str, Any]]] = {}
-        for mode in MODES:
+        for mode in modes:
             root = work / mode
             root.mkdir()
             proc, endpoint = start_server(root, mode, key)
@@ -208,11 +217,14 @@ def main() -> int:
             }
         keys = ["seq_mib_s", "seq_requests_per_mib", "seq_redirects", "random_ms",
                 "random_requests_per_read", "random_redirects"]
-        print(f"{'':28}{'stream':>10}{'redirect':>10}{'ratio':>8}")
+        base, others = modes[0], modes[1:]
+        print(f"{'':28}" + "".join(f"{m:>22}" for m in modes))
         for (label, _, fmt), k in zip(rows, keys, strict=True):
-            s, r = summary["stream"][k], summary["redirect"][k]
-            ratio = f"{r / s:.2f}x" if s else "-"
-            print(f"{label:28}{fmt.format(s):>10}{fmt.format(r):>10}{ratio:>8}")
+            s = summary[base][k]
+            cells = [fmt.format(s)] + [
+                fmt.format(summary[m][k]) + (f" ({summary[m][k] / s:.2f}x)" if s else "")
+                for m in others]
+            print(f"{label:28}" + "".join(f"{c:>22}" for c in cells))
         a.results.mkdir(parents=True, exist_ok=True)
         out = a.results / f"download-modes-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.write_text(json.dumps({"size_mib": a.size_mib, "random": a.random,

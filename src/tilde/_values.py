@@ -204,15 +204,6 @@ class StagedUpload:
     expires_at: str
 
 
-@dataclass(slots=True, frozen=True)
-class MultipartUpload:
-    """Answer of ``POST {R}/object/multipart`` (2.5.5b)."""
-
-    upload_id: str
-    physical_address: str
-    token: str
-
-
 
 # --- sandboxes (spec 2.8, 2.9, 2.17, 3.6, 3.9) -------------------------------------------
 

@@ -38,7 +38,7 @@ logic with their own I/O (the h11 / wsproto pattern). Subtleties:
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,7 +243,7 @@ class PutParts:
     The driver answers with a `Reply` whose body is ``(parts, total_size)``, parts being
     ``[(n, etag as received)]`` in ascending order. Drivers may run parts concurrently."""
 
-    lookup: Any  # Callable[[int], WireRequest]
+    lookup: Callable[[int], WireRequest]
 
 
 Step = Call | PutBody | PutParts
