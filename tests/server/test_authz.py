@@ -198,6 +198,14 @@ def test_policy_denying_secret_writes_blocks_exactly_those(
     assert_error(alice.req("POST", f"{r}/object/multipart", params={**q, "path": "secret/m"}),
                  403)
     assert alice.req("POST", f"{r}/object/multipart", params={**q, "path": "pub/m"}).is_success
+    # a part URL is a write grant: refused for a path she may not write, in both dialects
+    mp = admin.ok("POST", f"{r}/object/multipart", 201, params={**q, "path": "secret/m2"})
+    lookup = {**q, "path": "secret/m2", "upload_id": mp["upload_id"], "part_number": 1}
+    assert_error(alice.req("GET", f"{r}/object/multipart/part", params=lookup), 403)
+    assert admin.ok("GET", f"{r}/object/multipart/part", params=lookup)["upload_url"]
+    legacy = {"token": mp["token"], "upload_id": mp["upload_id"], "part_number": 1}
+    assert_error(alice.req("GET", f"{r}/object/multipart/part", params=legacy), 403)
+    assert admin.req("GET", f"{r}/object/multipart/part", params=legacy).status_code == 307
     assert_error(alice.req("POST", f"{r}/object/copy", params={
         **q, "source_path": "public/old", "destination_path": "secret/c"}), 403)
     assert alice.req("POST", f"{r}/object/copy", params={

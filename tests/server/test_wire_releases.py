@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -304,6 +305,22 @@ def test_new_multipart_flow(all_server: ServerHandle, version: str) -> None:
     c.commit_ok(sid)
     assert c.read("big.bin") == b"".join(parts)
     assert c.read("empty.bin") == b""
+
+
+def test_a_part_urls_token_is_no_upload_token(all_server: ServerHandle) -> None:
+    """The bearer-less part URL carries a grant for that part's bytes only: it cannot stand
+    in for the upload_token at complete or abort."""
+    c = Client(all_server, "0.7.7")
+    sid = c.session()
+    mp = c.new_initiate(sid, "p.bin")
+    r = c.part_lookup(sid, "p.bin", mp, 1)
+    assert r.status_code == 200, r.text
+    part_grant = dict(parse_qsl(urlsplit(r.json()["upload_url"]).query))["token"]
+    assert c.bare.put(r.json()["upload_url"], content=b"x", headers=OCTET).is_success
+    forged = {**mp, "upload_token": part_grant}
+    assert_error(c.new_complete(sid, "p.bin", forged, [], None), 403, "invalid_signature")
+    assert c.changes(sid) == []
+    assert c.new_complete(sid, "p.bin", mp, [], 0).status_code == 201
 
 
 def test_initiate_answers_the_union(all_server: ServerHandle) -> None:

@@ -109,7 +109,8 @@ declare(_R + "/object/copy", POST=(Check("object:read", "query:source_path"),
                                    Check("object:write", "query:destination_path")))
 declare(_R + "/object/multipart", POST=_W, DELETE=_W)
 # The path was decided at initiate; the token (0.7.2) or the upload binding (0.7.7) names it.
-declare(_R + "/object/multipart/part", GET="object:write")
+# the path is the 0.7.7 query's or the legacy token's: checked by the handler
+declare(_R + "/object/multipart/part", GET=(Check("object:write", "handler:path"),))
 declare(_R + "/object/multipart/complete", POST=_W)
 declare(_R + "/object/multipart/abort", POST=_W)
 # --- members (2.2) ----------------------------------------------------------------------

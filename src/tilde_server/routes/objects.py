@@ -341,8 +341,8 @@ def _part_number(raw: str | None) -> int:
 
 
 async def part_put(request: Request) -> Response:
-    """PUT bytes of one multipart part (authorized by the upload token)."""
-    t = store_of(request).read_multipart_token(query_required(request, "token"))
+    """PUT bytes of one multipart part (authorized by the part URL's token)."""
+    t = store_of(request).read_part_url_token(query_required(request, "token"))
     n = _part_number(query(request, "part_number"))
     return await _receive(request, t["s"], t["a"], t["p"], n)
 
@@ -372,15 +372,17 @@ async def multipart_part(request: Request) -> Response:
     token = query(request, "token")
     if token is not None and opts.serves_legacy:
         upload_id = query_required(request, "upload_id")
-        store_of(request).read_multipart_token(token, upload_id)
+        t = store_of(request).read_multipart_token(token, upload_id)
+        await authorize_paths(request, [str(t["p"])])
         url = _signed_url(request, "/_tilde/part", {"token": token, "part_number": n})
         return RedirectResponse(url, status_code=307)
     if not opts.serves_current:
         raise BadRequest("query parameter 'token' is required", "missing_parameter")
     org, repo = org_repo(request)
+    path = query_required(request, "path")
+    await authorize_paths(request, [path])
     part_token = await run(store_of(request).part_token, org, repo,
-                           query_required(request, "session_id"),
-                           query_required(request, "path"),
+                           query_required(request, "session_id"), path,
                            query_required(request, "upload_id"), query(request, "upload_token"))
     url = _signed_url(request, "/_tilde/part", {"token": part_token, "part_number": n})
     return JSONResponse({"upload_url": url})

@@ -875,8 +875,17 @@ class Store:
         with self.db.read() as c:
             r = self._repo(c, org, repo)
             address = self._bound_upload(c, r, self._session(c, r, session), path, upload_id)
+        # a purpose of its own: the bearer-less part URL must not pass for the upload_token
         return self.signer.make_token({"u": upload_id, "a": address, "s": session, "p": path,
-                                       "e": int(time.time()) + self.multipart_ttl})
+                                       "e": int(time.time()) + self.multipart_ttl}, "part")
+
+    def read_part_url_token(self, token: str) -> dict[str, Any]:
+        """The token of a part URL: a 0.7.7 part grant, or (0.7.2-0.7.6 URLs carry it) the
+        upload's own multipart token."""
+        try:
+            return self.signer.read_token(token, "part")
+        except Forbidden:
+            return self.read_multipart_token(token)
 
     def complete_multipart(self, org: str, repo: str, session: str, path: str, token: str,
                            upload_id: str, address: str | None, parts: list[tuple[int, str]],
