@@ -149,8 +149,9 @@ def main() -> None:
               help="Lifetime of a signed download URL (--downloads redirect).")
 @click.option("--signed-url-base", default=None, callback=_base_url, metavar="URL",
               envvar="TILDE_SERVER_SIGNED_URL_BASE",
-              help="scheme://host[:port] that signed upload, part and download URLs are built "
-                   "on (e.g. the address clients reach this server by behind a proxy). "
+              help="scheme://host[:port][/prefix] that signed upload, part and download URLs "
+                   "are built on (e.g. the address clients reach this server by behind a "
+                   "proxy, which must forward /_tilde/... under that prefix). "
                    "Default: the base URL of the request that asks for one.")
 def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
         connector_roots: tuple[Path, ...], s3_endpoint: str | None,

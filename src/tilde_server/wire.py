@@ -60,7 +60,7 @@ def check_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
             or parts.fragment:
-        raise ValueError(f"{url!r} is not an http(s)://host[:port] URL")
+        raise ValueError(f"{url!r} is not an http(s)://host[:port][/prefix] URL")
     return url.rstrip("/")
 
 

@@ -1,6 +1,6 @@
 """HTTP routes: thin adapters from requests to store calls (one module per noun group)."""
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from tilde_server.routes import (
     commits,
@@ -14,16 +14,15 @@ from tilde_server.routes import (
 )
 
 
-def api_routes_for(wire: str) -> tuple[list[Route], list[BaseRoute]]:
+def api_routes_for(wire: str) -> tuple[list[BaseRoute], list[BaseRoute]]:
     """(the /api/v1 routes of wire dialect `wire`, the 405 routes for what it refuses)."""
     served, refused = objects.routes_for(wire)
     plain: list[BaseRoute] = [*orgs.routes, *commits.routes, *served, *identity.routes,
                               *secrets.routes, *connectors.routes, *sandboxes.routes,
                               *sandbox_triggers.routes]
-    return [r for r in plain if isinstance(r, Route)], refused
+    return plain, refused
 
 
-api_routes: list[BaseRoute] = list(api_routes_for("all")[0])
 upload_routes: list[BaseRoute] = [*objects.upload_routes, *sandboxes.credential_routes]
 
-__all__ = ["api_routes", "api_routes_for", "upload_routes"]
+__all__ = ["api_routes_for", "upload_routes"]

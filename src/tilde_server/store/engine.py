@@ -853,7 +853,7 @@ class Store:
                 raise Forbidden("upload token does not match this upload", "invalid_signature")
         return t
 
-    def _bound_upload(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row, path: str,
+    def _bound_upload(self, c: sqlite3.Connection, s: sqlite3.Row, path: str,
                       upload_id: str) -> str:
         """The address of the multipart upload `upload_id` of this session and path (7.)."""
         if not _UPLOAD_ID_RE.match(upload_id):
@@ -874,7 +874,7 @@ class Store:
             self.read_multipart_token(upload_token, upload_id, session, path)
         with self.db.read() as c:
             r = self._repo(c, org, repo)
-            address = self._bound_upload(c, r, self._session(c, r, session), path, upload_id)
+            address = self._bound_upload(c, self._session(c, r, session), path, upload_id)
         # a purpose of its own: the bearer-less part URL must not pass for the upload_token
         return self.signer.make_token({"u": upload_id, "a": address, "s": session, "p": path,
                                        "e": int(time.time()) + self.multipart_ttl}, "part")
@@ -974,7 +974,7 @@ class Store:
             self.read_multipart_token(upload_token, upload_id, session, path)
         with self.db.write() as c:
             r = self._repo(c, org, repo)
-            address = self._bound_upload(c, r, self._session(c, r, session), path, upload_id)
+            address = self._bound_upload(c, self._session(c, r, session), path, upload_id)
             c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
             c.execute("DELETE FROM uploads WHERE address = ?", (address,))
         self.blobs.drop_spools(session, address)
