@@ -286,3 +286,24 @@ def test_pyarrow_read_table_on_a_real_object(repo: Repository) -> None:
     assert pq.read_table(repo.objects.get("t.parquet")).equals(table)
     assert pq.read_table(repo.objects.get("t.parquet"), columns=["name"]).column(
         "name").to_pylist() == table.column("name").to_pylist()
+
+
+def test_reading_everything_after_a_seek_is_one_get() -> None:
+    """read(), iter_bytes() and peek() after a seek ask for the rest at once; only read(n)
+    asks for n bytes (a seek+read of a footer fetches just that)."""
+    blob = Blob()
+    reader = mock_client(blob).repository("o/r").objects.get("k")
+    reader.seek(100)
+    assert reader.read() == DATA[100:]
+    assert blob.ranges() == ["bytes=100-"]
+    blob = Blob()
+    reader = mock_client(blob).repository("o/r").objects.get("k")
+    reader.seek(200)
+    assert b"".join(reader.iter_bytes(1000)) == DATA[200:]
+    assert blob.ranges() == ["bytes=200-"]
+    blob = Blob()
+    reader = mock_client(blob).repository("o/r").objects.get("k")
+    reader.seek(300)
+    assert reader.peek(1)[:1] == DATA[300:301]
+    assert reader.read(4) == DATA[300:304]
+    assert blob.ranges() == ["bytes=300-"]

@@ -174,11 +174,10 @@ class ObjectReader(io.BufferedIOBase):
             self._meta = _wire.parse_object_metadata(response.headers)
             if is_get:
                 self._content_range = _wire.content_range(response.headers)
-        if is_get:
-            etag = response.headers.get("ETag")
-            if self._etag is None:
-                self._etag = etag
-            elif etag is not None and etag != self._etag:
+        etag = response.headers.get("ETag")
+        if self._etag is None:  # a HEAD's too: the size it gave belongs to that version
+            self._etag = etag
+        elif is_get and etag is not None and etag != self._etag:
                 response.close()
                 raise PreconditionFailedError(
                     412, message=f"object {self._path!r} changed while it was being read "
@@ -228,23 +227,24 @@ class ObjectReader(io.BufferedIOBase):
             return self._size
         return self._stop - self._start if self._stop is not None else None
 
-    def _stream_at(self, limit: int) -> _Stream | None:
-        """An open answer whose next byte is the one at the position (point 4)."""
+    def _stream_at(self, limit: int, bounded: bool = True) -> _Stream | None:
+        """An open answer whose next byte is the one at the position (point 4). After a
+        seek a ``bounded`` caller (``read(n)``) gets an answer of ``limit`` bytes; readers
+        of everything that follows (``read()``, ``iter_bytes``, ``peek``) an open one."""
         stream = self._stream
         if stream is not None and not stream.exhausted:
             gap = self._pos - stream.pos
-            if gap == 0:
-                return stream
-            if 0 < gap <= SKIP_LIMIT and (stream.end is None or self._pos < stream.end) \
-                    and stream.skip(gap):
+            if gap == 0 or (0 < gap <= SKIP_LIMIT and (stream.end is None or
+                                                        self._pos < stream.end)
+                            and stream.skip(gap)):
+                self._jumped = False
                 return stream
         self._drop_stream()
         end = None
-        if self._jumped:
-            end = self._pos + limit
-            view_end = self._view_end()
-            if view_end is not None:
-                end = min(end, view_end)
+        if self._jumped:  # after a seek: a range that says where it ends when known
+            end = self._view_end()
+            if bounded:
+                end = self._pos + limit if end is None else min(end, self._pos + limit)
         self._jumped = False
         self._stream = self._get(self._pos, end)
         return self._stream
@@ -253,7 +253,7 @@ class ObjectReader(io.BufferedIOBase):
         if self._cached is None and self._stream is None:
             self._stream_at(_WHOLE_READ_STEP)
 
-    def _take(self, limit: int) -> bytes:
+    def _take(self, limit: int, bounded: bool = True) -> bytes:
         """Up to ``limit`` bytes at the position, advancing it; b"" at the end of the view."""
         if self._cached is not None:
             piece = self._cached[self._pos:self._pos + limit]
@@ -265,7 +265,7 @@ class ObjectReader(io.BufferedIOBase):
         if limit <= 0:
             return b""
         while True:
-            stream = self._stream_at(limit)
+            stream = self._stream_at(limit, bounded)
             if stream is None:
                 return b""
             piece = stream.take(limit)
@@ -331,10 +331,13 @@ class ObjectReader(io.BufferedIOBase):
         if n is None or n < 0:
             return self._read_whole()
         self._repeat = False
+        return self._read(n, bounded=True)
+
+    def _read(self, n: int, bounded: bool) -> bytes:
         parts: list[bytes] = []
         remaining = n
         while remaining > 0:
-            piece = self._take(remaining)
+            piece = self._take(remaining, bounded)
             if not piece:
                 break
             parts.append(piece)
@@ -350,7 +353,7 @@ class ObjectReader(io.BufferedIOBase):
             data = self._cached[start:]
             self._pos = len(self._cached)
         else:
-            data = b"".join(iter(lambda: self._take(_WHOLE_READ_STEP), b""))
+            data = b"".join(iter(lambda: self._take(_WHOLE_READ_STEP, False), b""))
             if self._cache_enabled and start == 0:
                 self._cached = data
                 self._drop_stream()
@@ -374,7 +377,7 @@ class ObjectReader(io.BufferedIOBase):
         view_end = self._view_end()
         if view_end is not None and self._pos >= view_end:
             return b""
-        stream = self._stream_at(max(size, 1))
+        stream = self._stream_at(max(size, 1), bounded=False)
         if stream is None:
             return b""
         data = stream.peek()
@@ -390,7 +393,7 @@ class ObjectReader(io.BufferedIOBase):
             self._pos = 0
             self._jumped = False
         self._repeat = False
-        while piece := self.read(chunk_size):
+        while piece := self._read(chunk_size, bounded=False):
             yield piece
 
     def close(self) -> None:
