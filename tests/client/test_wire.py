@@ -60,8 +60,8 @@ def test_object_builders() -> None:
     w = _wire.list_objects("o", "r", session_id="s", prefix="p/", delimiter="/")
     assert w.params == (("session_id", "s"), ("prefix", "p/"), ("delimiter", "/"),
                         ("amount", "100"))
-    w = _wire.get_object("o", "r", "a b", presign=True, byte_range=(0, 1023))
-    assert w.params == (("path", "a b"), ("presign", "true"))
+    w = _wire.get_object("o", "r", "a b", byte_range=(0, 1023))
+    assert w.params == (("path", "a b"),)  # never presign: today's GET (0.7.7+)
     assert w.headers == (("Range", "bytes=0-1023"),)
     w = _wire.get_object("o", "r", "k", session_id="s", byte_range=(1024, None))
     assert w.params == (("path", "k"), ("session_id", "s")) and w.headers == (
@@ -101,7 +101,7 @@ def test_commit_builders() -> None:
 
 
 def test_query_encoding_by_httpx() -> None:
-    w = _wire.get_object("o", "r", "a+b/c d&e", presign=True)
+    w = _wire.get_object("o", "r", "a+b/c d&e")
     url = httpx.Request("GET", "http://h/api/v1" + w.path, params=list(w.params)).url
     assert "path=a%2Bb%2Fc" in str(url) and "%26e" in str(url)
 

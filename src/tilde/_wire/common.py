@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from ..exceptions import APIError, exception_class_for_status
+from ..exceptions import APIError, api_error_for_status
 
 T = TypeVar("T")
 
@@ -142,9 +142,8 @@ def error_for_response(status: int, *, method: str, url: str, body: bytes) -> AP
         request_id = _str_field(parsed, "request_id")
     else:
         message = text[:200]
-    cls = exception_class_for_status(status)
-    return cls(status, message=message, code=code, request_id=request_id, method=method,
-               url=url, response_text=text[:500])
+    return api_error_for_status(status, message=message, code=code, request_id=request_id,
+                                method=method, url=url, response_text=text)
 
 
 def _str_field(d: Mapping[str, Any], key: str) -> str:

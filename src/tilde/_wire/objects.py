@@ -50,13 +50,13 @@ def range_header(byte_range: tuple[int, int | None]) -> str:
 
 
 def get_object(org: str, repo: str, path: str, *, session_id: str | None = None,
-               presign: bool = False, byte_range: tuple[int, int | None] | None = None,
+               byte_range: tuple[int, int | None] | None = None,
                ref: str | None = None) -> WireRequest:
+    """Today's object GET (0.7.7+): no ``presign``; the caller follows a redirect."""
     _check_ref(session_id, ref)
     headers = () if byte_range is None else (("Range", range_header(byte_range)),)
     return WireRequest("GET", f"{_r(org, repo)}/object", _params(
-        ("path", path), ("session_id", session_id), ("ref", ref),
-        ("presign", True if presign else None)), headers=headers)
+        ("path", path), ("session_id", session_id), ("ref", ref)), headers=headers)
 
 
 def head_object(org: str, repo: str, path: str, *, session_id: str | None = None,
@@ -83,8 +83,6 @@ def delete_objects(org: str, repo: str, paths: Iterable[str], *, session_id: str
                        _params(("session_id", session_id)), json={"paths": list(paths)})
 
 
-#: tilde-server's batch upload extension (docs/api.md "Batch upload"): at most this many
-#: objects, and this many bytes of object content, per request
 def list_changes(org: str, repo: str, *, session_id: str, prefix: str | None = None,
                  after: str | None = None, amount: int | None = DEFAULT_PAGE_SIZE) -> WireRequest:
     return WireRequest("GET", f"{_r(org, repo)}/changes", _params(

@@ -32,7 +32,6 @@ from .common import DEFAULT_PAGE_SIZE, WireRequest, _amount, _params, _r, _s, pa
 
 SANDBOX_TERMINAL_STATES = frozenset(
     {"committed", "awaiting_approval", "error", "done", "errored", "failed", "cancelled"})
-SANDBOX_FAILED_STATES = frozenset({"failed", "error", "errored", "cancelled"})
 SANDBOX_ACTIVE_STATES = frozenset({"starting", "running"})
 SANDBOX_POLL_INTERVAL = 1.0
 SANDBOX_POLL_TIMEOUT = 300.0

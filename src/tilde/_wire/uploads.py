@@ -341,6 +341,8 @@ def put_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
                           size=size)
 
 
+#: tilde-server's batch upload extension (docs/api.md "Batch upload"): at most this many
+#: objects, and this many bytes of object content, per request
 BATCH_UPLOAD_MAX_OBJECTS = 1000
 BATCH_UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 BATCH_UPLOAD_CONTENT_TYPE = "application/x-tilde-batch"

@@ -165,7 +165,6 @@ class Shell:
         """Point 1: the server has no ``/exec``; an interactive sandbox replaces this one."""
         with contextlib.suppress(TildeError, OSError):
             self._sandbox.cancel()
-        self._client._shell_over_terminal = True
         self._over_terminal = True
         self._sandbox = self._spec.create(self._client, over_terminal=True)
         try:
@@ -175,6 +174,7 @@ class Shell:
             self._active = False
             self._abandon()
             raise
+        self._client._shell_over_terminal = True  # remembered once the terminal works
 
     # --- running -------------------------------------------------------------------------
 
@@ -192,7 +192,8 @@ class Shell:
             try:
                 result = self._exec_run(cmd, env, cwd, stdin)
             except _ExecMissing:
-                if self._exec_runs:
+                # a 404 means "no /exec route" only from a sandbox that is still running
+                if self._exec_runs or self._sandbox.status().state != "running":
                     raise SandboxError(
                         f"the /exec route of sandbox {self._sandbox.id} went away") from None
                 self._fall_back_to_terminal()
