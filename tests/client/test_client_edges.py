@@ -13,6 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mockhttp import (  # tests/client is on sys.path
+    Recording,
+    mock_client,
+    session_objects,
+    small_parts,  # noqa: F401  (a fixture, used by name)
+)
 
 import tilde
 from tilde import _wire
@@ -31,27 +37,15 @@ R = "/api/v1/organizations/o/repositories/r"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def make_client(handler: Handler, **kw: object) -> tilde.Client:
-    c = tilde.Client(endpoint_url="http://tilde.test", api_key="k", **kw)  # type: ignore[arg-type]
-    c._http.close()  # swap the pool for a mock transport, keeping the client's own headers
-    c._http = httpx.Client(transport=httpx.MockTransport(handler),
-                           headers={"User-Agent": c._user_agent})
-    return c
-
-
-class Recorder:
+class Recorder(Recording):
     """Records requests and answers a scripted multipart/single upload flow in the legacy
     dialect (0.7.2-0.7.6 servers: ``PUT {R}/object`` is not a route there)."""
 
     def __init__(self, *, initiate: int = 200, complete: int = 200, part_put: int = 200):
-        self.requests: list[httpx.Request] = []
-        self.bodies: list[bytes] = []
+        super().__init__()
         self.initiate, self.complete, self.part_put = initiate, complete, part_put
 
-    def __call__(self, req: httpx.Request) -> httpx.Response:
-        self.requests.append(req)
-        body = req.read()
-        self.bodies.append(body)
+    def answer(self, req: httpx.Request) -> httpx.Response:
         p = req.url.path
         if p == f"{R}/object" and req.method == "PUT":
             return httpx.Response(405, json={"message": "method not allowed"})
@@ -81,19 +75,6 @@ class Recorder:
             return httpx.Response(200, json={"path": req.url.params["path"], "etag": "s"})
         return httpx.Response(404, json={"message": f"unexpected {req.method} {p}"})
 
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.url.path}" for r in self.requests]
-
-
-@pytest.fixture
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_wire, "SINGLE_UPLOAD_LIMIT", 10)
-    monkeypatch.setattr(_wire, "MULTIPART_PART_SIZE", 10)
-
-
-def session_objects(client: tilde.Client):  # type: ignore[no-untyped-def]
-    return client.repository("o/r").attach("s1").objects
-
 
 def test_headers_auth_and_user_agent() -> None:
     seen: list[httpx.Request] = []
@@ -102,7 +83,7 @@ def test_headers_auth_and_user_agent() -> None:
         seen.append(req)
         return httpx.Response(200, json={"results": [{"id": "1", "name": "o"}]})
 
-    c = make_client(handler, extra_user_agent="my-app/1")
+    c = mock_client(handler, extra_user_agent="my-app/1")
     orgs = list(c.organizations.list())
     assert [o.name for o in orgs] == ["o"] and orgs[0].id == "1"
     assert seen[0].headers["Authorization"] == "Bearer k"
@@ -133,7 +114,7 @@ def test_credentials_provider_token_per_request() -> None:
         seen.append(req.headers["Authorization"])
         return httpx.Response(200, json={"name": "r"})
 
-    c = make_client(handler, credentials_provider=Provider())
+    c = mock_client(handler, credentials_provider=Provider())
     c.repository("o/r").refresh().refresh()
     assert seen == ["Bearer t1", "Bearer t2"]
 
@@ -142,7 +123,7 @@ def test_transport_error_is_wrapped() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=req)
 
-    c = make_client(handler)
+    c = mock_client(handler)
     with pytest.raises(TransportError) as info:
         c.organizations.get("o")
     assert isinstance(info.value.__cause__, httpx.ConnectError)
@@ -154,7 +135,7 @@ def test_redirect_on_api_call_is_api_error_and_bad_json() -> None:
             return httpx.Response(302, headers={"Location": "/elsewhere"})
         return httpx.Response(200, content=b"not json")
 
-    c = make_client(handler)
+    c = mock_client(handler)
     with pytest.raises(APIError) as info:
         c.organizations.get("o")
     assert type(info.value) is APIError and info.value.status_code == 302
@@ -164,7 +145,7 @@ def test_redirect_on_api_call_is_api_error_and_bad_json() -> None:
 
 def test_single_upload_flow() -> None:
     rec = Recorder()
-    c = make_client(rec)
+    c = mock_client(rec)
     result = session_objects(c).put("a.txt", b"hello")
     assert (result.path, result.etag) == ("a.txt", "s")
     # the current route first (405 here), then the legacy flow, remembered
@@ -187,7 +168,7 @@ def test_single_upload_flow() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_multipart_parts_and_location() -> None:
     rec = Recorder()
-    c = make_client(rec)
+    c = mock_client(rec)
     result = session_objects(c).put("big", b"0123456789" * 2 + b"xyz")
     assert result.etag == "m"
     lookups = [r for r in rec.requests if r.url.path.endswith("/multipart/part")]
@@ -205,13 +186,13 @@ def test_multipart_parts_and_location() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_iterator_upload_unknown_size_goes_multipart() -> None:
     rec = Recorder()
-    c = make_client(rec)
+    c = mock_client(rec)
     session_objects(c).put("it", iter([b"0123", b"456789ab", b"cdef"]))
     part_bodies = [b for r, b in zip(rec.requests, rec.bodies, strict=True)
                    if r.url.path.startswith("/api/v1/parts/")]
     assert part_bodies == [b"0123456789", b"abcdef"]
     rec2 = Recorder()
-    c2 = make_client(rec2)
+    c2 = mock_client(rec2)
     session_objects(c2).put("empty", iter([]))
     complete = json.loads(rec2.bodies[-1])
     assert complete["parts"] == [] and complete["total_size"] == 0
@@ -220,7 +201,7 @@ def test_iterator_upload_unknown_size_goes_multipart() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_501_on_initiate_falls_back_and_is_remembered(tmp_path: Path) -> None:
     rec = Recorder(initiate=501)
-    c = make_client(rec)
+    c = mock_client(rec)
     f = tmp_path / "big.bin"
     f.write_bytes(b"z" * 25)
     assert session_objects(c).put("big", f).etag == "s"
@@ -235,7 +216,7 @@ def test_501_on_initiate_falls_back_and_is_remembered(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_501_on_complete_aborts_then_rewinds(tmp_path: Path) -> None:
     rec = Recorder(complete=501)
-    c = make_client(rec)
+    c = mock_client(rec)
     f = tmp_path / "big.bin"
     f.write_bytes(b"q" * 25)
     with f.open("rb") as fh:
@@ -253,12 +234,12 @@ def test_501_on_complete_aborts_then_rewinds(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_failure_after_initiate_aborts_and_reraises() -> None:
     rec = Recorder(part_put=403)
-    c = make_client(rec)
+    c = mock_client(rec)
     with pytest.raises(TransportError):
         session_objects(c).put("big", b"a" * 30)
     assert rec.paths()[-1] == f"POST {R}/object/multipart/abort"
     rec = Recorder(complete=500)
-    c = make_client(rec)
+    c = mock_client(rec)
     with pytest.raises(ServerError):
         session_objects(c).put("big", b"a" * 30)
     assert rec.paths()[-1] == f"POST {R}/object/multipart/abort"
@@ -277,7 +258,7 @@ def test_commit_202_warns_and_polls(monkeypatch: pytest.MonkeyPatch) -> None:
             return httpx.Response(200 if len(polls) < 3 else 404)
         return httpx.Response(500)
 
-    c = make_client(handler)
+    c = mock_client(handler)
     s = c.repository("o/r").attach("s1")
     with pytest.warns(UserWarning, match="http://review/1"):
         assert s.commit("m") == ""
@@ -302,7 +283,7 @@ def test_pagination_is_lazy_and_stops() -> None:
         return httpx.Response(200, json={"results": [{"path": "b", "type": "object"}],
                                          "pagination": {"has_more": False}})
 
-    c = make_client(handler)
+    c = mock_client(handler)
     it = c.repository("o/r").objects.list(amount=1)
     assert calls == [] and iter(it) is it
     assert [e.path for e in it] == ["a", "b"]
@@ -315,7 +296,7 @@ def test_not_found_message_and_request_id() -> None:
         return httpx.Response(404, json={"message": "object not found", "code": "not_found",
                                          "request_id": "req-9"})
 
-    c = make_client(handler)
+    c = mock_client(handler)
     reader = c.repository("o/r").objects.get("nope")
     with pytest.raises(NotFoundError) as info:
         reader.read()

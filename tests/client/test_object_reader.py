@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from mockhttp import mock_client  # tests/client is on sys.path
 
 import tilde
 from conftest import RepoRef, ServerHandle
@@ -60,14 +61,6 @@ class Blob:
         self.sent += len(body)
         return httpx.Response(206, content=body,
                               headers={**base, "Content-Range": f"bytes {first}-{last}/{n}"})
-
-
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> tilde.Client:
-    c = tilde.Client(endpoint_url="http://tilde.test", api_key="k")
-    c._http.close()
-    c._http = httpx.Client(transport=httpx.MockTransport(handler),
-                           headers={"User-Agent": c._user_agent})
-    return c
 
 
 # --- today's GET ----------------------------------------------------------------------------

@@ -12,6 +12,12 @@ import json
 
 import httpx
 import pytest
+from mockhttp import (  # tests/client is on sys.path
+    Recording,
+    mock_client,
+    session_objects,
+    small_parts,  # noqa: F401  (a fixture, used by name)
+)
 
 import tilde
 from tilde import _wire
@@ -20,27 +26,16 @@ from tilde.exceptions import NotFoundError, TransportError
 R = "/api/v1/organizations/o/repositories/r"
 
 
-def make_client(handler: httpx.MockTransport | object) -> tilde.Client:
-    c = tilde.Client(endpoint_url="http://tilde.test", api_key="k")
-    c._http.close()
-    c._http = httpx.Client(transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
-                           headers={"User-Agent": c._user_agent})
-    return c
-
-
-class Current:
+class Current(Recording):
     """Answers like openapi-current.yaml: legacy routes 405, part URLs as JSON."""
 
     def __init__(self, *, part_lookup: int = 200, complete: int = 201,
                  session_missing: bool = False) -> None:
-        self.requests: list[httpx.Request] = []
-        self.bodies: list[bytes] = []
+        super().__init__()
         self.part_lookup, self.complete = part_lookup, complete
         self.session_missing = session_missing
 
-    def __call__(self, req: httpx.Request) -> httpx.Response:
-        self.requests.append(req)
-        self.bodies.append(req.read())
+    def answer(self, req: httpx.Request) -> httpx.Response:
         p, m = req.url.path, req.method
         if self.session_missing and p.startswith(R + "/object"):
             return httpx.Response(404, json={"message": "session not found",
@@ -67,24 +62,11 @@ class Current:
             return httpx.Response(204)
         return httpx.Response(405, json={"message": f"{m} {p} is not a route"})
 
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.url.path}" for r in self.requests]
-
-
-@pytest.fixture
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_wire, "SINGLE_UPLOAD_LIMIT", 10)
-    monkeypatch.setattr(_wire, "MULTIPART_PART_SIZE", 10)
-
-
-def objects(c: tilde.Client):  # type: ignore[no-untyped-def]
-    return c.repository("o/r").attach("s1").objects
-
 
 def test_single_upload_in_the_current_dialect() -> None:
     srv = Current()
-    c = make_client(srv)
-    result = objects(c).put("a b+c", b"hello")
+    c = mock_client(srv)
+    result = session_objects(c).put("a b+c", b"hello")
     assert srv.paths() == [f"PUT {R}/object", "PUT /put", f"POST {R}/object/finalize"]
     probe, put, _ = srv.requests
     assert probe.url.params["path"] == "a b+c" and srv.bodies[0] == b""
@@ -100,8 +82,8 @@ def test_single_upload_in_the_current_dialect() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_multipart_in_the_current_dialect() -> None:
     srv = Current()
-    c = make_client(srv)
-    objects(c).put("big", b"0123456789" * 2 + b"xyz")
+    c = mock_client(srv)
+    session_objects(c).put("big", b"0123456789" * 2 + b"xyz")
     lookups = [r for r in srv.requests if r.url.path.endswith("/multipart/part")]
     assert [list(r.url.params.keys()) for r in lookups] == [
         ["session_id", "path", "upload_id", "upload_token", "part_number"]] * 3
@@ -115,8 +97,8 @@ def test_multipart_in_the_current_dialect() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_501_from_the_part_lookup_aborts_by_delete_and_falls_back() -> None:
     srv = Current(part_lookup=501)
-    c = make_client(srv)
-    objects(c).put("big", b"z" * 25)
+    c = mock_client(srv)
+    session_objects(c).put("big", b"z" * 25)
     assert srv.paths() == [f"POST {R}/object/multipart", f"GET {R}/object/multipart/part",
                            f"DELETE {R}/object/multipart", f"PUT {R}/object", "PUT /put",
                            f"POST {R}/object/finalize"]
@@ -130,18 +112,18 @@ def test_501_from_the_part_lookup_aborts_by_delete_and_falls_back() -> None:
 @pytest.mark.usefixtures("small_parts")
 def test_a_failed_part_aborts_and_reraises() -> None:
     srv = Current(complete=500)
-    c = make_client(srv)
+    c = mock_client(srv)
     with pytest.raises(tilde.exceptions.ServerError):
-        objects(c).put("big", b"a" * 30)
+        session_objects(c).put("big", b"a" * 30)
     assert srv.paths()[-1] == f"DELETE {R}/object/multipart"
     assert c._upload_state.multipart
 
 
 def test_a_404_for_a_missing_session_is_not_taken_for_a_legacy_server() -> None:
     srv = Current(session_missing=True)
-    c = make_client(srv)
+    c = mock_client(srv)
     with pytest.raises(NotFoundError) as info:
-        objects(c).put("a", b"x")
+        session_objects(c).put("a", b"x")
     assert info.value.code == "session_not_found"
     # the stage probe answered too, but nothing was learned from two refusals
     assert srv.paths() == [f"PUT {R}/object", f"POST {R}/object/stage"]
@@ -164,8 +146,8 @@ def test_an_ede_era_direct_upload_answer_means_legacy() -> None:
             return httpx.Response(200, headers={"ETag": '"e"'})
         return httpx.Response(200, json={"path": "a", "etag": "e"})
 
-    c = make_client(ede)
-    assert objects(c).put("a", b"data").etag == "e"
+    c = mock_client(ede)
+    assert session_objects(c).put("a", b"data").etag == "e"
     assert seen == [f"PUT {R}/object", f"POST {R}/object/stage", "PUT /api/v1/blob/1",
                     f"PUT {R}/object/finalize"]
     assert c._upload_state.single == "legacy"
