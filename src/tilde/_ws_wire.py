@@ -123,14 +123,7 @@ class Frame:
 
     def exit_code(self) -> int | None:
         """The exit code of an EXIT frame, None if this is not one or it does not parse."""
-        if self.kind != EXIT:
-            return None
-        try:
-            body: Any = json.loads(self.payload)
-        except ValueError:
-            return None
-        code = body.get("exit_code") if isinstance(body, dict) else None
-        return code if isinstance(code, int) and not isinstance(code, bool) else None
+        return _json_exit_code(self.payload) if self.kind == EXIT else None
 
     def resize(self) -> tuple[int, int] | None:
         """(cols, rows) of a RESIZE frame, None if this is not one or it does not parse."""
@@ -287,8 +280,8 @@ EXEC_STDOUT = 0x03
 EXEC_STDERR = 0x04
 EXEC_EXIT = 0x05
 
-EXEC_RUN_TIMEOUT = 300.0
-EXEC_RECV_SLICE = 30.0
+EXEC_RUN_TIMEOUT = RUN_TIMEOUT
+EXEC_RECV_SLICE = RUN_SLICE
 
 _MERGE_STDERR = "exec 2>&1"
 
@@ -324,14 +317,21 @@ def decode_exec_frame(message: bytes | bytearray | memoryview | str) -> Frame | 
     return Frame(data[0], data[1:]) if data else None
 
 
-def exec_exit_code(payload: bytes) -> int:
-    """``exit_code`` of a 0x05 frame; -1 when it is missing, null, not an int or not JSON."""
+def _json_exit_code(payload: bytes) -> int | None:
+    """``exit_code`` of a JSON exit payload (terminal EXIT or ``/exec`` 0x05); None when it
+    is missing, null, not an int or not JSON."""
     try:
         body: Any = json.loads(payload.decode("utf-8", errors="replace"))
     except ValueError:
-        return -1
+        return None
     code = body.get("exit_code") if isinstance(body, dict) else None
-    return code if isinstance(code, int) and not isinstance(code, bool) else -1
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def exec_exit_code(payload: bytes) -> int:
+    """``exit_code`` of a 0x05 frame; -1 when it is missing, null, not an int or not JSON."""
+    code = _json_exit_code(payload)
+    return -1 if code is None else code
 
 
 def exec_output(data: bytes) -> bytes:

@@ -353,14 +353,13 @@ async def multipart_initiate(request: Request) -> Response:
     org, repo = org_repo(request)
     mp = await run(store_of(request).initiate_multipart, org, repo,
                    query_required(request, "session_id"), query_required(request, "path"))
-    wire = wire_options(request).wire
-    if wire == "current":
-        return JSONResponse({"upload_id": mp.upload_id, "upload_token": mp.token})
-    legacy = {"upload_id": mp.upload_id, "physical_address": mp.address, "token": mp.token,
-              "expires_at": mp.expires_at}
-    if wire == "legacy":
-        return JSONResponse(legacy, status_code=201)
-    return JSONResponse({**legacy, "upload_token": mp.token}, status_code=201)
+    opts = wire_options(request)
+    body: dict[str, Any] = {"upload_id": mp.upload_id}
+    if opts.serves_legacy:  # the union where both are served (spec 4, item 5)
+        body.update(physical_address=mp.address, token=mp.token, expires_at=mp.expires_at)
+    if opts.serves_current:
+        body["upload_token"] = mp.token
+    return JSONResponse(body, status_code=201 if opts.serves_legacy else 200)
 
 
 async def multipart_part(request: Request) -> Response:

@@ -772,7 +772,7 @@ class Store:
                            "AND kind = 'single'", (address, s["id"])).fetchone()
             if up is None or up["path"] != path:
                 raise BadRequest("no bytes were uploaded to this upload URL", "upload_missing")
-            if checksum is not None and checksum.strip().strip('"').lower() != up["md5"]:
+            if checksum is not None and _unquote(checksum).lower() != up["md5"]:
                 raise BadRequest(f"checksum {checksum!r} does not match the uploaded bytes "
                                  f"(MD5 {up['md5']})", "checksum_mismatch")
             if size is not None and size != up["size"]:
@@ -915,7 +915,7 @@ class Store:
             row = have.get(n)
             if row is None:
                 raise BadRequest(f"part {n} was not uploaded", "invalid_parts")
-            if etag.strip().strip('"') != row["md5"]:
+            if _unquote(etag) != row["md5"]:
                 raise BadRequest(f"part {n}: ETag does not match the uploaded part",
                                  "invalid_parts")
             md5s.append(bytes.fromhex(row["md5"]))
@@ -930,7 +930,7 @@ class Store:
             key = shas[0] if len(shas) == 1 else hashlib.sha256(
                 ("parts:" + ",".join(shas)).encode()).hexdigest()
             etag = hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}"
-        if checksum is not None and checksum.strip().strip('"').lower() != etag:
+        if checksum is not None and _unquote(checksum).lower() != etag:
             raise BadRequest(f"checksum {checksum!r} does not match the object's ETag {etag}",
                              "checksum_mismatch")
         if not parts:
@@ -1211,6 +1211,11 @@ class Store:
                           "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)",
                           gen())
             return self._apply(c, r, sess, message, {}, who)
+
+
+def _unquote(etag: str) -> str:
+    """An ETag as clients send it back (quoted or not) -> the bare value."""
+    return etag.strip().strip('"')
 
 
 def os_chmod(path: Path, mode: int) -> None:
