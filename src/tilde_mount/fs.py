@@ -475,6 +475,7 @@ class Filesystem:
     async def _dir_page(self, directory: str, after: str | None) -> DirPage:
         page = self._meta.get_page(directory, after)
         if page is None:
+            gen = self._dir_gen.get(directory, 0)
             try:
                 listed = await self.remote.list_page(
                     f"{directory}/" if directory else "", self.view, after=after,
@@ -482,7 +483,10 @@ class Filesystem:
             except exc.TildeError as e:
                 raise to_fs_error(e) from e
             page = to_dir_page(directory, listed, self._warn_once)
-            self._meta.put_page(directory, after, page)
+            # a page asked for before a change of the directory landed (an upload that
+            # finished meanwhile) may lack it: use it once, never cache it
+            if self._dir_gen.get(directory, 0) == gen:
+                self._meta.put_page(directory, after, page)
         return page
 
     def _local_children(self, directory: str) -> dict[str, Stat]:
@@ -526,7 +530,8 @@ class Filesystem:
             while i >= len(h.entries) and not h.done:
                 first = h.after is None and not h.entries
                 h.add_page(await self._dir_page(h.directory, h.after))
-                if (h.done and first) or (h.done and start_id <= DOT_ENTRIES):
+                if ((h.done and first) or (h.done and start_id <= DOT_ENTRIES)) \
+                        and self._dir_gen.get(h.directory, 0) == h.generation:
                     self._meta.mark_complete(h.directory, h.remote_names)
             if i >= len(h.entries):
                 return
@@ -868,6 +873,14 @@ class Filesystem:
         node = self._inodes.by_path(path)
         if node is not None and node.open_count:
             self._detached_stat[node.ino] = st
+            if sf is None and st.size > 0:
+                # an open file stays readable after unlink (POSIX), but the server forgets
+                # it now: its readers get a local copy first (one download of the file)
+                sf = await self._stage_for_write(path, keep=True)
+                for h in self._handles.values():
+                    if h.node is node and h.sf is None:
+                        h.sf = sf
+                        sf.open_handles += 1
         if on_remote:
             try:
                 await self.remote.delete(path, session_id=self._sid())

@@ -134,3 +134,71 @@ def test_a_commit_with_the_server_down_loses_nothing(server: Any, repo_ref: Any,
 
     trio.run(main)
     assert http.objects() == {"uploaded.txt": b"up", "pending.txt": b"pending"}
+
+
+def test_an_uploaded_file_unlinked_while_open_stays_readable(server: Any, repo_ref: Any,
+                                                             tmp_path: Path) -> None:
+    """Once a file is uploaded its staged copy is gone; unlinking it while a reader has it
+    open must still leave that reader the bytes (the server forgets them at once)."""
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path) as fs:
+            cfs = CoreFs(fs)
+            await cfs.write_file("doomed.txt", b"still readable")
+            await fs.commit("uploaded", None)  # uploaded, nothing staged any more
+            h = await cfs.open("doomed.txt", os.O_RDONLY)
+            await cfs.unlink("doomed.txt")
+            assert not await cfs.exists("doomed.txt")
+            assert await cfs.hread(h, 0, 100) == b"still readable"
+            await cfs.close(h)
+            assert await cfs.listdir("") == []
+
+    trio.run(main)
+
+
+class HeldListing(httpx.AsyncBaseTransport):
+    """Holds the answer of one armed directory listing until ``release`` is set: a listing
+    that was in flight while an upload into that directory landed."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.armed = False
+        self.sent = trio.Event()
+        self.release = trio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.armed and request.url.path.endswith("/objects"):
+            self.armed = False
+            await response.aread()
+            self.sent.set()
+            await self.release.wait()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_listing_older_than_an_upload_is_not_cached(server: Any, repo_ref: Any,
+                                                      tmp_path: Path) -> None:
+    transport = HeldListing()
+
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path,
+                           remote_kw={"transport": transport}) as fs:
+            cfs = CoreFs(fs)
+            await cfs.mkdir("d")
+            await cfs.write_file("d/old", b"old")
+            await fs.commit("d", None)
+            transport.armed = True
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cfs.listdir, "d")  # its page lacks d/new
+                await transport.sent.wait()
+                h = await cfs.open("d/new", os.O_CREAT | os.O_WRONLY)
+                await cfs.hwrite(h, 0, b"new")
+                await fs.fsync(h, False)  # uploaded: the staged copy goes at close
+                await cfs.close(h)
+                transport.release.set()
+            assert await cfs.listdir("d") == ["new", "old"]
+            assert await cfs.read_file("d/new") == b"new"
+
+    trio.run(main)
