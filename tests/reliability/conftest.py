@@ -1,0 +1,56 @@
+"""Fixtures for the reliability suite (fault injection, crashes, model and fsx runs,
+security checks): the real-mount helpers of tests/fuse, collected once by the main
+pytest run (not re-run per wire dialect, to keep CI inside its budget).
+
+Long runs (many seeds, soak) are behind ``TILDE_RELIABILITY=full`` (see figures.py and
+scripts/reliability.sh); CI runs a seeded, bounded slice of each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuse"))
+
+from fusehelpers import Api, Tool  # noqa: E402
+
+
+@pytest.fixture
+def fuse_ready() -> None:
+    """FUSE prerequisites: missing ones are a failure, never a skip."""
+    assert os.path.exists("/dev/fuse"), "/dev/fuse is missing: FUSE tests must run here"
+    assert shutil.which("fusermount3"), "fusermount3 is missing (apt-get install fuse3)"
+
+
+@pytest.fixture
+def tool(server: Any, tmp_path: Path, fuse_ready: None) -> Iterator[Tool]:
+    """``tilde-mount`` and ordinary programs with the test's environment; mounts are
+    always removed afterwards and a daemon log holding a traceback fails the test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), TILDE_API_KEY=server.api_key,
+               TILDE_ENDPOINT_URL=server.endpoint, XDG_CACHE_HOME=str(tmp_path / "cache"),
+               XDG_STATE_HOME=str(tmp_path / "state"), GIT_CONFIG_NOSYSTEM="1",
+               LC_ALL="C")
+    env.pop("TILDE_API_URL", None)
+    t = Tool(server, env)
+    try:
+        yield t
+    finally:
+        t.cleanup()
+        state = tmp_path / "state"
+        for log_path in state.rglob("*.log") if state.exists() else []:
+            text = log_path.read_text(errors="replace")
+            assert "Traceback" not in text, f"{log_path}:\n{text[-6000:]}"
+
+
+@pytest.fixture
+def api(server: Any, repo_ref: Any) -> Api:
+    return Api(server, repo_ref)
