@@ -246,7 +246,7 @@ class FaultProxy:
                                + kind.encode() + b'", "request_id": ""}')
                     conn.sendall(self._head(status, "Injected", [
                         ("Content-Type", "application/json"), *extra], len(payload))
-                        + payload)
+                        + (payload if method != "HEAD" else b""))
                     continue
                 if upstream is None:
                     upstream = http.client.HTTPConnection(

@@ -15,10 +15,8 @@ Subtleties:
 1. A `View` says what to read: a session (``session_id``), a commit (``ref``, this
    project's extension, for ``--read-only``/``--commit``), or neither (latest commit).
 2. Transient failures (connection errors, timeouts, 5xx except 501, 429) are retried with
-   capped exponential backoff and full jitter before the exception propagates. Requests
-   that are not safe to repeat after an ambiguous failure (commit, create session) are
-   retried only when the request never reached the server (connect errors) or when the
-   server said 429/503.
+   capped exponential backoff and jitter (at least ``Retry-After`` when the answer has
+   one) before the exception propagates; non-idempotent requests as subtlety 10 says.
 3. Upload bodies are streamed from an `UploadSource` (a staged file) and re-opened on
    every attempt, so a retry never resends a half-consumed stream. Sizes are known, so
    bodies carry Content-Length (no chunked encoding).
@@ -41,12 +39,28 @@ Subtleties:
 9. Uploads are the plan of ``tilde._wire.uploads`` (today's routes first, the legacy ones
    when the server has only those, multipart with its 501 fallback), driven here with
    retries and parallel parts; what was learned of the server is kept for the daemon's life.
+10. Ambiguous failures: a reset, a timeout or a cut body after the request may have been
+   sent, or a 500/502/504, leave it unknown whether the server applied the request. Safe
+   to repeat are reads, uploads of the same bytes, copies and batch deletes. The others
+   find out before they report or repeat (`_ambiguous`, docs/reliability.md):
+   - commit: the log head is read before the first attempt; after an ambiguous failure
+     (or a 404/409 on a session an earlier commit call failed on) the session is probed:
+     pending approval (HEAD .../approve 2xx) means it landed as approval_required; open
+     (its changes list answers) means it did not land, so it is sent again; closed means
+     it landed if the log holds a commit newer than that head with its message and
+     metadata (the spec has no GET of a session), and is an error otherwise.
+   - rollback, delete of one object: a 404 after an ambiguous attempt means it landed.
+   - finalize, multipart complete: a refusal after an ambiguous attempt (the upload was
+     consumed) is checked by HEAD of the object in the session (the ETag the upload must
+     have, and its size); when that cannot confirm it, the whole upload starts over.
+   - session create: repeated; an extra, empty session may be left open (logged).
 """
 
 
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -232,6 +246,45 @@ def _first_failure(group: BaseExceptionGroup) -> BaseException:
     return (real or leaves)[0]
 
 
+def _ambiguous(error: exc.TildeError) -> bool:
+    """Whether the server may have applied a request that failed this way (subtlety 10):
+    not when no connection was made, nor when the server said 429 or 503."""
+    if isinstance(error, exc.TransportError):
+        return not isinstance(error.cause, (httpx.ConnectError, httpx.ConnectTimeout,
+                                            httpx.PoolTimeout))
+    return isinstance(error, exc.APIError) and error.status_code in (500, 502, 504)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date); 0 if none."""
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - datetime.now(when.tzinfo).timestamp())
+
+
+def _multipart_etag(parts: Sequence[tuple[int, str]]) -> str:
+    """The ETag a multipart object of these parts gets (MD5 of the parts' MD5s, "-N")."""
+    if not parts:
+        return hashlib.md5(b"").hexdigest()
+    try:
+        digests = b"".join(bytes.fromhex(normalize_etag(e)) for _, e in parts)
+    except ValueError:
+        return ""
+    return f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
+
+
+class _StartOver(Exception):
+    """An upload whose last step may or may not have landed: upload it again."""
+
+
 #: bytes per socket read for HTTP/1.1 responses in this process (httpcore reads 64 KiB)
 HTTP_READ_BYTES = 1024 * 1024
 
@@ -307,6 +360,10 @@ class HttpRemote:
         self.retried = 0
         #: download redirects followed (each a "read" request answered 307)
         self.redirects = 0
+        #: per session being committed: the head before its first commit attempt, and the
+        #: ambiguous failures so far (subtlety 10; kept across calls until an outcome)
+        self._commit_heads: dict[str, str | None] = {}
+        self._commit_lost: dict[str, list[exc.TildeError]] = {}
 
     # -- plumbing ---------------------------------------------------------------------
     async def _send(
@@ -319,8 +376,14 @@ class HttpRemote:
         content_length: int | None = None,
         redirect_ok: bool = False,
         idempotent: bool = True,
+        lost: list[exc.TildeError] | None = None,
     ) -> httpx.Response:
-        """One API call with retries; returns a 2xx (or 3xx if ``redirect_ok``) response."""
+        """One API call with retries; returns a 2xx (or 3xx if ``redirect_ok``) response.
+
+        ``idempotent=False``: an ambiguous failure (subtlety 10) is raised at once, for the
+        caller to find out whether it landed. ``lost`` collects the ambiguous failures of
+        a call that is retried anyway, so that the caller can read a later refusal right.
+        """
         headers = dict(req.headers)
         if url is None:
             headers.update(self._auth)
@@ -331,7 +394,7 @@ class HttpRemote:
         attempt = 0
         while True:
             error: exc.TildeError
-            safe_to_retry = idempotent
+            wait = 0.0
             try:
                 self.requests[kind] += 1
                 response = await self._client.request(
@@ -340,7 +403,6 @@ class HttpRemote:
                     headers=headers, content=content() if content is not None else None)
             except httpx.TransportError as e:
                 error = exc.TransportError(f"{req.method} {url or req.path}: {e!r}", e)
-                safe_to_retry = safe_to_retry or isinstance(e, httpx.ConnectError)
             else:
                 self.bytes_in += len(response.content)
                 if content_length:
@@ -348,24 +410,31 @@ class HttpRemote:
                 status = response.status_code
                 if 200 <= status < 300 or (redirect_ok and 300 <= status < 400):
                     return response
+                wait = _retry_after(response.headers.get("Retry-After"))
                 if url is not None:  # presigned PUT: any non-2xx is a transport error
                     error = exc.TransportError(f"PUT {url} -> {status}")
-                    safe_to_retry = safe_to_retry and (status >= 500 or status == 429)
+                    if not (status >= 500 or status == 429):
+                        raise error
                 else:
                     error = _wire.error_for_response(status, method=req.method,
                                                      url=str(response.request.url),
                                                      body=response.content)
-                    safe_to_retry = safe_to_retry or status in (429, 503)
-            attempt = await self._retry_or_raise(kind, error, attempt, safe_to_retry)
+            if _ambiguous(error):
+                if not idempotent:
+                    raise error
+                if lost is not None:
+                    lost.append(error)
+            attempt = await self._retry_or_raise(kind, error, attempt, True, wait)
 
     async def _retry_or_raise(self, kind: str, error: exc.TildeError, attempt: int,
-                              safe_to_retry: bool) -> int:
-        """Sleep before the next attempt (capped exponential backoff, full jitter) and
-        return its number, or raise ``error`` when it is not worth another attempt."""
+                              safe_to_retry: bool, at_least: float = 0.0) -> int:
+        """Sleep before the next attempt (capped exponential backoff with jitter, at least
+        ``at_least``, a Retry-After, within the cap) and return its number, or raise
+        ``error`` when it is not worth another attempt."""
         if not (safe_to_retry and is_transient(error)) or attempt >= self.retries:
             raise error
         delay = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
-        delay *= random.uniform(0.5, 1.0)
+        delay = max(delay * random.uniform(0.5, 1.0), min(at_least, self.backoff_cap))
         attempt += 1
         self.retried += 1
         log.info("%s failed (%s); retry %d in %.2fs", kind, error, attempt, delay)
@@ -511,12 +580,25 @@ class HttpRemote:
     # -- writes -----------------------------------------------------------------------
     async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str:
         """Upload ``source`` as ``path``; returns the new ETag (normalised). The requests,
-        dialects and fallbacks are the plan of ``tilde._wire.uploads``, as in the client."""
+        dialects and fallbacks are the plan of ``tilde._wire.uploads``, as in the client;
+        an upload whose last step may or may not have landed starts over (subtlety 10)."""
+        for again in range(3):
+            try:
+                return await self._upload_once(path, source, session_id=session_id)
+            except _StartOver as e:
+                if again == 2:
+                    raise exc.TransportError(f"upload of {path!r}: {e}") from None
+                log.warning("upload of %r: %s; uploading it again", path, e)
+        raise AssertionError("unreachable")
+
+    async def _upload_once(self, path: str, source: UploadSource, *, session_id: str) -> str:
         plan = _wire.put_plan(self.org, self.repo, path, session_id=session_id, base=self.base,
                               state=self._upload_state, size=source.size,
                               single_limit=self.single_upload_limit)
         reply: _wire.Reply | None = None
         error: BaseException | None = None
+        #: the ETag the object gets if the last step lands (checked after a lost answer)
+        expect = ""
         while True:
             try:
                 step = plan.throw(error) if error is not None else plan.send(reply)  # type: ignore[arg-type]
@@ -527,9 +609,45 @@ class HttpRemote:
                 # an abort runs to its end even when the upload was cancelled
                 aborting = isinstance(step, _wire.Call) and step.kind == "multipart_abort"
                 with trio.CancelScope(shield=aborting):
-                    reply = await self._perform(step, source)
+                    if isinstance(step, _wire.Call) and step.kind in ("finalize",
+                                                                      "multipart_complete"):
+                        got = await self._settle_upload(step, path, session_id, expect,
+                                                        source.size)
+                    else:
+                        got = await self._perform(step, source)
+                if isinstance(step, _wire.PutBody):
+                    expect = normalize_etag(got.headers.get("ETag"))
+                elif isinstance(step, _wire.PutParts):
+                    expect = _multipart_etag(got.body[0])
+                reply = got
+            except _StartOver:
+                plan.close()
+                raise
             except BaseException as e:  # the plan decides; it re-raises what it does not handle
                 error = e
+
+    async def _settle_upload(self, step: _wire.Call, path: str, session_id: str,
+                             expect: str, size: int) -> _wire.Reply:
+        """The step that makes an upload an object (finalize, multipart complete), sent
+        again after an ambiguous failure; a refusal then (the upload was consumed by the
+        attempt whose answer was lost) is checked against the object in the session."""
+        lost: list[exc.TildeError] = []
+        try:
+            r = await self._send(step.kind, step.request, lost=lost)
+        except exc.APIError as e:
+            if not lost or e.status_code not in (400, 403, 404, 409):
+                raise
+            try:
+                now: RemoteObject | None = await self.head(path, View(session_id=session_id))
+            except exc.NotFoundError:
+                now = None
+            if now is not None and expect and now.etag == expect and now.size == size:
+                log.warning("%s of %r: the answer was lost (%s) but it landed", step.kind,
+                            path, lost[0])
+                return _wire.Reply(200, {}, {"path": path, "etag": expect})
+            raise _StartOver(f"{step.kind} answered {e.status_code} after {lost[0]}") from None
+        return _wire.Reply(r.status_code, r.headers,
+                           _json_body(r) if 200 <= r.status_code < 300 else None)
 
     async def _perform(self, step: _wire.Step, source: UploadSource) -> _wire.Reply:
         if isinstance(step, _wire.Call):
@@ -602,8 +720,14 @@ class HttpRemote:
                                                    session_id=session_id))
 
     async def delete(self, path: str, *, session_id: str) -> None:
-        await self._send("delete", _wire.delete_object(self.org, self.repo, path,
-                                                       session_id=session_id))
+        lost: list[exc.TildeError] = []
+        try:
+            await self._send("delete", _wire.delete_object(self.org, self.repo, path,
+                                                           session_id=session_id), lost=lost)
+        except exc.NotFoundError:
+            if not lost:
+                raise
+            log.warning("delete of %r: the answer was lost (%s) but it landed", path, lost[0])
 
     async def delete_many(self, paths: list[str], *, session_id: str) -> int:
         total = 0
@@ -615,20 +739,103 @@ class HttpRemote:
 
     # -- sessions and commits -----------------------------------------------------------
     async def create_session(self) -> str:
+        lost: list[exc.TildeError] = []
         r = await self._send("create_session", _wire.create_session(self.org, self.repo),
-                             idempotent=False)
-        return _wire.parse_session_id(r.json())
+                             lost=lost)
+        sid = _wire.parse_session_id(r.json())
+        if lost:
+            log.warning("creating a session: %d answer(s) lost (%s); an extra empty session "
+                        "may be left open on the server (using %s)", len(lost), lost[0], sid)
+        return sid
 
     async def commit(self, session_id: str, message: str,
                      metadata: Mapping[str, str] | None = None) -> CommitOutcome:
-        r = await self._send("commit", _wire.commit_session(
-            self.org, self.repo, session_id, message, metadata), idempotent=False)
-        if r.status_code == 202:
-            return CommitOutcome("approval_required", web_url=_wire.parse_web_url(r.json()))
-        return CommitOutcome("committed", commit_id=_wire.parse_commit_id(r.json()))
+        """Commit the session, exactly once whatever the network did (subtlety 10)."""
+        if session_id not in self._commit_heads:
+            self._commit_heads[session_id] = await self.latest_commit_id()
+        req = _wire.commit_session(self.org, self.repo, session_id, message, metadata)
+        attempt = 0
+        lost = self._commit_lost.setdefault(session_id, [])
+        while True:
+            try:
+                r = await self._send("commit", req, idempotent=False)
+            except exc.TildeError as e:
+                refused = isinstance(e, exc.APIError) and e.status_code in (404, 409)
+                if not (_ambiguous(e) or (lost and refused)):
+                    raise
+                if _ambiguous(e):
+                    lost.append(e)
+                state, outcome = await self._commit_landed(session_id, message, metadata)
+                if outcome is not None:
+                    log.warning("commit of session %s: the answer was lost (%s) but it "
+                                "landed: %s", session_id, lost[0], outcome)
+                    self._commit_done(session_id)
+                    return outcome
+                if state == "closed":
+                    self._commit_done(session_id)
+                    raise exc.NotFoundError(
+                        404, code="session_closed", method="POST", url=req.path,
+                        message=f"session {session_id} was closed without a commit of it "
+                                f"in the log (after {lost[0]})") from None
+                if refused:
+                    raise
+                attempt = await self._retry_or_raise("commit", e, attempt, True)
+                continue
+            self._commit_done(session_id)
+            if r.status_code == 202:
+                return CommitOutcome("approval_required", web_url=_wire.parse_web_url(r.json()))
+            return CommitOutcome("committed", commit_id=_wire.parse_commit_id(r.json()))
+
+    def _commit_done(self, session_id: str) -> None:
+        self._commit_heads.pop(session_id, None)
+        self._commit_lost.pop(session_id, None)
+
+    async def _commit_landed(self, session_id: str, message: str,
+                             metadata: Mapping[str, str] | None
+                             ) -> tuple[str, CommitOutcome | None]:
+        """Where a commit whose answer was lost stands: ("landed", outcome), ("open",
+        None) (it did not land: send it again) or ("closed", None) (it never will)."""
+        approval = _wire.approval_poll(self.org, self.repo, session_id)
+        try:
+            await self._send("probe", approval)
+        except exc.APIError:
+            pass
+        else:  # pending approval: the commit was taken; the review URL was in the answer
+            return "landed", CommitOutcome("approval_required",
+                                           web_url=self.base + approval.path)
+        try:
+            await self._send("probe", _wire.list_changes(self.org, self.repo,
+                                                         session_id=session_id, amount=1))
+        except exc.NotFoundError:
+            pass
+        else:
+            return "open", None
+        head = self._commit_heads.get(session_id)
+        want = dict(metadata or {})
+        after: str | None = None
+        for _page in range(20):
+            r = await self._send("log", _wire.log(self.org, self.repo, after=after, amount=50))
+            page = _wire.parse_page(r.json(), _wire.parse_commit)
+            for c in page.items:
+                if head is not None and c.id == head:
+                    return "closed", None
+                if c.message == message and dict(c.metadata or {}) == want:
+                    return "landed", CommitOutcome("committed", commit_id=c.id)
+            if page.next_after is None:
+                break
+            after = page.next_after
+        return "closed", None
 
     async def rollback(self, session_id: str) -> None:
-        await self._send("rollback", _wire.rollback_session(self.org, self.repo, session_id))
+        lost: list[exc.TildeError] = []
+        try:
+            await self._send("rollback", _wire.rollback_session(self.org, self.repo,
+                                                                session_id), lost=lost)
+        except exc.NotFoundError:
+            if not lost:
+                raise
+            log.warning("rollback of session %s: the answer was lost (%s) but it landed",
+                        session_id, lost[0])
 
     async def list_changes(self, session_id: str, *, after: str | None = None,
                            amount: int = 1000) -> tuple[list[EntryRecord], str | None]:

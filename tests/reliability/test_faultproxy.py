@@ -43,9 +43,12 @@ def test_each_fault_kind(server: Any, repo_ref: Any) -> None:
         assert http.get(r_path + "/log", params={"amount": 10}).status_code == 200
         r = http.head(r_path + "/object", params={"path": "missing"})
         assert r.status_code == 404
+        proxy.script("status_503", method="HEAD")  # no body after a HEAD's answer
+        assert http.head(r_path + "/object", params={"path": "x"}).status_code == 503
+        assert http.head(r_path + "/object", params={"path": "x"}).status_code == 404
         assert proxy.summary() == {
-            "requests": 9, "faults_injected": 6, "reset_before": 1, "reset_after": 1,
-            "status_503": 1, "status_429": 1, "stall": 1, "long_stall": 0, "truncate": 1}
+            "requests": 11, "faults_injected": 7, "reset_before": 1, "reset_after": 1,
+            "status_503": 2, "status_429": 1, "stall": 1, "long_stall": 0, "truncate": 1}
         assert proxy.by_route[("POST /api/v1{R}/sessions", "reset_after")] == 1
 
 
