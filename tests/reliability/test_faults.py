@@ -217,3 +217,17 @@ def test_tools_under_faults(tool: Tool, api: Api, server: Any, tmp_path: Path,
     assert lost == 0
     assert messages == [message], messages   # one commit, no extra (the unmount had nothing)
     assert api.head_commit() == commit_id
+
+
+def test_mount_survives_a_reset_at_startup(tool: Tool, api: Api, proxy: FaultProxy,
+                                           tmp_path: Path) -> None:
+    """The first request of `tilde-mount REPO MNT` (the repository check) reset: a
+    transient failure like any other, retried, not "cannot reach"."""
+    _through(tool, proxy)
+    rule = proxy.script("reset_before", method="GET", path=r"/repositories/[^/]+$")
+    mnt = tmp_path / "mnt"
+    tool.mount(api.ref.path, mnt)
+    assert rule.fired == 1
+    (mnt / "f.txt").write_bytes(b"f\n")
+    tool.tm("unmount", str(mnt))
+    assert api.tree() == {"f.txt": b"f\n"}
