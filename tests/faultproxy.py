@@ -108,9 +108,7 @@ class FaultProxy:
                  mix: dict[str, float] | None = None, stall: float = 0.5,
                  long_stall: float = 35.0, retry_after: str = "1",
                  upstream_timeout: float = 120.0) -> None:
-        u = urlsplit(upstream)
-        assert u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost"), upstream
-        self.upstream_host, self.upstream_port = u.hostname, u.port or 80
+        self.point_at(upstream)
         self.seed, self.rate = seed, rate
         self.mix = dict(mix or DEFAULT_MIX)
         assert set(self.mix) <= set(KINDS), self.mix
@@ -127,6 +125,13 @@ class FaultProxy:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.port = 0
+
+    def point_at(self, upstream: str) -> None:
+        """Forward to ``upstream`` from now on (a server started after the proxy, e.g.
+        with ``--signed-url-base`` set to the proxy's URL)."""
+        u = urlsplit(upstream)
+        assert u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost"), upstream
+        self.upstream_host, self.upstream_port = u.hostname, u.port or 80
 
     # -- lifecycle ----------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from faultproxy import FaultProxy
+from figures import record
 from tilde import exceptions as exc
 from tilde_mount.remote import BytesSource, HttpRemote, View
 
@@ -138,6 +139,7 @@ def test_lost_answer(server: Any, name: str) -> None:
     kind, method, path, case, kw = CASES[name]
     proxy = _run(server, kind, method, path, case, **kw)
     assert proxy.counts[kind] == 1
+    record("faults", lost_answer_cases=1)
 
 
 def test_commit_answer_later_than_the_timeout(server: Any) -> None:
