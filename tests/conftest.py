@@ -65,11 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def start_server(tmp: Path, api_key: str = ADMIN_KEY,
                  extra_env: dict[str, str] | None = None,
-                 args: Sequence[str] = ()) -> ServerHandle:
+                 args: Sequence[str] = (), port: int | None = None) -> ServerHandle:
+    """`port`: listen there (a restart on the same data directory and port keeps signed URLs
+    valid); default a free one."""
     data = tmp / "data"
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [a.replace("{port}", str(port)) for a in args]
     env = dict(os.environ, HOME=str(home))
     for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):

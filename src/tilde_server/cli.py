@@ -6,6 +6,12 @@ TILDE_SERVER_ADMIN_KEY) or a generated key. A generated key is printed once on s
 works at once. On a later start a different --admin-key is added as another key of the admin
 (the stored keys keep working). Logs go to stderr; SIGINT/SIGTERM stop it cleanly.
 
+One server per data directory: `run` takes an exclusive OS lock on DIR/tilde-server.lock for
+its whole life (store/lock.py) and refuses to start when another process holds it. At start
+it sweeps what a crash left behind (unreferenced blobs, stale spool files), then again every
+--gc-interval seconds for files older than --gc-grace (engine subtlety 10); `tilde-server gc`
+sweeps a stopped server's directory.
+
 `--wire` picks the wire dialect (every official release at once, or one service era) and
 `--downloads` how object bytes are served (docs/server.md, "Wire dialect and downloads").
 """
@@ -17,7 +23,9 @@ import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -153,25 +161,33 @@ def main() -> None:
                    "are built on (e.g. the address clients reach this server by behind a "
                    "proxy, which must forward /_tilde/... under that prefix). "
                    "Default: the base URL of the request that asks for one.")
+@click.option("--gc-interval", type=click.IntRange(0, None), default=3600, show_default=True,
+              metavar="SECONDS", envvar="TILDE_SERVER_GC_INTERVAL",
+              help="How often the running server sweeps unreferenced blobs and stale upload "
+                   "files (0: only at startup).")
+@click.option("--gc-grace", type=click.IntRange(60, None), default=3600, show_default=True,
+              metavar="SECONDS", envvar="TILDE_SERVER_GC_GRACE",
+              help="A periodic sweep leaves files modified in the last SECONDS alone.")
 def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
         connector_roots: tuple[Path, ...], s3_endpoint: str | None,
         s3_ambient_credentials: bool, wire: str, downloads: str, download_url_ttl: int,
-        signed_url_base: str | None) -> None:
+        signed_url_base: str | None, gc_interval: int, gc_grace: int) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
+    from tilde_server import crashpoints
     from tilde_server.app import build_app
-    from tilde_server.store import DataDirError, Store
     from tilde_server.store.sources import SourceSettings
     from tilde_server.wire import WireOptions
 
     try:
-        store, generated = Store.open(data_dir, admin_key or None)
-    except DataDirError as exc:
+        crashpoints.check()
+    except ValueError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
+    lock, store, generated = _open_owned(data_dir, admin_key or None)
     store.connectors.settings = SourceSettings(
         connector_roots=tuple(p.resolve() for p in connector_roots),
         s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials)
@@ -194,16 +210,70 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             log_level=log_level, timeout_graceful_shutdown=10,
                             server_header=False)
+    sweeper = _Sweeper(store, gc_interval, gc_grace)
     try:
         _server_class()(config).run()
     finally:
+        sweeper.stop()
         sandbox_cli.stop(sandboxes)
         store.close()
+        lock.release()
         log.info("tilde-server stopped")
 
 
+def _open_owned(data_dir: Path, admin_key: str | None) -> tuple[Any, Any, str | None]:
+    """Lock DIR (exit 2 naming the holder when another process has it), then open it as its
+    owner: recovery and the startup sweep run. Returns (lock, store, generated key)."""
+    from tilde_server.store import DataDirError, Store
+    from tilde_server.store.lock import DataDirLock
+
+    data_dir = data_dir.expanduser()
+    try:
+        Store.check_root(data_dir)
+        lock = DataDirLock.acquire(data_dir)
+    except DataDirError as exc:
+        click.echo(f"tilde-server: error: {exc}", err=True)
+        sys.exit(2)
+    try:
+        store, generated = Store.open(data_dir, admin_key)
+    except DataDirError as exc:
+        lock.release()
+        click.echo(f"tilde-server: error: {exc}", err=True)
+        sys.exit(2)
+    return lock, store, generated
+
+
+class _Sweeper:
+    """The periodic sweep of a running server, in a daemon thread (sweeps block)."""
+
+    def __init__(self, store: Any, interval: int, grace: int) -> None:
+        self._store, self._interval, self._grace = store, interval, grace
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if interval > 0:
+            self._thread = threading.Thread(target=self._loop, name="tilde-sweep", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                r = self._store.sweep(self._grace)
+            except Exception:
+                log.exception("periodic sweep failed")
+                continue
+            if r.blobs or r.spool_files or r.expired_uploads:
+                log.info("sweep: removed %d unreferenced blob(s), %d spool file(s), "
+                         "%d expired upload(s)", r.blobs, r.spool_files, r.expired_uploads)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
 def _open_identity(data_dir: Path):  # type: ignore[no-untyped-def]
-    """Open DIR for a maintenance command; safe while the server runs (SQLite WAL)."""
+    """Open DIR for a maintenance command; safe while the server runs (SQLite WAL), so it
+    neither takes the lock nor recovers (that is the running server's)."""
     from tilde_server.store import DataDirError, Store
     from tilde_server.store.identity import Identity
 
@@ -212,7 +282,7 @@ def _open_identity(data_dir: Path):  # type: ignore[no-untyped-def]
                    "(start `tilde-server run --data DIR` once first)", err=True)
         sys.exit(2)
     try:
-        store, _ = Store.open(data_dir, None)
+        store, _ = Store.open(data_dir, None, recover=False)
     except DataDirError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
@@ -226,6 +296,25 @@ def _fail(exc: Exception) -> None:
 
 _DATA = click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
                      help="Data directory of the server.")
+
+
+@main.command()
+@_DATA
+def gc(data_dir: Path) -> None:
+    """Sweep a stopped server's DIR now: unreferenced blobs, stale spool files, expired
+    uploads (refused while a server runs; a running server sweeps by itself)."""
+    if not (data_dir / "tilde.db").exists():
+        click.echo(f"tilde-server: error: {data_dir} is not a tilde-server data directory",
+                   err=True)
+        sys.exit(2)
+    lock, store, _ = _open_owned(data_dir, None)
+    try:
+        r = store.startup_sweep
+        click.echo(f"removed {r.blobs} unreferenced blob(s), {r.spool_files} spool file(s), "
+                   f"{r.expired_uploads} expired upload(s)")
+    finally:
+        store.close()
+        lock.release()
 
 
 @main.group()

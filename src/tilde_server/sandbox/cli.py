@@ -70,7 +70,7 @@ def _open(data_dir: Path) -> Any:
                    err=True)
         sys.exit(2)
     try:
-        store, _ = Store.open(data_dir, None)
+        store, _ = Store.open(data_dir, None, recover=False)  # beside a running server
     except DataDirError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)

@@ -6,7 +6,12 @@ Subtleties:
    uploads; for multipart, sha256 over the parts' sha256s), so identical content is stored once
    and a copy never moves bytes. Blob files are immutable once in place.
 2. Incoming bytes go to a spool file under tmp/<session>/ and are fsynced before they are
-   renamed into blobs/ (rename is atomic), so a blob file is always complete.
+   renamed into blobs/ (rename is atomic), so a blob file is always complete. The rename is
+   made durable by an fsync of the blob's directory (and of blobs/ when that directory is
+   new) before the caller commits the row that references it: after a power loss a row never
+   names a missing blob. A finished single-upload or part spool also has its directory
+   fsynced, because the PUT is answered (and the uploads row committed) before finalize
+   moves it: an acknowledged PUT survives a power loss too.
 3. Whether a blob is still referenced is decided by the engine under its blob lock; this module
    only deletes what it is told to.
 4. Spool directories are per session, so rollback/commit can drop every leftover upload of a
@@ -21,6 +26,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,12 +41,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Spool:
-    """A file being received: written chunk by chunk while its sha256 and md5 are computed."""
+def _mkdirs(path: Path) -> None:
+    """mkdir -p whose new directories survive a power loss (each new one's parent fsynced)."""
+    if path.is_dir():
+        return
+    _mkdirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+class Spool:
+    """A file being received: written chunk by chunk while its sha256 and md5 are computed.
+    `sync_dir`: finish() also fsyncs the directory (the file outlives the request)."""
+
+    def __init__(self, path: Path, sync_dir: bool = True) -> None:
+        _mkdirs(path.parent)
         self.path = path
+        self._sync_dir = sync_dir
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by finish()/abort()
         self._sha = hashlib.sha256()
         self._md5 = hashlib.md5()
@@ -57,6 +77,8 @@ class Spool:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
+        if self._sync_dir:
+            _fsync_dir(self.path.parent)
         return self._sha.hexdigest(), self._md5.hexdigest(), self.size
 
     def abort(self) -> None:
@@ -85,7 +107,8 @@ class SpoolSequence:
         """Finish every full spool (an empty object is full at once) and open the next one."""
         while len(self._done) < len(self.sizes):
             if self._cur is None:
-                self._cur = Spool(self.path(len(self._done)))
+                # adopted (and its rename made durable) before the batch is answered
+                self._cur = Spool(self.path(len(self._done)), sync_dir=False)
             if self._cur.size < self.sizes[len(self._done)]:
                 return
             self._done.append(self._cur.finish())
@@ -149,6 +172,34 @@ class BlobStore:
     def spool_sessions(self) -> list[str]:
         return [p.name for p in self.tmp.iterdir() if p.is_dir()]
 
+    def sweep_spools(self, live: set[str], skip: set[str], keep: set[str],
+                     keep_parts: set[tuple[str, int]], cutoff: float) -> int:
+        """Remove spool files no pending upload needs; returns how many files went.
+
+        `live`: sessions whose spool directory is looked into, `skip`: sessions whose
+        directory is left alone (others go whole); `keep`:
+        addresses of pending uploads (a single upload's file, a multipart upload's parts
+        directory); `keep_parts`: (address, part number) of recorded parts. Anything else
+        (unrecorded parts, half-assembled files, batch and direct spools) goes once nothing
+        in it was modified after `cutoff` (a request may still be writing it)."""
+        removed = 0
+        for entry in list(self.tmp.iterdir()):
+            if entry.name in skip:
+                continue
+            if entry.is_dir() and entry.name in live:
+                for child in list(entry.iterdir()):
+                    name = child.name
+                    if name.endswith(".parts") and name[:-6] in keep and child.is_dir():
+                        for part in list(child.iterdir()):
+                            if ((name[:-6], _part_number(part.name)) not in keep_parts
+                                    and _newest_mtime(part) < cutoff):
+                                removed += _remove(part)
+                    elif name not in keep and _newest_mtime(child) < cutoff:
+                        removed += _remove(child)
+            elif _newest_mtime(entry) < cutoff:
+                removed += _remove(entry)
+        return removed
+
     # -- blobs -------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
         return self.blobs / key[:2] / key[2:]
@@ -157,12 +208,15 @@ class BlobStore:
         return self.path(key).exists()
 
     def adopt(self, spool_file: Path, key: str) -> None:
-        """Move a finished spool file into place as blob `key` (or drop it if already there)."""
+        """Move a finished spool file into place as blob `key` (or drop it if already there:
+        also when the spool is gone because a crash came after this rename but before the
+        transaction that references the blob committed, and the call is retried).
+        FileNotFoundError when neither exists."""
         dest = self.path(key)
         if dest.exists():
-            spool_file.unlink()
+            spool_file.unlink(missing_ok=True)
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _mkdirs(dest.parent)
         os.replace(spool_file, dest)
         _fsync_dir(dest.parent)
 
@@ -170,7 +224,7 @@ class BlobStore:
         """Concatenate part spool files into `out` (kernel-side copy where possible), fsynced.
 
         Runs outside any lock; `adopt` then moves the result into place."""
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _mkdirs(out.parent)
         with contextlib.suppress(FileNotFoundError):
             out.unlink()
         if len(parts) == 1:
@@ -187,7 +241,7 @@ class BlobStore:
         """Store small content directly (used for the empty object); returns its key."""
         key = hashlib.sha256(data).hexdigest()
         if not self.exists(key):
-            spool = Spool(self.tmp / f"direct-{key}")
+            spool = Spool(self.tmp / f"direct-{key}", sync_dir=False)
             spool.write(data)
             spool.finish()
             self.adopt(spool.path, key)
@@ -199,6 +253,45 @@ class BlobStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
+
+    def files(self) -> Iterator[tuple[str, float]]:
+        """(key, mtime) of every blob file."""
+        for sub in list(self.blobs.iterdir()):
+            if not sub.is_dir():
+                continue
+            for f in list(sub.iterdir()):
+                with contextlib.suppress(FileNotFoundError):
+                    yield sub.name + f.name, f.stat().st_mtime
+
+
+def _part_number(name: str) -> int:
+    return int(name) if name.isdigit() else -1
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest mtime in a file or tree (0 when it vanished meanwhile)."""
+    try:
+        newest = path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for n in dirs + files:
+                with contextlib.suppress(FileNotFoundError):
+                    newest = max(newest, os.lstat(os.path.join(root, n)).st_mtime)
+    return newest
+
+
+def _remove(path: Path) -> int:
+    """Remove a file or a tree; returns the number of files removed."""
+    if path.is_dir() and not path.is_symlink():
+        n = sum(len(files) for _, _, files in os.walk(path))
+        shutil.rmtree(path, ignore_errors=True)
+        return n
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        return 1
+    return 0
 
 
 def _copy_fd(src: int, dst: int, size: int) -> None:

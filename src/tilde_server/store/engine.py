@@ -34,6 +34,16 @@ Subtleties:
    ETag, content type, metadata, time, reproducible); reading it needs no database lookup,
    and it keeps serving those bytes after later commits until it expires. A grant whose
    token would be too long for a URL is not issued (None); the caller streams instead.
+10. Garbage: a crash can leave a blob nothing references (killed after the rename into
+   blobs/ but before its transaction committed, or after a transaction dropped the last
+   reference but before `_collect`) and spool files no upload will finish. `sweep` removes
+   them: blobs no entry, staged row or pending upload names, checked under the write lock
+   under which every reference is created (4.), and spool files no pending upload row
+   protects. Only files older than `grace` seconds go, so that a sweep while the server
+   runs never races a request still writing; at startup (the data directory locked, nothing
+   in flight) the grace is 0. Pending uploads whose URL expired go with their files.
+11. Crash points (tilde_server.crashpoints) mark the phases of uploads, finalize, complete,
+   commit and rollback for the crash tests; unarmed they cost one comparison.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tilde_server import crashpoints as cp
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence
 from tilde_server.store.db import Database
@@ -71,6 +82,7 @@ from tilde_server.store.listing import (
     paginate,
     start_bound,
 )
+from tilde_server.store.lock import LOCK_FILE
 from tilde_server.store.signing import Signer, check_expiry_text, format_expiry
 
 log = logging.getLogger("tilde_server.store")
@@ -181,6 +193,15 @@ class DiffItem:
 
 
 @dataclass(frozen=True)
+class SweepResult:
+    """What one `sweep` removed."""
+
+    blobs: int
+    spool_files: int
+    expired_uploads: int
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who sends a request. `user_id`/`username` are the id and name of the principal of any
     `type` (user, agent, role); agents and roles belong to one organization (`org_id`)."""
@@ -195,8 +216,13 @@ class Principal:
 class Store:
     """The engine. Create with `Store.open(data_dir)`."""
 
-    def __init__(self, root: Path, db: Database, meta: dict[str, str]) -> None:
+    def __init__(self, root: Path, db: Database, meta: dict[str, str],
+                 owner: bool = True) -> None:
         self.root = root
+        # The process that serves the directory (recovers it at open, stops its imports at
+        # close), not a maintenance command opened beside a running server.
+        self.owner = owner
+        self.startup_sweep: SweepResult | None = None
         self.db = db
         self.blobs = BlobStore(root)
         self.signer = Signer(bytes.fromhex(meta["secret"]))
@@ -216,41 +242,61 @@ class Store:
 
     # ======================================================================== lifecycle
     @classmethod
-    def open(cls, root: Path, admin_key: str | None = None) -> tuple[Store, str | None]:
+    def open(cls, root: Path, admin_key: str | None = None, *,
+             recover: bool = True) -> tuple[Store, str | None]:
         """Open or initialize `root`. Returns the store and a newly generated admin key (if one
-        was generated on first start). Raises DataDirError for a foreign or newer directory."""
+        was generated on first start). Raises DataDirError for a foreign or newer directory.
+
+        `recover`: clean up after a previous run (unfinished imports fail, a `sweep` with no
+        grace). Only the directory's one owner may: a maintenance command opened while a
+        server runs passes False, or it would fail the server's imports and remove its
+        uploads in flight."""
         root = root.expanduser()
-        if root.exists() and not root.is_dir():
-            raise DataDirError(f"{root} is not a directory")
+        cls.check_root(root)
         db_path = root / DB_FILE
         generated: str | None = None
         if db_path.exists():
             db = Database(db_path)
             meta = db.check_format()
-            store = cls(root, db, meta)
+            store = cls(root, db, meta, recover)
             if admin_key:
                 store._ensure_admin_key(admin_key)
         else:
-            if root.exists() and any(root.iterdir()):
-                raise DataDirError(
-                    f"{root} is not empty and is not a tilde-server data directory "
-                    f"(no {DB_FILE}); choose an empty or new directory"
-                )
             root.mkdir(parents=True, exist_ok=True)
             os_chmod(root, 0o700)
             db = Database(db_path)
             meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
             db.initialize(meta)
-            store = cls(root, db, meta)
+            store = cls(root, db, meta, recover)
             if not admin_key:
                 admin_key = generated = generate_api_key()
             store._create_admin(admin_key)
-        store._clean_spools()
-        store.imports.recover()
+        if recover:
+            store.imports.recover()
+            swept = store.startup_sweep = store.sweep(0.0)
+            if swept.blobs or swept.spool_files or swept.expired_uploads:
+                log.info("startup sweep: removed %d unreferenced blob(s), %d spool file(s), "
+                         "%d expired upload(s)", swept.blobs, swept.spool_files,
+                         swept.expired_uploads)
         return store, generated
 
+    @staticmethod
+    def check_root(root: Path) -> None:
+        """Refuse what is not a data directory (a file; a non-empty directory without a
+        database), before anything (the lock file) is created in it."""
+        root = root.expanduser()
+        if root.exists() and not root.is_dir():
+            raise DataDirError(f"{root} is not a directory")
+        if (root.is_dir() and not (root / DB_FILE).exists()
+                and any(p.name != LOCK_FILE for p in root.iterdir())):
+            raise DataDirError(
+                f"{root} is not empty and is not a tilde-server data directory "
+                f"(no {DB_FILE}); choose an empty or new directory"
+            )
+
     def close(self) -> None:
-        self.imports.shutdown()
+        if self.owner:
+            self.imports.shutdown()
         self.db.close()
 
     def _create_admin(self, key: str) -> None:
@@ -273,13 +319,48 @@ class Store:
                       (str(uuid.uuid4()), user["id"], h, now_rfc3339()))
         log.info("added the given --admin-key as an additional key of the admin user")
 
-    def _clean_spools(self) -> None:
-        """Drop spool files of sessions that are no longer open (crash leftovers)."""
-        with self.db.read() as c:
-            open_uids = {r[0] for r in c.execute("SELECT uid FROM sessions WHERE state = 'open'")}
-        for name in self.blobs.spool_sessions():
-            if name not in open_uids:
-                self.blobs.drop_spools(name)
+    def sweep(self, grace: float = 0.0) -> SweepResult:
+        """Remove unreferenced blobs, expired pending uploads and spool files no pending
+        upload needs, leaving alone anything modified in the last `grace` seconds (10.)."""
+        now = time.time()
+        cutoff = now - grace
+
+        def stamp(t: float) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        with self.db.write() as c:
+            expired = [r[0] for r in c.execute(
+                "SELECT address FROM uploads WHERE (kind = 'single' AND created_at < ?) "
+                "OR (kind = 'multipart' AND created_at < ?)",
+                (stamp(cutoff - self.upload_ttl), stamp(cutoff - self.multipart_ttl)))]
+            for address in expired:
+                c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
+                c.execute("DELETE FROM uploads WHERE address = ?", (address,))
+            states = dict(c.execute("SELECT uid, state FROM sessions "
+                                    "WHERE state IN ('open', 'import')").fetchall())
+            keep = {r[0] for r in c.execute("SELECT address FROM uploads")}
+            keep_parts = {(r[0], r[1]) for r in c.execute(
+                "SELECT address, part_number FROM upload_parts")}
+        spool_files = self.blobs.sweep_spools(
+            live={u for u, st in states.items() if st == "open"},
+            skip={u for u, st in states.items() if st == "import"},  # the import runner's
+            keep=keep, keep_parts=keep_parts, cutoff=cutoff)
+        candidates = [key for key, mtime in self.blobs.files() if mtime < cutoff]
+        removed = 0
+        for i in range(0, len(candidates), 500):
+            with self.db.write() as c:  # the lock every new reference is made under (4.)
+                pending = {r[0] for r in c.execute(
+                    "SELECT sha256 FROM uploads WHERE sha256 IS NOT NULL "
+                    "UNION SELECT sha256 FROM upload_parts")}
+                for key in candidates[i:i + 500]:
+                    if key in pending or c.execute(
+                            "SELECT 1 FROM entries WHERE blob = ? LIMIT 1", (key,)).fetchone() \
+                            or c.execute("SELECT 1 FROM staged WHERE blob = ? LIMIT 1",
+                                         (key,)).fetchone():
+                        continue
+                    self.blobs.delete(key)
+                    removed += 1
+        return SweepResult(removed, spool_files, len(expired))
 
     # ======================================================================== auth
     def authenticate(self, key: str) -> Principal:
@@ -425,6 +506,8 @@ class Store:
                                  "no_changes")
             self._check_conflicts(c, r, s)
             commit_id = self._apply(c, r, s, message, metadata, who)
+            cp.reached(cp.COMMIT_BEFORE_DB_COMMIT)
+        cp.reached(cp.COMMIT_AFTER_DB_COMMIT)
         self.blobs.drop_spools(sid)
         return commit_id
 
@@ -509,6 +592,8 @@ class Store:
             c.execute("DELETE FROM uploads WHERE session_id = ?", (s["id"],))
             c.execute("UPDATE sessions SET state = 'rolled_back', closed_at = ? WHERE id = ?",
                       (now_rfc3339(), s["id"]))
+            cp.reached(cp.ROLLBACK_BEFORE_DB_COMMIT)
+        cp.reached(cp.ROLLBACK_AFTER_DB_COMMIT)
         self.blobs.drop_spools(sid)
         self._collect(blobs)
 
@@ -724,7 +809,9 @@ class Store:
     def end_receive(self, session: str, address: str, path: str, part: int | None,
                     spool: Spool) -> str:
         """Record the received bytes; returns their md5 hex (the ETag)."""
+        cp.reached(cp.UPLOAD_RECEIVED if part is None else cp.PART_RECEIVED)
         sha, md5, size = spool.finish()
+        cp.reached(cp.UPLOAD_SYNCED if part is None else cp.PART_SYNCED)
         try:
             with self.db.write() as c:
                 s = self._open_session_by_uid(c, session)
@@ -738,6 +825,7 @@ class Store:
         except NotFound:
             spool.abort()
             raise
+        cp.reached(cp.UPLOAD_RECORDED if part is None else cp.PART_RECORDED)
         return md5
 
     def finalize_upload(self, org: str, repo: str, session: str, path: str, address: str,
@@ -747,7 +835,8 @@ class Store:
         v.object_key(path)
         v.content_type(content_type)
         self.verify_single_upload(signature, address, expires_at, session, path)
-        return self._finalize(org, repo, session, path, address, content_type, metadata)
+        return self._finalize(org, repo, session, path, address, content_type, metadata,
+                              flow="legacy")
 
     def finalize_token_upload(self, org: str, repo: str, session: str, path: str,
                               upload_token: str, content_type: str, metadata: dict[str, str],
@@ -760,11 +849,12 @@ class Store:
         if t.get("s") != session or t.get("p") != path or not isinstance(t.get("a"), str):
             raise Forbidden("upload token does not match this upload", "invalid_signature")
         return self._finalize(org, repo, session, path, t["a"], content_type, metadata,
-                              checksum, size)
+                              checksum, size, flow="current")
 
     def _finalize(self, org: str, repo: str, session: str, path: str, address: str,
                   content_type: str, metadata: dict[str, str], checksum: str | None = None,
-                  size: int | None = None) -> Obj:
+                  size: int | None = None, *, flow: str) -> Obj:
+        before_adopt, adopted, committed = cp.FINALIZE[flow]
         with self.db.write() as c:
             r = self._repo(c, org, repo)
             s = self._session(c, r, session)
@@ -778,11 +868,14 @@ class Store:
             if size is not None and size != up["size"]:
                 raise BadRequest(f"size_bytes {size} does not match the uploaded bytes "
                                  f"({up['size']} bytes)", "size_mismatch")
+            cp.reached(before_adopt)
             self.blobs.adopt(self.blobs.spool_path(session, address), up["sha256"])
             o = Obj(path, up["sha256"], up["size"], up["md5"],
                     content_type or "application/octet-stream", metadata, now_rfc3339(), True)
             replaced = self._stage_put(c, s["id"], o)
             c.execute("DELETE FROM uploads WHERE address = ?", (address,))
+            cp.reached(adopted)
+        cp.reached(committed)
         if replaced:
             self._collect([replaced])
         return o
@@ -821,6 +914,7 @@ class Store:
                     if old:
                         replaced.append(old)
                     out.append(o)
+                cp.reached(cp.BATCH_ADOPTED)
         except BaseException:
             self._collect(adopted)
             raise
@@ -939,6 +1033,7 @@ class Store:
         else:
             part_files = [self.blobs.spool_path(session, address, n) for n in numbers]
             self.blobs.assemble(part_files, self.blobs.spool_path(session, address + ".assembled"))
+        cp.reached(cp.COMPLETE_ASSEMBLED)
         with self.db.write() as c:
             r = self._repo(c, org, repo)
             s = self._session(c, r, session)
@@ -950,6 +1045,8 @@ class Store:
             o = Obj(path, key, size, etag, content_type or "application/octet-stream", metadata,
                     now_rfc3339(), True)
             replaced = self._stage_put(c, s["id"], o)
+            cp.reached(cp.COMPLETE_ADOPTED)
+        cp.reached(cp.COMPLETE_COMMITTED)
         self.blobs.drop_spools(session, address)
         if replaced:
             self._collect([replaced])

@@ -1,0 +1,118 @@
+"""Named crash points for the crash tests (tests/reliability/test_server_crash.py).
+
+`TILDE_SERVER_CRASH_AT=<name>[:<n>]` makes the server SIGKILL itself the n-th time (default
+1) it passes point <name>: a real crash, no cleanup, no flush, nothing answered. Just before,
+it writes one line `tilde-server: crash point <name> hit` to stderr (and appends it to the file
+`TILDE_SERVER_CRASH_REPORT` names, if set), so a test can tell a point that was never reached
+from one that was. Unset, `reached` returns at once: the variable is read once, at import.
+
+Every point is defined here and only here; `ALL` lists them for the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "TILDE_SERVER_CRASH_AT"
+REPORT_ENV = "TILDE_SERVER_CRASH_REPORT"
+
+# Single upload: bytes PUT to the signed URL (spool written, not yet fsynced), fsynced but not
+# recorded, recorded (uploads row committed) but the PUT not yet answered.
+UPLOAD_RECEIVED = "upload.received"
+UPLOAD_SYNCED = "upload.synced"
+UPLOAD_RECORDED = "upload.recorded"
+# Multipart part: the same phases for a part URL.
+PART_RECEIVED = "part.received"
+PART_SYNCED = "part.synced"
+PART_RECORDED = "part.recorded"
+# Finalize (0.7.2 PUT .../finalize = legacy, 0.7.7 POST .../finalize = current): inside the
+# write transaction before the spool is renamed into blobs/, after (blob in place, staged row
+# not committed), and after the transaction committed but before the answer.
+FINALIZE_LEGACY_BEFORE_ADOPT = "finalize.legacy.before_adopt"
+FINALIZE_LEGACY_ADOPTED = "finalize.legacy.adopted"
+FINALIZE_LEGACY_COMMITTED = "finalize.legacy.committed"
+FINALIZE_CURRENT_BEFORE_ADOPT = "finalize.current.before_adopt"
+FINALIZE_CURRENT_ADOPTED = "finalize.current.adopted"
+FINALIZE_CURRENT_COMMITTED = "finalize.current.committed"
+# Multipart complete: parts assembled into one fsynced file (nothing in the database yet),
+# blob in place inside the transaction, transaction committed but not answered.
+COMPLETE_ASSEMBLED = "complete.assembled"
+COMPLETE_ADOPTED = "complete.adopted"
+COMPLETE_COMMITTED = "complete.committed"
+# Batch upload extension: every blob in place, the staging transaction not committed.
+BATCH_ADOPTED = "batch.adopted"
+# Commit and rollback of a session: inside the transaction just before COMMIT, and after it
+# (session closed; spools and unreferenced blobs not yet removed, nothing answered).
+COMMIT_BEFORE_DB_COMMIT = "commit.before_db_commit"
+COMMIT_AFTER_DB_COMMIT = "commit.after_db_commit"
+ROLLBACK_BEFORE_DB_COMMIT = "rollback.before_db_commit"
+ROLLBACK_AFTER_DB_COMMIT = "rollback.after_db_commit"
+
+FINALIZE = {
+    "legacy": (FINALIZE_LEGACY_BEFORE_ADOPT, FINALIZE_LEGACY_ADOPTED, FINALIZE_LEGACY_COMMITTED),
+    "current": (FINALIZE_CURRENT_BEFORE_ADOPT, FINALIZE_CURRENT_ADOPTED,
+                FINALIZE_CURRENT_COMMITTED),
+}
+
+ALL: tuple[str, ...] = (
+    UPLOAD_RECEIVED, UPLOAD_SYNCED, UPLOAD_RECORDED,
+    PART_RECEIVED, PART_SYNCED, PART_RECORDED,
+    *FINALIZE["legacy"], *FINALIZE["current"],
+    COMPLETE_ASSEMBLED, COMPLETE_ADOPTED, COMPLETE_COMMITTED,
+    BATCH_ADOPTED,
+    COMMIT_BEFORE_DB_COMMIT, COMMIT_AFTER_DB_COMMIT,
+    ROLLBACK_BEFORE_DB_COMMIT, ROLLBACK_AFTER_DB_COMMIT,
+)
+
+
+def parse(value: str | None) -> tuple[str, int] | None:
+    """`name[:n]` -> (name, n); None for unset/empty. ValueError for an unknown name or bad n."""
+    if not value:
+        return None
+    name, _, count = value.partition(":")
+    if name not in ALL:
+        raise ValueError(f"{ENV}: unknown crash point {name!r} (known: {', '.join(ALL)})")
+    n = int(count) if count else 1
+    if n < 1:
+        raise ValueError(f"{ENV}: the count must be at least 1")
+    return name, n
+
+
+def _armed_from_env() -> tuple[str, int] | None:
+    try:
+        return parse(os.environ.get(ENV))
+    except ValueError:
+        return None  # check() reports it at startup
+
+
+_armed = _armed_from_env()
+_hits = 0
+_lock = threading.Lock()
+
+
+def check() -> None:
+    """Raise ValueError for a malformed TILDE_SERVER_CRASH_AT (called once at startup)."""
+    parse(os.environ.get(ENV))
+
+
+def reached(name: str) -> None:
+    """Pass point `name`: a no-op unless it is the armed point (then maybe die here)."""
+    if _armed is None or _armed[0] != name:
+        return
+    global _hits
+    with _lock:
+        _hits += 1
+        if _hits < _armed[1]:
+            return
+        line = f"tilde-server: crash point {name} hit ({_hits}), killing the process\n"
+        os.write(2, line.encode())
+        report = os.environ.get(REPORT_ENV)
+        if report:
+            fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)

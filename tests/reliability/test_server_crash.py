@@ -1,0 +1,559 @@
+"""tilde-server durability: one server per data directory, and crashes at every named phase
+of uploads, finalize, multipart, batch, commit and rollback (tilde_server.crashpoints).
+
+The crash test runs one round per crash point on ONE data directory, so the state the
+earlier rounds acknowledged is re-checked after every later crash. A round starts the server
+with TILDE_SERVER_CRASH_AT=<point>, acknowledges a few operations, then starts the one that
+passes the point: the server SIGKILLs itself there. The server is restarted on the same port
+(signed URLs issued before the crash stay valid) without the variable, and the check asserts:
+every acknowledged operation is intact (committed and staged bytes read back equal); the
+interrupted one is absent or whole, exactly as the phase implies; `PRAGMA integrity_check`
+is "ok"; every blob a committed or staged row names exists with the row's size; after the
+startup sweep no blob is unreferenced and no spool file is left that no pending upload
+needs. Then the round finishes what was interrupted and commits it. A point no round hit
+fails the test. TILDE_RELIABILITY=full repeats every point with larger bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from figures import full_run, record, scale
+from tilde_server import crashpoints as cp
+
+
+def _root_conftest() -> ModuleType:
+    """tests/conftest.py by its path: tests/reliability/conftest.py holds the module name
+    "conftest" here (see tests/fuse/test_posix_mount.py)."""
+    name = "tilde_tests_root_conftest"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "conftest.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_c = _root_conftest()
+ADMIN_KEY: str = _c.ADMIN_KEY
+RepoRef = _c.RepoRef
+ServerHandle = _c.ServerHandle
+free_port = _c.free_port
+new_repo = _c.new_repo
+server_command = _c.server_command
+start_server = _c.start_server
+stop_server = _c.stop_server
+
+# ============================================================================ the data dir lock
+
+
+def _run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Run `tilde-server ARGS`; one still running after 20 s (a second server that did
+    start) is killed, and the test fails."""
+    env = dict(os.environ, HOME=str(home))
+    env.pop(cp.ENV, None)
+    proc = subprocess.Popen([*server_command(), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"`tilde-server {' '.join(args[:1])}` kept running:\n{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_second_server_on_one_data_dir_refuses(tmp_path: Path) -> None:
+    first = start_server(tmp_path)
+    try:
+        second = _run_cli(["run", "--data", str(first.data_dir), "--host", "127.0.0.1",
+                           "--port", str(free_port()), "--admin-key", ADMIN_KEY], first.home)
+        assert second.returncode != 0, second.stderr
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert lines == [f"tilde-server: error: {first.data_dir} is in use by another "
+                         f"tilde-server (pid {first.proc.pid}); stop it first or choose "
+                         "another --data directory"], second.stderr
+        assert second.stdout == ""
+        gc = _run_cli(["gc", "--data", str(first.data_dir)], first.home)
+        assert gc.returncode == 2 and "is in use by another tilde-server" in gc.stderr, gc
+        # the first one still serves, and maintenance commands still work beside it
+        r = httpx.get(f"{first.endpoint}/api/v1/organizations",
+                      headers={"Authorization": f"Bearer {first.api_key}"})
+        assert r.status_code == 200, r.text
+        users = _run_cli(["user", "list", "--data", str(first.data_dir)], first.home)
+        assert users.returncode == 0 and "admin" in users.stdout, users
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        # a crashed server leaves no stale lock: a new one starts at once
+        again = start_server(tmp_path)
+        try:
+            r = httpx.get(f"{again.endpoint}/api/v1/organizations",
+                          headers={"Authorization": f"Bearer {again.api_key}"})
+            assert r.status_code == 200, r.text
+        finally:
+            stop_server(again)
+        assert "Traceback" not in again.log(), again.log()
+    finally:
+        if first.proc.poll() is None:
+            stop_server(first)
+
+
+def test_maintenance_command_leaves_running_imports_alone(tmp_path: Path) -> None:
+    """`tilde-server user list` beside a running server used to recover the directory as if
+    the server had crashed: the server's running import ended `failed`, its spools gone."""
+    from tilde_server.store import Principal, Store
+
+    data = tmp_path / "d"
+    store, _ = Store.open(data, "tk-x")
+    try:
+        store.create_org("o1", "")
+        store.create_repo("o1", "r1", {}, Principal("u", "admin"))
+        with store.db.write() as c:
+            repo_id = c.execute("SELECT id FROM repos").fetchone()[0]
+            c.execute("INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, "
+                      "created_at) VALUES ('s-imp', ?, 0, 'import', 'u', 'now')", (repo_id,))
+            c.execute("INSERT INTO import_jobs(id, repo_id, connector_id, source_organization, "
+                      "source_repository, source_prefix, destination_path, commit_message, "
+                      "status, objects_imported, commit_id, error, session_uid, "
+                      "created_by_type, created_by, created_at, updated_at) VALUES ('job-1', ?, "
+                      "NULL, '', '', '', '', 'm', 'running', 0, '', '', 's-imp', 'user', 'u', "
+                      "'x', 'x')", (repo_id,))
+        spool = store.blobs.open_spool("s-imp", "i-0001")
+        spool.write(b"half an import")
+        spool.finish()
+        users = _run_cli(["user", "list", "--data", str(data)], tmp_path)
+        assert users.returncode == 0, users
+        with store.db.read() as c:
+            status = c.execute("SELECT status FROM import_jobs WHERE id = 'job-1'").fetchone()[0]
+            state = c.execute("SELECT state FROM sessions WHERE uid = 's-imp'").fetchone()[0]
+        assert (status, state) == ("running", "import")
+        assert spool.path.exists()
+    finally:
+        store.db.close()
+
+
+# ============================================================================ crash rounds
+
+Data = bytes
+
+
+@dataclass
+class World:
+    """The server under test and what it acknowledged (the model the checks compare to)."""
+
+    tmp: Path
+    port: int
+    rng: random.Random
+    size: int
+    repo: RepoRef | None = None
+    h: ServerHandle | None = None
+    committed: dict[str, Data] = field(default_factory=dict)
+    sessions: dict[str, dict[str, Data | None]] = field(default_factory=dict)  # None: deleted
+    restarts: int = 0
+    checked: int = 0
+    acked: int = 0
+    integrity_ok: int = 0
+    hits: list[str] = field(default_factory=list)
+    n: int = 0
+
+    # ---------------------------------------------------------------- server
+    def start(self, crash_at: str | None = None) -> None:
+        env = {cp.ENV: crash_at} if crash_at else {}
+        self.h = start_server(self.tmp, extra_env=env, port=self.port)
+        if self.repo is None:
+            self.repo = new_repo(self.h)
+
+    @property
+    def server(self) -> ServerHandle:
+        assert self.h is not None
+        return self.h
+
+    @property
+    def base(self) -> str:
+        assert self.repo is not None
+        return (f"{self.server.endpoint}/api/v1/organizations/{self.repo.org}/repositories/"
+                f"{self.repo.repo}")
+
+    def http(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.server.api_key}"} if url.startswith(
+            self.base) else {}
+        return httpx.request(method, url, headers=headers, timeout=30, **kw)
+
+    def ok(self, r: httpx.Response) -> httpx.Response:
+        assert 200 <= r.status_code < 300, (r.status_code, r.text)
+        self.acked += 1
+        return r
+
+    def crash(self, point: str, op: Callable[[], Any]) -> None:
+        """Run `op`, which must pass `point`: the server dies and nothing is answered."""
+        with pytest.raises(httpx.TransportError):
+            op()
+        rc = self.server.proc.wait(timeout=20)
+        log = self.server.log()
+        assert rc == -signal.SIGKILL, f"exit {rc}, not a SIGKILL at {point}:\n{log[-3000:]}"
+        assert f"crash point {point} hit" in log, log[-3000:]
+        self.hits.append(point)
+
+    # ---------------------------------------------------------------- operations
+    def data(self) -> Data:
+        return self.rng.randbytes(self.rng.randint(1, self.size))
+
+    def path(self, stem: str) -> str:
+        self.n += 1
+        return f"r{self.n:03d}/{stem}.bin"
+
+    def session(self) -> str:
+        sid = str(self.ok(self.http("POST", f"{self.base}/sessions")).json()["session_id"])
+        self.sessions[sid] = {}
+        return sid
+
+    def stage(self, sid: str, path: str, flow: str) -> dict[str, Any]:
+        q = {"session_id": sid, "path": path}
+        if flow == "legacy":
+            r = self.ok(self.http("POST", f"{self.base}/object/stage", params=q))
+        else:
+            r = self.ok(self.http("PUT", f"{self.base}/object", params=q))
+        return dict(r.json(), flow=flow, sid=sid, path=path)
+
+    def put(self, st: dict[str, Any], data: Data) -> httpx.Response:
+        return self.http("PUT", st["upload_url"], content=data)
+
+    def finalize(self, st: dict[str, Any]) -> httpx.Response:
+        q = {"session_id": st["sid"], "path": st["path"]}
+        if st["flow"] == "legacy":
+            return self.http("PUT", f"{self.base}/object/finalize",
+                             params={**q, "expires_at": st["expires_at"]},
+                             json={"physical_address": st["physical_address"],
+                                   "signature": st["signature"], "content_type": "x/y"})
+        return self.http("POST", f"{self.base}/object/finalize", params=q,
+                         json={"upload_token": st["upload_token"], "content_type": "x/y"})
+
+    def upload(self, sid: str, path: str, data: Data, flow: str = "current") -> None:
+        st = self.stage(sid, path, flow)
+        self.ok(self.put(st, data))
+        self.ok(self.finalize(st))
+        self.sessions[sid][path] = data
+
+    def initiate(self, sid: str, path: str) -> dict[str, Any]:
+        r = self.ok(self.http("POST", f"{self.base}/object/multipart",
+                              params={"session_id": sid, "path": path}))
+        return dict(r.json(), sid=sid, path=path)
+
+    def part(self, mp: dict[str, Any], n: int, data: Data) -> httpx.Response:
+        r = self.ok(self.http("GET", f"{self.base}/object/multipart/part", params={
+            "session_id": mp["sid"], "path": mp["path"], "upload_id": mp["upload_id"],
+            "part_number": n, "upload_token": mp["upload_token"]}))
+        return self.http("PUT", r.json()["upload_url"], content=data)
+
+    def complete(self, mp: dict[str, Any], etags: list[str], legacy: bool = False
+                 ) -> httpx.Response:
+        parts = [{"part_number": i + 1, "etag": e} for i, e in enumerate(etags)]
+        body: dict[str, Any] = {"upload_id": mp["upload_id"], "parts": parts}
+        if legacy:
+            body.update(token=mp["token"], physical_address=mp["physical_address"])
+        else:
+            body["upload_token"] = mp["upload_token"]
+        return self.http("POST", f"{self.base}/object/multipart/complete",
+                         params={"session_id": mp["sid"], "path": mp["path"]}, json=body)
+
+    def batch(self, sid: str, items: list[tuple[str, Data]]) -> httpx.Response:
+        manifest = json.dumps({"objects": [{"path": p, "size": len(d)} for p, d in items]})
+        body = manifest.encode() + b"\n" + b"".join(d for _, d in items)
+        return self.http("POST", f"{self.base}/objects/upload", params={"session_id": sid},
+                         content=body)
+
+    def commit(self, sid: str) -> httpx.Response:
+        return self.http("POST", f"{self.base}/sessions/{sid}", json={"message": "m"})
+
+    def committed_now(self, sid: str) -> None:
+        """The model after session `sid` was committed."""
+        for p, d in self.sessions.pop(sid).items():
+            if d is None:
+                self.committed.pop(p, None)
+            else:
+                self.committed[p] = d
+
+    def get(self, path: str, sid: str | None = None) -> httpx.Response:
+        q = {"path": path, **({"session_id": sid} if sid else {})}
+        return self.http("GET", f"{self.base}/object", params=q)
+
+    # ---------------------------------------------------------------- checks
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.server.data_dir / "tilde.db")
+
+    def check(self, strict: bool) -> None:
+        """Every acknowledged state intact; the store consistent. `strict`: nothing pending
+        remains, so no spool file may be left at all and every blob is referenced."""
+        c = self.db()
+        try:
+            assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            self.integrity_ok += 1
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert self.repo is not None
+            rid = c.execute("SELECT r.id FROM repos r JOIN orgs o ON o.id = r.org_id "
+                            "WHERE o.name = ? AND r.name = ?",
+                            (self.repo.org, self.repo.repo)).fetchone()[0]
+            head = {p for (p,) in c.execute(
+                "SELECT path FROM entries WHERE repo_id = ? AND to_seq IS NULL", (rid,))}
+            assert head == set(self.committed), (head ^ set(self.committed))
+            for sid, staged in self.sessions.items():
+                rows = {p for (p,) in c.execute(
+                    "SELECT st.path FROM staged st JOIN sessions s ON s.id = st.session_id "
+                    "WHERE s.uid = ? AND s.state = 'open'", (sid,))}
+                assert rows == set(staged), (sid, rows ^ set(staged))
+            refs = dict(c.execute("SELECT blob, size FROM entries UNION "
+                                  "SELECT blob, size FROM staged WHERE blob IS NOT NULL"))
+            pending = {s for (s,) in c.execute(
+                "SELECT sha256 FROM uploads WHERE sha256 IS NOT NULL UNION "
+                "SELECT sha256 FROM upload_parts")}
+            spools_needed = {a for (a,) in c.execute("SELECT address FROM uploads")}
+        finally:
+            c.close()
+        blobs_dir = self.server.data_dir / "blobs"
+        files = {f.parent.name + f.name: f.stat().st_size
+                 for f in blobs_dir.glob("*/*") if f.is_file()}
+        for key, size in refs.items():
+            assert files.get(key) == size, f"blob {key} missing or torn ({files.get(key)})"
+        orphans = set(files) - set(refs) - (set() if strict else pending)
+        assert not orphans, f"unreferenced blobs after the sweep: {sorted(orphans)}"
+        tmp = self.server.data_dir / "tmp"
+        left = [f for f in tmp.rglob("*") if f.is_file()]
+        stray = [f for f in left if not any(a in f.relative_to(tmp).as_posix()
+                                            for a in spools_needed)]
+        assert not stray, f"spool files no pending upload needs: {stray}"
+        if strict:
+            assert not left, f"spool files left with nothing pending: {left}"
+        for p, d in self.committed.items():
+            r = self.get(p)
+            assert r.status_code == 200 and r.content == d, (p, r.status_code)
+            self.checked += 1
+        for sid, staged in self.sessions.items():
+            for p, d in staged.items():
+                r = self.get(p, sid)
+                if d is None:
+                    assert r.status_code == 404, (sid, p, r.status_code)
+                else:
+                    assert r.status_code == 200 and r.content == d, (sid, p, r.status_code)
+                self.checked += 1
+
+
+# Each scenario: act(world) on the armed server returns a `settle` to run after the restart.
+Settle = Callable[[World], None]
+Scenario = Callable[[World, str], Settle]
+
+
+def single_upload(w: World, point: str) -> Settle:
+    flow = "legacy" if point == cp.UPLOAD_SYNCED else "current"
+    sid = w.session()
+    w.upload(sid, w.path("acked"), w.data(), flow)
+    path, data = w.path("cut"), w.data()
+    st = w.stage(sid, path, flow)
+    w.crash(point, lambda: w.put(st, data))
+
+    def settle(w: World) -> None:
+        assert w.get(path, sid).status_code == 404
+        w.check(strict=False)
+        r = w.finalize(st)
+        if point == cp.UPLOAD_RECORDED:  # recorded before the crash: finalize finds it
+            w.ok(r)
+        else:
+            assert r.status_code == 400 and "upload_missing" in r.text, r.text
+            w.ok(w.put(st, data))
+            w.ok(w.finalize(st))
+        w.sessions[sid][path] = data
+        w.ok(w.commit(sid))
+        w.committed_now(sid)
+    return settle
+
+
+def finalize(w: World, point: str) -> Settle:
+    flow = point.split(".")[1]
+    sid = w.session()
+    w.upload(sid, w.path("acked"), w.data(), flow)
+    path, data = w.path("cut"), w.data()
+    st = w.stage(sid, path, flow)
+    w.ok(w.put(st, data))
+    w.crash(point, lambda: w.finalize(st))
+
+    def settle(w: World) -> None:
+        r = w.get(path, sid)
+        if point.endswith(".committed"):  # the transaction committed: staged and whole
+            assert r.status_code == 200 and r.content == data
+            w.sessions[sid][path] = data
+            w.check(strict=True)
+            assert w.finalize(st).status_code == 400  # the upload was consumed
+        else:  # rolled back: absent, and the acknowledged PUT can still be finalized
+            assert r.status_code == 404
+            w.check(strict=False)
+            w.ok(w.finalize(st))
+            w.sessions[sid][path] = data
+        w.ok(w.commit(sid))
+        w.committed_now(sid)
+    return settle
+
+
+def part_upload(w: World, point: str) -> Settle:
+    sid = w.session()
+    path, one, two = w.path("multi"), w.data(), w.data()
+    mp = w.initiate(sid, path)
+    e1 = w.ok(w.part(mp, 1, one)).json()["etag"]
+    w.crash(point, lambda: w.part(mp, 2, two))
+
+    def settle(w: World) -> None:
+        assert w.get(path, sid).status_code == 404
+        w.check(strict=False)
+        etag2 = hashlib.md5(two).hexdigest()
+        r = w.complete(mp, [e1, etag2])
+        if point == cp.PART_RECORDED:
+            w.ok(r)
+        else:
+            assert r.status_code == 400 and "part 2" in r.text, r.text
+            w.ok(w.part(mp, 2, two))
+            w.ok(w.complete(mp, [e1, etag2]))
+        w.sessions[sid][path] = one + two
+        w.ok(w.commit(sid))
+        w.committed_now(sid)
+    return settle
+
+
+def complete(w: World, point: str) -> Settle:
+    legacy = point == cp.COMPLETE_ASSEMBLED
+    sid = w.session()
+    path, one, two = w.path("multi"), w.data(), w.data()
+    mp = w.initiate(sid, path)
+    etags = [w.ok(w.part(mp, i + 1, d)).json()["etag"] for i, d in enumerate((one, two))]
+    w.crash(point, lambda: w.complete(mp, etags, legacy))
+
+    def settle(w: World) -> None:
+        r = w.get(path, sid)
+        if point == cp.COMPLETE_COMMITTED:
+            assert r.status_code == 200 and r.content == one + two
+            w.sessions[sid][path] = one + two
+            w.check(strict=True)  # the parts went in the startup sweep
+            assert w.complete(mp, etags, legacy).status_code == 404
+        else:
+            assert r.status_code == 404
+            w.check(strict=False)
+            w.ok(w.complete(mp, etags, legacy))
+        w.sessions[sid][path] = one + two
+        w.ok(w.commit(sid))
+        w.committed_now(sid)
+    return settle
+
+
+def batch(w: World, point: str) -> Settle:
+    sid = w.session()
+    w.upload(sid, w.path("acked"), w.data())
+    items = [(w.path(f"b{i}"), w.data()) for i in range(3)]
+    w.crash(point, lambda: w.batch(sid, items))
+
+    def settle(w: World) -> None:
+        for p, _ in items:  # all or nothing: nothing
+            assert w.get(p, sid).status_code == 404
+        w.check(strict=True)  # the batch's blobs were swept at startup
+        w.ok(w.batch(sid, items))
+        w.sessions[sid].update(items)
+        w.ok(w.commit(sid))
+        w.committed_now(sid)
+    return settle
+
+
+def commit(w: World, point: str) -> Settle:
+    sid = w.session()
+    w.upload(sid, w.path("acked"), w.data())
+    gone = sorted(w.committed)[0]
+    w.ok(w.http("POST", f"{w.base}/objects/delete", params={"session_id": sid},
+                json={"paths": [gone]}))
+    w.sessions[sid][gone] = None
+    w.crash(point, lambda: w.commit(sid))
+
+    def settle(w: World) -> None:
+        if point == cp.COMMIT_AFTER_DB_COMMIT:  # landed, whole
+            w.committed_now(sid)
+            w.check(strict=True)
+            assert w.commit(sid).status_code == 404
+        else:  # did not land at all; the session is intact and commits now
+            w.check(strict=True)
+            w.ok(w.commit(sid))
+            w.committed_now(sid)
+    return settle
+
+
+def rollback(w: World, point: str) -> Settle:
+    sid = w.session()
+    w.upload(sid, w.path("doomed"), w.data())
+    w.crash(point, lambda: w.http("DELETE", f"{w.base}/sessions/{sid}"))
+
+    def settle(w: World) -> None:
+        if point == cp.ROLLBACK_AFTER_DB_COMMIT:
+            del w.sessions[sid]
+            w.check(strict=True)  # its blob went in the startup sweep
+            assert w.http("DELETE", f"{w.base}/sessions/{sid}").status_code == 404
+        else:
+            w.check(strict=True)
+            w.ok(w.http("DELETE", f"{w.base}/sessions/{sid}"))
+            del w.sessions[sid]
+    return settle
+
+
+# point -> (scenario, on which pass of the point the server dies: the acknowledged steps
+# before the interrupted one pass it too)
+SCENARIOS: dict[str, tuple[Scenario, int]] = {
+    **{p: (single_upload, 2) for p in (cp.UPLOAD_RECEIVED, cp.UPLOAD_SYNCED,
+                                       cp.UPLOAD_RECORDED)},
+    **{p: (part_upload, 2) for p in (cp.PART_RECEIVED, cp.PART_SYNCED, cp.PART_RECORDED)},
+    **{p: (finalize, 2) for p in (*cp.FINALIZE["legacy"], *cp.FINALIZE["current"])},
+    **{p: (complete, 1) for p in (cp.COMPLETE_ASSEMBLED, cp.COMPLETE_ADOPTED,
+                                  cp.COMPLETE_COMMITTED)},
+    cp.BATCH_ADOPTED: (batch, 1),
+    **{p: (commit, 1) for p in (cp.COMMIT_BEFORE_DB_COMMIT, cp.COMMIT_AFTER_DB_COMMIT)},
+    **{p: (rollback, 1) for p in (cp.ROLLBACK_BEFORE_DB_COMMIT,
+                                  cp.ROLLBACK_AFTER_DB_COMMIT)},
+}
+
+
+def test_every_crash_point_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    assert set(SCENARIOS) == set(cp.ALL), "a crash point without a scenario"
+    repeats = scale(1, 3)
+    w = World(tmp_path, free_port(), random.Random(11), scale(256 * 1024, 8 * 1024 * 1024))
+    w.start()
+    sid = w.session()  # something committed for the commit rounds to delete
+    w.upload(sid, w.path("base"), w.data())
+    w.ok(w.commit(sid))
+    w.committed_now(sid)
+    stop_server(w.server)
+    for _ in range(repeats):
+        for point in cp.ALL:
+            scenario, nth = SCENARIOS[point]
+            w.start(f"{point}:{nth}")
+            settle = scenario(w, point)
+            w.start()
+            w.restarts += 1
+            settle(w)
+            w.check(strict=True)
+            stop_server(w.server)
+            assert "Traceback" not in w.server.log(), w.server.log()[-3000:]
+    missed = set(cp.ALL) - set(w.hits)
+    assert not missed, f"crash points never hit: {sorted(missed)}"
+    record("server_crash", points=len(cp.ALL), points_hit=len(set(w.hits)),
+           crashes=len(w.hits), restarts=w.restarts, operations_acknowledged=w.acked,
+           operations_checked=w.checked, integrity_ok=w.integrity_ok, bytes_lost=0,
+           orphans_after_cleanup=0, runs=1, full=int(full_run()))
