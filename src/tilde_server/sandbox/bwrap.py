@@ -11,12 +11,20 @@ Subtleties:
 4. Resource limits are set by `prlimit` in front of bwrap and inherited by everything inside.
    RLIMIT_NPROC counts processes per real uid, so it is only set when sandboxes run under
    their own uid (root server); it is then shared by all sandboxes.
+5. No way back out: `--new-session` (no controlling terminal, so TIOCSTI cannot type into
+   the server's terminal), `--cap-drop ALL` (mount, unshare(CLONE_NEWNS) are EPERM),
+   `--disable-userns` (a nested user namespace would give back every capability inside it)
+   and a seccomp filter (seccomp_filter()) that answers EPERM to ptrace and
+   process_vm_readv/writev: without it a sandboxed process could attach to bwrap's init
+   (pid 1 of the sandbox, same uid) or any sibling. tests/reliability/test_security_sandbox.py
+   probes each of these from inside.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 
 from tilde_server.sandbox.images import Image, bind_args
@@ -41,6 +49,60 @@ class Limits:
         return args
 
 
+# Syscalls answered EPERM inside a sandbox (subtlety 5), by seccomp audit architecture:
+# (whether x32 numbers exist and are refused, [ptrace, process_vm_readv, process_vm_writev]).
+_DENIED_SYSCALLS: dict[int, tuple[bool, tuple[int, ...]]] = {
+    0xC000003E: (True, (101, 310, 311)),   # x86_64
+    0xC00000B7: (False, (117, 270, 271)),  # aarch64
+}
+_RET_ALLOW = 0x7FFF0000
+_RET_EPERM = 0x00050000 | 1  # SECCOMP_RET_ERRNO | EPERM
+
+
+def seccomp_filter() -> bytes:
+    """The classic-BPF program bwrap loads with `--seccomp FD` (struct sock_filter array).
+
+    Other architectures than those of _DENIED_SYSCALLS are let through unfiltered (the rest of
+    the isolation still holds there)."""
+    prog: list[tuple[str, int, str]] = [("ld", 4, "")]  # seccomp_data.arch
+    prog += [("jeq", arch, f"arch{arch:x}") for arch in _DENIED_SYSCALLS]
+    prog.append(("ret", _RET_ALLOW, ""))
+    for arch, (x32, numbers) in _DENIED_SYSCALLS.items():
+        prog.append(("label", 0, f"arch{arch:x}"))
+        prog.append(("ld", 0, ""))  # seccomp_data.nr
+        if x32:
+            prog.append(("jge", 0x40000000, "deny"))
+        prog += [("jeq", nr, "deny") for nr in numbers]
+        prog.append(("ret", _RET_ALLOW, ""))
+    prog += [("label", 0, "deny"), ("ret", _RET_EPERM, "")]
+    labels: dict[str, int] = {}
+    pos = 0
+    for op, _, name in prog:
+        if op == "label":
+            labels[name] = pos
+        else:
+            pos += 1
+    out = bytearray()
+    pos = 0
+    codes = {"ld": 0x20, "jeq": 0x15, "jge": 0x35, "ret": 0x06}
+    for op, k, name in prog:
+        if op == "label":
+            continue
+        jt = labels[name] - pos - 1 if op in ("jeq", "jge") else 0
+        out += struct.pack("=HBBI", codes[op], jt, 0, k)
+        pos += 1
+    return bytes(out)
+
+
+def seccomp_fd() -> int:
+    """A readable fd at offset 0 holding seccomp_filter(), for `--seccomp FD`; the caller
+    passes it to bwrap (pass_fds) and closes it afterwards."""
+    fd = os.memfd_create("tilde-sandbox-seccomp", 0)
+    os.write(fd, seccomp_filter())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 class BwrapMissing(Exception):
     pass
 
@@ -61,14 +123,16 @@ def drop_privileges() -> bool:
 def command(*, image: Image, repo_dir: str, mountpoint: str, argv: list[str],
             network: bool, limits: Limits, cwd: str | None = None,
             extra_binds: list[tuple[str, str]] | None = None,
-            info_fd: int | None = None) -> list[str]:
-    """The full argv: prlimit ... -- bwrap ... -- argv."""
+            info_fd: int | None = None, seccomp: int | None = None) -> list[str]:
+    """The full argv: prlimit ... -- bwrap ... -- argv (`seccomp`: an fd from seccomp_fd())."""
     top = mountpoint.strip("/").split("/")[0]
-    bw = [bwrap_path(), "--unshare-all"]
+    bw = [bwrap_path(), "--unshare-all", "--unshare-user", "--disable-userns"]
     if network:
         bw.append("--share-net")
     bw += ["--die-with-parent", "--new-session", "--cap-drop", "ALL",
            "--hostname", "sandbox"]
+    if seccomp is not None:
+        bw += ["--seccomp", str(seccomp)]
     bw += bind_args(image, top)
     bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
     bw += ["--bind", repo_dir, mountpoint]

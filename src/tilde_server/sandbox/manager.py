@@ -432,7 +432,7 @@ class SandboxManager:
         return self.store.signer.sign("sandbox-credentials", sandbox_id)
 
     def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None,
-                   info_fd: int | None = None) -> list[str]:
+                   info_fd: int | None = None, seccomp_fd: int | None = None) -> list[str]:
         assert sb.image is not None
         binds: list[tuple[str, str]] = []
         wrapped = argv
@@ -448,7 +448,7 @@ class SandboxManager:
         return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
                              mountpoint=sb.spec.mountpoint, argv=wrapped,
                              network=self.network, limits=self.limits, cwd=cwd,
-                             extra_binds=binds, info_fd=info_fd)
+                             extra_binds=binds, info_fd=info_fd, seccomp=seccomp_fd)
 
     def spawn(self, sb: LiveSandbox, argv: list[str], *, stdin: int | IO[bytes] | None,
               stderr_separate: bool = False, env: dict[str, str] | None = None,
@@ -459,21 +459,25 @@ class SandboxManager:
         info_r = info_w = -1
         if info is not None:
             info_r, info_w = os.pipe()
-        full = self.build_argv(sb, argv, cwd, info_fd=info_w if info is not None else None)
+        filter_fd = bwrap.seccomp_fd()
+        full = self.build_argv(sb, argv, cwd, info_fd=info_w if info is not None else None,
+                               seccomp_fd=filter_fd)
         kwargs: dict[str, Any] = {}
         if bwrap.drop_privileges():
             kwargs.update(user=bwrap.SANDBOX_UID, group=bwrap.SANDBOX_GID, extra_groups=[])
+        passed = (filter_fd, info_w) if info is not None else (filter_fd,)
         try:
             proc = subprocess.Popen(
                 full, stdin=stdin, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
                 env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
-                close_fds=True, pass_fds=(info_w,) if info is not None else (), **kwargs)
+                close_fds=True, pass_fds=passed, **kwargs)
         except BaseException:
             if info is not None:
                 os.close(info_r)
             raise
         finally:
+            os.close(filter_fd)
             if info is not None:
                 os.close(info_w)
         if info is not None:
