@@ -273,12 +273,12 @@ def _retry_after(value: str | None) -> float:
 def _multipart_etag(parts: Sequence[tuple[int, str]]) -> str:
     """The ETag a multipart object of these parts gets (MD5 of the parts' MD5s, "-N")."""
     if not parts:
-        return hashlib.md5(b"").hexdigest()
+        return hashlib.md5(b"", usedforsecurity=False).hexdigest()
     try:
         digests = b"".join(bytes.fromhex(normalize_etag(e)) for _, e in parts)
     except ValueError:
         return ""
-    return f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
 
 
 class _StartOver(Exception):

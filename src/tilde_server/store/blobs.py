@@ -63,7 +63,7 @@ class Spool:
         self._sync_dir = sync_dir
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by finish()/abort()
         self._sha = hashlib.sha256()
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5(usedforsecurity=False)  # ETag, not security
         self.size = 0
 
     def write(self, chunk: bytes) -> None:

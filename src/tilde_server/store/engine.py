@@ -87,6 +87,11 @@ from tilde_server.store.signing import Signer, check_expiry_text, format_expiry
 
 log = logging.getLogger("tilde_server.store")
 
+
+def _md5(data: bytes) -> Any:
+    """MD5 for S3-style ETags (an identifier, not a security check)."""
+    return hashlib.md5(data, usedforsecurity=False)
+
 MAX_PER_PAGE = 1000
 DB_FILE = "tilde.db"
 ADMIN_USERNAME = "admin"
@@ -1019,11 +1024,11 @@ class Store:
             raise BadRequest(f"the size {total_size} does not match the parts ({size} bytes)",
                              "invalid_parts")
         if not parts:
-            key, etag = hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest()
+            key, etag = hashlib.sha256(b"").hexdigest(), _md5(b"").hexdigest()
         else:
             key = shas[0] if len(shas) == 1 else hashlib.sha256(
                 ("parts:" + ",".join(shas)).encode()).hexdigest()
-            etag = hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}"
+            etag = _md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}"
         if checksum is not None and _unquote(checksum).lower() != etag:
             raise BadRequest(f"checksum {checksum!r} does not match the object's ETag {etag}",
                              "checksum_mismatch")
@@ -1300,7 +1305,7 @@ class Store:
             def gen() -> Iterator[tuple[Any, ...]]:
                 for path, data in rows:
                     if data not in cache:
-                        cache[data] = (self.blobs.write_bytes(data), hashlib.md5(data).hexdigest())
+                        cache[data] = (self.blobs.write_bytes(data), _md5(data).hexdigest())
                     key, md5 = cache[data]
                     yield (sess["id"], path, "put", key, len(data), md5,
                            "application/octet-stream", "{}", t)
