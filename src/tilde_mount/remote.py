@@ -48,7 +48,8 @@ Subtleties:
      pending approval (HEAD .../approve 2xx) means it landed as approval_required; open
      (its changes list answers) means it did not land, so it is sent again; closed means
      it landed if the log holds a commit newer than that head with its message and
-     metadata (the spec has no GET of a session), and is an error otherwise.
+     metadata (a server may add keys; the spec has no GET of a session), and is an
+     error otherwise.
    - rollback, delete of one object: a 404 after an ambiguous attempt means it landed.
    - finalize, multipart complete: a refusal after an ambiguous attempt (the upload was
      consumed) is checked by HEAD of the object in the session (the ETag the upload must
@@ -819,7 +820,7 @@ class HttpRemote:
             for c in page.items:
                 if head is not None and c.id == head:
                     return "closed", None
-                if c.message == message and dict(c.metadata or {}) == want:
+                if c.message == message and want.items() <= dict(c.metadata or {}).items():
                     return "landed", CommitOutcome("committed", commit_id=c.id)
             if page.next_after is None:
                 break

@@ -10,7 +10,7 @@ The call must report what the server did, and the server must hold it exactly on
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -162,6 +162,34 @@ def test_commit_of_a_session_closed_meanwhile_is_not_reported_committed(server: 
         assert check.commits() == []
 
     _run(server, "reset_before", "POST", r"/sessions/[^/]+$", case)
+
+
+@pytest.fixture(scope="module")
+def legacy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 0.7.4-era server: stage, PUT, then PUT .../finalize (no checksum in it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "tilde_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "conftest.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    root = sys.modules[name]
+    h = root.start_server(tmp_path_factory.mktemp("legacy"), args=["--wire", "legacy"])
+    yield h
+    root.stop_server(h)
+    assert "Traceback" not in h.log(), h.log()[-6000:]
+
+
+@pytest.mark.parametrize("kind", ["reset_after", "truncate"])
+def test_lost_legacy_finalize(legacy_server: Any, kind: str) -> None:
+    proxy = _run(legacy_server, kind, "PUT", r"/object/finalize$", _finalize)
+    assert proxy.counts[kind] == 1
+    assert proxy.by_route[("POST /api/v1{R}/object/stage", "ok")] >= 1
 
 
 def test_reads_survive_cut_and_reset_answers(server: Any) -> None:
