@@ -209,6 +209,9 @@ def _parse_metadata(items: tuple[str, ...]) -> dict[str, str]:
                                                    "else ~/.local/state/tilde-mount/).")
 @click.option("--pid-file", metavar="FILE",
               help="Write the daemon's pid here once the mount is live; removed at exit.")
+@click.option("--durable-close", is_flag=True, default=None,
+              help="close() returns only once the file is uploaded into the session (and "
+                   "reports an upload failure), instead of once it is journaled locally.")
 @click.option("--debug", is_flag=True, default=None, help="Verbose logging.")
 def mount_cmd(repo_path: str, mountpoint: str, **opts: Any) -> None:
     """Mount ORG/REPO at MOUNTPOINT; return once the mount is live."""
@@ -267,6 +270,7 @@ def build_config(repo_path: str, mountpoint: str, o: dict[str, Any]) -> MountCon
         allow_other=bool(o.get("allow_other")), uid=o.get("uid"), gid=o.get("gid"),
         log_file=os.path.abspath(log_file) if log_file else None, debug=bool(o.get("debug")),
         pid_file=os.path.abspath(pid_file) if pid_file else None,
+        durable_close=bool(o.get("durable_close")),
     )
 
 
@@ -326,6 +330,8 @@ def _run_background(config: MountConfig) -> None:
     elif config.read_only:
         parts.append("read-only")
     click.echo(f"tilde-mount: {'; '.join(parts)} (pid {proc.pid}, log {log_file})", err=True)
+    for line in _recovery_lines(message.get("recovery") or {}):
+        click.echo(f"tilde-mount: {line}", err=True)
 
 
 def _wait_ready(pipe: Any, proc: subprocess.Popen[bytes]) -> dict[str, Any] | None:
@@ -440,12 +446,7 @@ def _enclosing_tilde_mount(real: str) -> str | None:
 
 
 def _control_failure(exc: control.ControlError) -> NoReturn:
-    if exc.code == "conflict":
-        sid = exc.data.get("session_id")
-        fail(f"commit failed: conflict: {exc.message.rstrip('.')}. Nothing was lost: the "
-             f"changes stay in the mount (session {sid}); see docs/troubleshooting.md "
-             "(conflicts), then run `tilde-mount commit` again, or `tilde-mount rollback` "
-             "to discard them")
+    """The daemon's message is the whole story (controller.py composes it once)."""
     fail(exc.message)
 
 
@@ -472,6 +473,8 @@ def _print_commit_result(result: dict[str, Any]) -> None:
              EXIT_APPROVAL)
     if status == "committed":
         click.echo(result.get("commit_id", ""))
+        if result.get("warning"):
+            click.echo(f"tilde-mount: committed, but {result['warning']}", err=True)
     elif status == "nothing_to_commit":
         click.echo("tilde-mount: nothing to commit", err=True)
 
@@ -485,8 +488,10 @@ def status_cmd(mountpoint: str, as_json: bool) -> None:
     result.pop("type", None)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
-        return
-    click.echo(format_status(result))
+    else:
+        click.echo(format_status(result))
+    if result.get("error"):  # the server's part is missing: not a clean status
+        sys.exit(EXIT_ERROR)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> str:
@@ -520,7 +525,11 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append(f"session:     {s.get('session_id', '?')}")
     lines.append(f"on unmount:  {s.get('on_unmount', '?')}")
+    if s.get("error"):
+        lines.append(f"server:      {s['error']}")
     for kind in ("added", "modified", "deleted"):
+        if kind not in s and s.get("error"):
+            continue
         paths = s.get(kind) or []
         lines.append(f"{kind + ':':<12} {len(paths)}")
         lines.extend(f"  {p}" for p in paths[:50])
@@ -529,6 +538,12 @@ def format_status(s: dict[str, Any]) -> str:
     lines.append(f"uploads pending: {s.get('uploads_pending', 0)}")
     for p in (s.get("pending_paths") or [])[:20]:
         lines.append(f"  {p}")
+    for key, title in (("damaged", "damaged (a write failed; commit refuses them)"),
+                       ("open_for_writing", "open for writing")):
+        if s.get(key):
+            lines.append(f"{title}: {len(s[key])}")
+            lines.extend(f"  {p}" for p in s[key][:20])
+    lines.extend(_recovery_lines(s.get("recovery") or {}))
     if isinstance(s.get("uploaded"), dict):
         up = s["uploaded"]
         lines.append(f"uploaded:    {up.get('files', 0)} files, "
@@ -546,6 +561,22 @@ def format_status(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _recovery_lines(rec: dict[str, Any]) -> list[str]:
+    """What this mount found in its cache directory from a mount that died there."""
+    lines = []
+    if rec.get("resumed_session"):
+        lines.append(f"resumed session {rec['resumed_session']} of a mount that died here")
+    if rec.get("replayed"):
+        lines.append(f"re-uploaded {len(rec['replayed'])} file(s) a mount that died here had "
+                     f"not uploaded" + (f" (failed: {rec['error']}; retried)"
+                                        if rec.get("error") else ""))
+    for kept in rec.get("set_aside") or []:
+        lines.append(f"kept {len(kept.get('files', []))} file(s) of session "
+                     f"{kept.get('session_id')} ({kept.get('repository')}) that a mount which "
+                     f"died here had not uploaded, under {kept.get('directory')}")
+    return lines
+
+
 @main.command("rollback", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("mountpoint", type=click.Path())
 def rollback_cmd(mountpoint: str) -> None:
@@ -558,11 +589,17 @@ def rollback_cmd(mountpoint: str) -> None:
 @main.command("unmount", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("mountpoint", type=click.Path())
 @click.option("-m", "--message", help="Message of the commit made on unmount.")
-def unmount_cmd(mountpoint: str, message: str | None) -> None:
-    """Flush, apply the mount's --on-unmount action, wait, report, unmount."""
+@click.option("--force", is_flag=True,
+              help="Unmount even while files are open for writing (their writers then "
+                   "fail with ENOTCONN).")
+def unmount_cmd(mountpoint: str, message: str | None, force: bool) -> None:
+    """Flush, apply the mount's --on-unmount action, wait, report, unmount.
+
+    Refused while files are open for writing ("target is busy"), unless --force.
+    """
     real = _require_tilde_mount(mountpoint)
     show = _progress_printer()
-    req: dict[str, Any] = {"op": "unmount"}
+    req: dict[str, Any] = {"op": "unmount", "force": force}
     if message:
         req["message"] = message
     try:
@@ -595,8 +632,7 @@ def report_unmount(result: dict[str, Any]) -> None:
         elif status == "nothing_to_commit":
             click.echo("tilde-mount: nothing to commit; unmounted", err=True)
         else:
-            fail(f"unmounted, but the commit failed: {outcome.get('error', '?')}. "
-                 f"{outcome.get('recover', '')}".rstrip())
+            fail(f"unmounted, but the {outcome.get('message') or outcome.get('error', '?')}")
     elif action == "rollback":
         click.echo("tilde-mount: session rolled back; unmounted", err=True)
     elif action == "keep":

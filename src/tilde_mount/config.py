@@ -57,6 +57,8 @@ class FsConfig:
     gid: int = field(default_factory=os.getgid)
     file_mode: int = 0o644
     dir_mode: int = 0o755
+    #: ``--durable-close``: close(2) returns once the file is uploaded into the session
+    durable_close: bool = False
 
     @property
     def staging_dir(self) -> Path:

@@ -41,7 +41,7 @@ import httpx
 import trio
 
 from . import control
-from .options import MountConfig, default_cache_dir, format_size
+from .options import MountConfig, default_cache_dir
 from .remote import raise_http_read_size
 
 log = logging.getLogger("tilde_mount")
@@ -280,15 +280,9 @@ class Daemon:
         self.session_id: str | None = config.session_id
         self.cache_dir = os.path.join(config.cache_dir or default_cache_dir(),
                                       control.mount_key(config.mountpoint))
+        self.controller: Any = None
         self._mounted = False
         self._stopping = False
-        self._unmount_requested = trio.Event()
-        self._serving_done = trio.Event()
-        self._final: dict[str, Any] | None = None
-        self._final_ready = trio.Event()
-        self._commit_lock = trio.Lock()
-        self._ready = False
-        self._created_session = False
         self.exit_code = 0
 
     # ---- composition
@@ -296,6 +290,7 @@ class Daemon:
     async def main(self) -> int:
         import pyfuse3
 
+        from .controller import Controller
         from .fuse_ops import Operations
 
         async with contextlib.AsyncExitStack() as stack:
@@ -305,10 +300,14 @@ class Daemon:
                     await nursery.start(self.fs.run)
                 except Exception as exc:
                     raise StartupError(_startup_message(self.config, exc)) from exc
-                self._refresh_session_id()
+                self.session_id = self.fs.session_id
+                self.controller = Controller(
+                    self.fs, self.remote, self.config, self.cache_dir,
+                    request_stop=self._request_stop, mounted=lambda: self._mounted)
                 try:
                     ops = Operations(self.fs)
-                    server = control.ControlServer(self.config.mountpoint, self.handle_control)
+                    server = control.ControlServer(self.config.mountpoint,
+                                                   self.controller.handle)
                     server.bind()
                     stack.callback(server.close)
                     options = self._fuse_options()
@@ -320,7 +319,7 @@ class Daemon:
                                            "see the log for the kernel's reason") from None
                 except BaseException:
                     with trio.CancelScope(shield=True):
-                        await self._discard_created_session()
+                        await self.controller.discard_created_session()
                         await self.fs.close()
                     raise
                 self._mounted = True
@@ -329,10 +328,10 @@ class Daemon:
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(self._announce_ready)
                 await self._serve()
-                self._serving_done.set()
                 self._close_fuse()
                 with trio.CancelScope(shield=True):
-                    await self._finish()
+                    self._stopping = True
+                    await self.controller.finish()
                     # Let `tilde-mount unmount` clients read their answer before the
                     # control server is cancelled.
                     with trio.move_on_after(5):
@@ -352,7 +351,8 @@ class Daemon:
         remote = HttpRemote(c.endpoint, c.repo_path, c.api_key)
         stack.push_async_callback(remote.aclose)
         fs_kwargs: dict[str, Any] = {"cache_dir": Path(self.cache_dir),
-                                     "read_only": c.read_only, "cache_size": c.cache_size}
+                                     "read_only": c.read_only, "cache_size": c.cache_size,
+                                     "durable_close": c.durable_close}
         if c.uid is not None:
             fs_kwargs["uid"] = c.uid
         if c.gid is not None:
@@ -432,11 +432,11 @@ class Daemon:
                                                     f"{self.config.pid_file}: {exc.strerror}")
                 self._request_stop()
                 return
-        self._ready = True
+        self.controller.ready = True
         log.info("mounted %s at %s%s", self.config.repo_path, self.config.mountpoint,
                  f" (session {self.session_id})" if self.session_id else "")
         self.readiness.report(True, session_id=self.session_id, pid=os.getpid(),
-                              log_file=self.config.log_file)
+                              log_file=self.config.log_file, recovery=self.fs.recovery)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -461,215 +461,7 @@ class Daemon:
             except Exception:
                 log.exception("pyfuse3.terminate failed")
 
-    # ---- the unmount action
-
-    async def _finish(self) -> None:
-        """After the loop ended: run the on-unmount action unless `unmount` already did."""
-        self._stopping = True
-        if not self._ready:
-            self._final = {"action": "none", "outcome": {}}
-        if self._final is None:
-            self._final = await self._apply_action(self.config.on_unmount,
-                                                   self.config.unmount_message, None)
-            outcome = self._final.get("outcome") or {}
-            if outcome.get("status") == "failed":
-                log.error("on unmount: %s failed: %s. %s", self._final.get("action"),
-                          outcome.get("error"), outcome.get("recover", ""))
-        try:
-            await self._settle_fresh_session()
-        except Exception:
-            log.exception("settling the session after unmount failed")
-        try:
-            with trio.move_on_after(30):
-                await self.fs.close()
-        except Exception:
-            log.exception("closing the filesystem failed")
-        self._final_ready.set()
-
-    async def _apply_action(self, action: str, message: str,
-                            progress: control.Send | None) -> dict[str, Any]:
-        """Flush, then commit / roll back / keep; never raises (the result says what
-        happened and how to recover)."""
-        if not self.config.writable:
-            return {"action": "none", "outcome": {}}
-        try:
-            await self._sync_with_progress(progress)
-        except Exception as exc:
-            log.exception("flushing before %s failed", action)
-            return {"action": action, "outcome": {
-                "status": "failed", "error": f"upload failed: {exc}",
-                "recover": f"Staged data is under {self.cache_dir}; whatever was uploaded "
-                           f"is in session {self.session_id}."}}
-        if action == "keep":
-            log.info("unmount: session %s kept open", self.session_id)
-            return {"action": "keep", "outcome": {"session_id": self.session_id}}
-        if action == "rollback":
-            try:
-                await self.fs.rollback()
-            except Exception as exc:
-                log.exception("rollback failed")
-                return {"action": "rollback", "outcome": {"status": "failed",
-                                                          "error": str(exc)}}
-            self._refresh_session_id()
-            return {"action": "rollback", "outcome": {"status": "rolled_back"}}
-        outcome = await self._commit(message, None)
-        return {"action": "commit", "outcome": outcome}
-
-    async def _sync_with_progress(self, progress: control.Send | None) -> None:
-        """fs.sync(), reporting pending files and bytes sent twice a second."""
-        if progress is None:
-            await self.fs.sync()
-            return
-        sent_at_start = self.fs.progress().bytes_sent
-        started = trio.current_time()
-
-        async def report() -> None:
-            while True:
-                await trio.sleep(0.5)
-                p = self.fs.progress()
-                pending, sent = p.dirty_files, p.bytes_sent
-                done = max(0, sent - sent_at_start)
-                rate = done / max(trio.current_time() - started, 1e-3)
-                await progress({"message": f"uploading: {pending} file(s) pending "
-                                           f"({format_size(p.bytes_pending)}), "
-                                           f"{format_size(done)} sent "
-                                           f"({format_size(rate)}/s)",
-                                "pending": pending, "bytes_pending": p.bytes_pending,
-                                "bytes_sent": done})
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(report)
-            await self.fs.sync()
-            nursery.cancel_scope.cancel()
-
-    async def _commit(self, message: str, metadata: dict[str, str] | None) -> dict[str, Any]:
-        """Commit through the filesystem; the result is JSON-able, failures included.
-
-        A failure changes nothing (fs.commit guarantees it): the result says how to go on.
-        """
-        from tilde import exceptions as exc
-
-        sid = self.session_id
-        recover = (f"Nothing was lost: the changes are in session {sid}" +
-                   ("" if self._mounted else
-                    f"; resume with `tilde-mount {self.config.repo_path} MOUNTPOINT "
-                    f"--session {sid}`"))
-        try:
-            outcome = await self.fs.commit(message, metadata)
-        except exc.ConflictError as e:
-            log.warning("commit of session %s: conflict: %s", sid, e.message)
-            text = e.message or str(e)
-            if text.lower().startswith("conflict: "):
-                text = text[len("conflict: "):]
-            return {"status": "failed", "code": "conflict", "error": text,
-                    "recover": recover, "session_id": sid}
-        except exc.BadRequestError as e:
-            if e.code == "no_changes":
-                return {"status": "nothing_to_commit", "session_id": sid}
-            log.warning("commit of session %s refused: %s", sid, e)
-            return {"status": "failed", "code": "refused", "error": e.message or str(e),
-                    "recover": recover, "session_id": sid}
-        except exc.TildeError as e:
-            log.warning("commit of session %s failed: %s", sid, e)
-            return {"status": "failed", "code": "error", "error": str(e),
-                    "recover": recover, "session_id": sid}
-        except Exception as e:
-            log.exception("commit of session %s failed", sid)
-            return {"status": "failed", "code": "internal", "error": f"{type(e).__name__}: {e}",
-                    "recover": recover, "session_id": sid}
-        self._refresh_session_id()
-        log.info("committed session %s: %s", sid, outcome)
-        if outcome.status == "approval_required":
-            return {"status": "approval_required", "web_url": outcome.web_url,
-                    "committed_session": sid, "session_id": self.session_id}
-        return {"status": "committed", "commit_id": outcome.commit_id,
-                "committed_session": sid, "session_id": self.session_id}
-
-    def _refresh_session_id(self) -> None:
-        if self.fs is not None:
-            self.session_id = self.fs.session_id
-
-    async def _discard_created_session(self) -> None:
-        """Startup failed after we created a session: do not leave it open on the server."""
-        if self.config.session_id is None and self.config.writable and self.fs is not None:
-            sid = self.fs.session_id
-            if sid:
-                with contextlib.suppress(Exception), trio.move_on_after(10):
-                    await self.remote.rollback(sid)
-
-    async def _settle_fresh_session(self) -> None:
-        """After commit/rollback on unmount, the fs sits on a fresh session: write-backs
-        that raced with the unmount are committed too, an empty session is discarded."""
-        final = self._final or {}
-        if not self._ready:
-            await self._discard_created_session()
-            return
-        action, outcome = final.get("action"), final.get("outcome") or {}
-        if action not in ("commit", "rollback"):
-            return
-        if outcome.get("status") not in ("committed", "approval_required",
-                                           "nothing_to_commit", "rolled_back"):
-            return
-        if action == "commit" and outcome.get("status") == "committed":
-            await self.fs.sync()
-            st = await self.fs.status()
-            if st.get("added") or st.get("modified") or st.get("deleted"):
-                log.info("changes arrived during unmount; committing them too")
-                more = await self._commit(self.config.unmount_message, None)
-                outcome["late_commit"] = more
-                if more.get("status") != "committed":
-                    return
-        if outcome.get("status") == "nothing_to_commit":
-            # The session has nothing in it: discard it rather than leave it open.
-            pass
-        sid = self.fs.session_id
-        if sid:
-            with contextlib.suppress(Exception):
-                await self.remote.rollback(sid)
-                log.info("discarded the empty session %s", sid)
-
-    # ---- control requests
-
-    async def handle_control(self, req: dict[str, Any], send: control.Send) -> dict[str, Any]:
-        op = req.get("op")
-        if op == "ping":
-            return {"pid": os.getpid()}
-        if op == "status":
-            return await self._status()
-        if op in ("commit", "rollback") and not self.config.writable:
-            raise control.ControlError(
-                f"{self.config.mountpoint} is a read-only mount; there is no session to "
-                f"{op}", "read_only")
-        if self._stopping and op in ("commit", "rollback"):
-            raise control.ControlError(f"{self.config.mountpoint} is being unmounted", "stopping")
-        if op == "commit":
-            message = req.get("message")
-            if not isinstance(message, str) or not message:
-                raise control.ControlError("a commit message is required (-m)", "usage")
-            metadata = req.get("metadata") or None
-            async with self._commit_lock:
-                await self._sync_with_progress(send)
-                await send({"message": "committing"})
-                outcome = await self._commit(message, metadata)
-            if outcome.get("status") == "failed":
-                code = outcome.get("code", "error")
-                text = outcome["error"] if code == "conflict" else (
-                    f"commit failed: {outcome['error']}. {outcome.get('recover', '')}".strip())
-                raise control.ControlError(text, code, {"session_id": self.session_id})
-            return outcome
-        if op == "rollback":
-            async with self._commit_lock:
-                try:
-                    # fs.rollback awaits _invalidate_kernel (on_forget) before returning
-                    await self.fs.rollback()
-                except Exception as exc:
-                    log.exception("rollback failed")
-                    raise control.ControlError(f"rollback failed: {exc}", "rollback") from exc
-                self._refresh_session_id()
-            return {"status": "rolled_back", "session_id": self.session_id}
-        if op == "unmount":
-            return await self._unmount_request(req, send)
-        raise control.ControlError(f"unknown request {op!r}", "protocol")
+    # ---- the kernel side of the control plane
 
     async def _invalidate_kernel(self, forget: Any) -> None:
         """``Filesystem.on_forget``: make the kernel drop the entries and pages it cached.
@@ -692,48 +484,6 @@ class Daemon:
                     pyfuse3.invalidate_inode(ino)
 
         await trio.to_thread.run_sync(invalidate)
-
-    async def _unmount_request(self, req: dict[str, Any], send: control.Send) -> dict[str, Any]:
-        """`tilde-mount unmount`: flush and act while mounted, then unmount and report."""
-        if not self._stopping and self._final is None:
-            message = req.get("message") or self.config.unmount_message
-            async with self._commit_lock:
-                result = await self._apply_action(self.config.on_unmount, message, send)
-            outcome = result.get("outcome", {})
-            if outcome.get("status") == "failed":
-                why = outcome.get("error")
-                if outcome.get("code") == "conflict":
-                    why = f"conflict: {why}"
-                raise control.ControlError(
-                    f"not unmounted: {result['action']} failed: {why}; "
-                    f"{self.config.mountpoint} is still mounted and nothing was lost",
-                    "unmount_failed", {"session_id": self.session_id,
-                                       "cause": outcome.get("code", "error")})
-            self._final = result
-            await send({"message": "unmounting"})
-            self._request_stop()
-        await self._final_ready.wait()
-        assert self._final is not None
-        return dict(self._final)
-
-    async def _status(self) -> dict[str, Any]:
-        try:
-            st = dict(await self.fs.status())
-        except Exception as exc:
-            log.exception("status failed")
-            st = {"error": str(exc)}
-        c = self.config
-        st.setdefault("repo", st.get("repository") or c.repo_path)
-        st.setdefault("endpoint", c.endpoint)
-        st["mountpoint"] = c.mountpoint
-        st["read_only"] = c.read_only
-        st["commit_id"] = c.commit_id
-        st["on_unmount"] = c.on_unmount
-        st["pid"] = os.getpid()
-        st["log_file"] = c.log_file
-        st["cache_dir"] = self.cache_dir
-        st.setdefault("session_id", self.session_id)
-        return st
 
 
 def _startup_message(config: MountConfig, exc: BaseException) -> str:

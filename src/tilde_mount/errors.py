@@ -80,3 +80,22 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, exc.APIError):
         return error.status_code == 429 or (error.status_code >= 500 and error.status_code != 501)
     return False
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The meaningful exception inside trio's exception groups: the first tilde error,
+    else the first leaf (a nursery of parallel requests wraps what one of them raised)."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [error]
+    while stack:
+        e = stack.pop(0)
+        if isinstance(e, BaseExceptionGroup):
+            stack[:0] = list(e.exceptions)
+        else:
+            leaves.append(e)
+    for leaf in leaves:
+        if isinstance(leaf, exc.TildeError):
+            return leaf
+    return leaves[0] if leaves else error

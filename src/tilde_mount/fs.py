@@ -45,6 +45,7 @@ import errno
 import itertools
 import logging
 import os
+import shutil
 import stat as S
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,19 +55,22 @@ from typing import Any, TypeVar
 
 import trio
 
+from tilde import _wire
 from tilde import exceptions as exc
 
+from . import journal
 from .config import FsConfig
 from .data_cache import BlockCache, ObjectRef
-from .errors import FsError, to_fs_error
+from .errors import FsError, root_cause, to_fs_error
 from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
 from .meta_cache import DirEntry, DirPage, MetaCache, Stat
 from .prefetch import Prefetcher
 from .readdir import DOT_ENTRIES, DirHandle, to_dir_page, valid_name
 from .remote import CommitOutcome, Remote, View
-from .upload import StagedFile, Staging, Uploader
+from .upload import DamagedFile, DamagedFiles, StagedFile, Staging, Uploader
 
-__all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "KernelForget", "OpenResult",
+__all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "FreshSessionError",
+           "KernelForget", "OpenResult",
            "Progress", "StatFs"]
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,16 @@ class KernelForget:
 #: ``Filesystem.on_forget``: awaited with what the kernel must forget, never on a FUSE
 #: request (rollback/commit run on the control plane), so it may block in a thread.
 ForgetHook = Callable[[KernelForget], Awaitable[None]]
+
+
+class FreshSessionError(Exception):
+    """The commit landed (``outcome``) but no fresh session could be opened after it:
+    the mount has no session until `Filesystem.open_fresh_session` succeeds."""
+
+    def __init__(self, outcome: CommitOutcome, cause: BaseException) -> None:
+        super().__init__(f"committed, but opening a fresh session failed: {cause}")
+        self.outcome = outcome
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,15 @@ def _decode(name: bytes) -> str:
     return text
 
 
+def _fits(path: str, *, room: int = 0) -> str:
+    """``path`` if the server can store it as a key (with ``room`` more bytes: a
+    directory must hold at least ``/x``); else ENAMETOOLONG, before anything is staged."""
+    if len(path.encode("utf-8")) + room > _wire.MAX_KEY_BYTES:
+        raise FsError(errno.ENAMETOOLONG,
+                      f"object keys are at most {_wire.MAX_KEY_BYTES} bytes")
+    return path
+
+
 class Filesystem:
     def __init__(self, remote: Remote, config: FsConfig, *, session_id: str | None = None,
                  ref: str | None = None) -> None:
@@ -239,6 +262,11 @@ class Filesystem:
         self._stopped = trio.Event()
         self._control_lock = trio.Lock()
         self.counters = _Readers()
+        #: what startup found in the journal (journal.py): "resumed_session",
+        #: "replayed" (paths re-uploaded), "set_aside" (journals kept for a person)
+        self.recovery: dict[str, Any] = {"resumed_session": None, "replayed": [],
+                                         "set_aside": []}
+        self.created_session = False
         #: told what the kernel must forget after rollback (see `KernelForget`)
         self.on_forget: ForgetHook | None = None
 
@@ -252,28 +280,124 @@ class Filesystem:
         """Start (session, caches, uploads), report started, serve until ``close()``."""
         self._started = True
         try:
-            await self._staging.start()
+            dead = await self._staging.start()
             await self._blocks.start()
             if self.read_only:
                 if self._pinned_ref is None:
                     self.view = View(ref=await self.remote.latest_commit_id())
                 self.base_commit = self.view.ref
-            elif self._resume_session is None:
-                self.base_commit = await self.remote.latest_commit_id()
-                self.view = View(session_id=await self.remote.create_session())
             else:
                 self.base_commit = await self.remote.latest_commit_id()
+                sid = self._resume_session or await self._crashed_session(dead)
+                if sid is None:
+                    sid = await self.remote.create_session()
+                    self.created_session = True
+                self.view = View(session_id=sid)
+                await self._note_session()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self._uploader.run)
+                if dead:
+                    await self._recover(dead)
                 task_status.started()
                 await self._closing.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True):
-                await self._staging.close()
+                await self._staging.close(keep_journal=True)
             self._stopped.set()
+
+    # ------------------------------------------------------------------ crash recovery
+    async def _note_session(self) -> None:
+        """Tell the journal which session this daemon's files go to (journal.py)."""
+        await self._note_session_id(self.view.session_id)
+
+    async def _note_session_id(self, sid: str | None) -> None:
+        await self._staging.set_info({"repository": self.remote.repository,
+                                      "endpoint": self.remote.endpoint, "session_id": sid})
+
+    def _refuse_damaged(self) -> None:
+        damaged = [sf for sf in self._files.values() if sf.damaged and not sf.unlinked]
+        if damaged:
+            raise DamagedFiles(damaged)
+
+    async def _ensure_session(self) -> str:
+        """After a commit whose fresh session could not be opened (`FreshSessionError`),
+        the next commit, rollback or sync opens it (writes meanwhile stay staged)."""
+        sid = self.view.session_id
+        if sid is None:
+            sid = await self.remote.create_session()
+            self.view = View(session_id=sid)
+            await self._note_session()
+            log.info("opened session %s", sid)
+        return sid
+
+    async def _session_open(self, sid: str) -> bool:
+        try:
+            await self.remote.list_changes(sid, amount=1)
+            return True
+        except exc.APIError as e:
+            if e.status_code in (400, 404, 409, 410):
+                return False
+            raise
+
+    async def _crashed_session(self, dead: list[journal.DeadMount]) -> str | None:
+        """A plain mount finding the journal of a crashed mount of this repository whose
+        session is still open resumes that session (the newest such), so the files it
+        had not uploaded land where they belong."""
+        mine = [d for d in dead if d.repository == self.remote.repository and d.session_id]
+        for d in sorted(mine, key=lambda d: d.directory.stat().st_mtime, reverse=True):
+            assert d.session_id is not None
+            if await self._session_open(d.session_id):
+                log.warning("resuming session %s of a mount that died in this cache "
+                            "directory, with %d file(s) it had not uploaded",
+                            d.session_id, len(d.files))
+                self.recovery["resumed_session"] = d.session_id
+                return d.session_id
+        return None
+
+    async def _recover(self, dead: list[journal.DeadMount]) -> None:
+        """Replay journals of this repository and session; set the others aside (never
+        drop one). Replayed files are uploaded before the mount serves."""
+        sid = self.view.session_id
+        replayed: list[StagedFile] = []
+        for d in dead:
+            if d.repository != self.remote.repository or d.session_id != sid or sid is None:
+                where = await trio.to_thread.run_sync(
+                    journal.set_aside, d, self.config.cache_dir / "unrecovered",
+                    limiter=self._staging.limiter)
+                log.warning("a mount that died here left %d file(s) for session %s of %s "
+                            "that this mount cannot replay (another repository or "
+                            "session, or the session is gone): kept under %s",
+                            len(d.files), d.session_id, d.repository, where)
+                self.recovery["set_aside"].append(
+                    {"directory": str(where), "session_id": d.session_id,
+                     "repository": d.repository, "files": [f.path for f in d.files]})
+                continue
+            for jf in d.files:
+                sf = await self._staging.adopt(jf)
+                old = self._files.pop(sf.path, None)
+                if old is not None:  # two dead daemons journaled one path: the newer wins
+                    await self._staging.discard(old)
+                self._files[sf.path] = sf
+                self._changed(sf.path)
+                replayed.append(sf)
+            await trio.to_thread.run_sync(shutil.rmtree, d.directory, True,
+                                          limiter=self._staging.limiter)
+        if not replayed:
+            return
+        self.recovery["replayed"] = sorted(sf.path for sf in replayed)
+        damaged = [sf.path for sf in replayed if sf.damaged]
+        try:
+            await self._uploader.sync([sf for sf in replayed if not sf.damaged])
+            log.warning("re-uploaded %d file(s) a mount that died here had not uploaded "
+                        "into session %s%s", len(replayed) - len(damaged), sid,
+                        f"; {len(damaged)} damaged file(s) kept: {damaged}" if damaged else "")
+        except Exception as e:
+            log.warning("re-uploading %d journaled file(s) failed (%s): they stay staged "
+                        "and journaled, and are retried", len(replayed), e)
+            self.recovery["error"] = str(e)
 
     async def close(self) -> None:
         """Stop background work (uploads in flight are cancelled; no commit)."""
@@ -409,7 +533,7 @@ class Filesystem:
             text = _decode(name)
         except FsError:
             raise FsError(errno.ENOENT) from None
-        path = join(pnode.path, text)
+        path = _fits(join(pnode.path, text))
         st = await self._resolve(path)
         node = self._inodes.remember(path, st.is_dir)
         return self._attr(node, st)
@@ -450,11 +574,12 @@ class Filesystem:
             sf = handle.sf if handle is not None and node.detached else None
             if sf is None:
                 sf = await self._stage_for_write(node.path, keep=size > 0)
-            await self._staging.truncate(sf, size)
+            await self._truncate(sf, size)
             sf.touch(_now_ns())
             if handle is not None:
                 handle.sf = sf
-            if sf.open_handles == 0:
+            if sf.open_handles == 0:  # truncate(1) by path: acknowledged now
+                await self._staging.record(sf)
                 self._uploader.schedule(sf)
             st = Stat(False, sf.size, "", sf.mtime_ns)
         if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)):
@@ -568,6 +693,7 @@ class Filesystem:
         path = join(pnode.path, _decode(name))
         if await self._exists(path):
             raise FsError(errno.EEXIST)
+        _fits(path, room=2)
         self._dirs[path] = _now_ns()
         self._local_only.add(path)
         self._note_made(path)
@@ -667,8 +793,8 @@ class Filesystem:
         sf: StagedFile | None = None
         if writable and flags & os.O_TRUNC:
             sf = await self._stage_for_write(node.path, keep=False)
-            if sf.size:
-                await self._staging.truncate(sf, 0)
+            if sf.size or sf.damaged:
+                await self._truncate(sf, 0)
             sf.touch(_now_ns())
         st = await self._node_stat(node)
         sf = sf or (self._files.get(node.path) if not node.detached else None)
@@ -688,7 +814,7 @@ class Filesystem:
                      flags: int) -> tuple[OpenResult, Attr]:
         self._check_writable()
         pnode = self._dir_node(parent)
-        path = join(pnode.path, _decode(name))
+        path = _fits(join(pnode.path, _decode(name)))
         existing: Stat | None = None
         try:
             existing = await self._resolve(path)
@@ -707,8 +833,8 @@ class Filesystem:
             sf = self._staging.new(path, mtime_ns=_now_ns())
             sf.on_remote = existing is not None
             self._files[path] = sf
-        elif sf.size:
-            await self._staging.truncate(sf, 0)
+        elif sf.size or sf.damaged:
+            await self._truncate(sf, 0)
         sf.touch(_now_ns())
         self._changed(path)
         if mode & 0o7777 != self.config.file_mode:
@@ -800,7 +926,11 @@ class Filesystem:
             self._current_sf(h)
         elif not sf.ready:
             await sf.ready_event.wait()
-        n = await self._staging.write(sf, off, data)
+        try:
+            n = await self._staging.write(sf, off, data)
+        except OSError as e:
+            await self._damage(sf, e)
+            raise to_fs_error(e) from e
         sf.touch(_now_ns())
         ov = self._overrides.get(sf.path)
         if ov is not None:
@@ -810,18 +940,59 @@ class Filesystem:
         return n
 
     async def flush(self, fh: int) -> None:
-        """Nothing to do: uploads start at release (flush comes on *every* close(), also of
-        a dup'ed descriptor whose file handle lives on, e.g. ``dd of=``)."""
-        self._handle(fh)
+        """``close(2)`` waits for this: a dirty file is journaled (journal.py), so it
+        survives a daemon crash; with ``durable_close`` it is also uploaded. Uploads
+        otherwise start at release (flush comes on *every* close(), also of a dup'ed
+        descriptor whose file handle lives on, e.g. ``dd of=``)."""
+        h = self._handle(fh)
+        sf = self._current_sf(h) if h.writable else None
+        if sf is None or not (sf.dirty or sf.damaged):
+            return
+        try:
+            await self._staging.record(sf)
+        except OSError as e:
+            raise to_fs_error(e) from e
+        if self.config.durable_close:
+            await self._wait_uploaded(sf)
+
+    async def _wait_uploaded(self, sf: StagedFile) -> None:
+        """Until ``sf`` as it stands is in the session; EIO (or the damage) if not."""
+        try:
+            await self._uploader.wait(sf)
+        except DamagedFile as e:
+            raise FsError(errno.EIO, str(e)) from e
+        except Exception as e:
+            raise FsError(errno.EIO, f"upload of {sf.path} failed: {e}") from e
+
+    async def _damage(self, sf: StagedFile, error: OSError) -> None:
+        """A write into ``sf`` failed half way: its content is not what the program
+        wrote, so it must never be uploaded or committed as if whole."""
+        sf.damaged = error.strerror or str(error)
+        sf.touch(_now_ns())
+        log.warning("%s is damaged: a write failed (%s); commit refuses it until it is "
+                    "rewritten or removed", sf.path, sf.damaged)
+        try:
+            await self._staging.record(sf)
+        except OSError as e2:  # the disk is full: the in-memory mark still holds
+            log.warning("could not journal the damage of %s: %s", sf.path, e2)
+
+    async def _truncate(self, sf: StagedFile, size: int) -> None:
+        """Truncate the staged copy; to 0 it is rewritten, so no longer damaged."""
+        try:
+            await self._staging.truncate(sf, size)
+        except OSError as e:
+            await self._damage(sf, e)
+            raise to_fs_error(e) from e
+        if size == 0 and sf.damaged:
+            log.info("%s rewritten: no longer damaged", sf.path)
+            sf.damaged = None
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         h = self._handle(fh)
         sf = self._current_sf(h)
-        if sf is not None and sf.dirty:
-            try:
-                await self._uploader.wait(sf)
-            except Exception as e:
-                raise FsError(errno.EIO, f"upload of {sf.path} failed: {e}") from e
+        if sf is not None and (sf.dirty or sf.damaged):
+            await self._staging.record(sf)
+            await self._wait_uploaded(sf)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
@@ -836,6 +1007,8 @@ class Filesystem:
             if sf.open_handles <= 0:
                 await self._staging.discard(sf)
         elif sf.dirty:
+            if h.writable:
+                await self._staging.record(sf)
             self._uploader.schedule(sf)
         elif sf.open_handles <= 0 and not sf.uploading:
             await self._drop_clean(sf)
@@ -852,8 +1025,10 @@ class Filesystem:
         self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
         self._dir_changed(parent_of(sf.path))
         sf.on_remote = True
-        if not sf.dirty and sf.open_handles <= 0:
-            await self._drop_clean(sf)
+        if not sf.dirty:
+            await self._staging.record(sf)  # clean: its journal record goes
+            if sf.open_handles <= 0:
+                await self._drop_clean(sf)
 
     async def unlink(self, parent: int, name: bytes) -> None:
         self._check_writable()
@@ -925,6 +1100,7 @@ class Filesystem:
                 raise
         if st.is_dir and is_under(dst, src):
             raise FsError(errno.EINVAL)
+        _fits(dst, room=2 if st.is_dir else 0)
         if dst_st is not None:
             if flags & RENAME_NOREPLACE:
                 raise FsError(errno.EEXIST)
@@ -986,6 +1162,8 @@ class Filesystem:
         self._keep_parent(src)
         if old is not None and old.open_handles <= 0:
             await self._staging.discard(old)
+        if sf is not None and sf.journaled is not None:
+            await self._staging.record(sf)
         if sf is not None and sf.dirty and sf.open_handles <= 0:
             self._uploader.schedule(sf)
 
@@ -1010,6 +1188,13 @@ class Filesystem:
             async with limiter:
                 await self.remote.copy(key, dst + key[len(src):], session_id=sid)
 
+        grow = len(dst.encode("utf-8")) - len(src.encode("utf-8"))
+        longest = max((len(p.encode("utf-8")) for p in
+                       itertools.chain(keys, self._files, self._dirs) if is_under(p, src)),
+                      default=0)
+        if grow > 0 and longest + grow > _wire.MAX_KEY_BYTES:
+            raise FsError(errno.ENAMETOOLONG, "a key under the directory would exceed "
+                                              f"{_wire.MAX_KEY_BYTES} bytes")
         if keys:
             self._on_server(dst + "/x")
         async with trio.open_nursery() as nursery:
@@ -1037,6 +1222,8 @@ class Filesystem:
         self._meta.put_negative(src)
         self._keep_parent(src)
         for sf in list(self._files.values()):
+            if is_under(sf.path, dst) and sf.journaled is not None:
+                await self._staging.record(sf)
             if is_under(sf.path, dst) and sf.dirty and sf.open_handles <= 0:
                 self._uploader.schedule(sf)
 
@@ -1069,6 +1256,7 @@ class Filesystem:
         """Upload everything dirty (open files as they stand now) and wait for it."""
         if self.read_only:
             return
+        await self._ensure_session()
         await self._uploader.sync(self._dirty_files())
 
     async def commit(self, message: str, metadata: dict[str, str] | None = None
@@ -1080,13 +1268,21 @@ class Filesystem:
         """
         self._check_writable()
         async with self._control_lock:
+            await self._ensure_session()
+            self._refuse_damaged()
             await self.sync()
             async with self._uploader.paused():
+                self._refuse_damaged()
                 sid = self._sid()
                 outcome = await self.remote.commit(sid, message, metadata)
-                new_sid = await self.remote.create_session()
-                self.view = View(session_id=new_sid)
+                self.view = View(session_id=None)  # committed: nothing may go into it
                 self._made_here.clear()
+                try:
+                    new_sid = await self.remote.create_session()
+                except BaseException as e:
+                    raise FreshSessionError(outcome, e) from e
+                self.view = View(session_id=new_sid)
+            await self._note_session()
             # -- switched sessions (content is identical: caches stay valid) --
             if outcome.status == "committed":
                 self.base_commit = outcome.commit_id or self.base_commit
@@ -1117,12 +1313,13 @@ class Filesystem:
         """
         self._check_writable()
         async with self._control_lock:
-            sid = self._sid()
+            sid = await self._ensure_session()
             try:
                 await self.remote.rollback(sid)
             except exc.NotFoundError:
                 pass
             new_sid = await self.remote.create_session()
+            await self._note_session_id(new_sid)
             # -- atomic: forget every local change --
             dropped = list(self._files.values())
             self._files.clear()
@@ -1145,6 +1342,8 @@ class Filesystem:
                 if sf.open_handles <= 0:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
+                else:  # kept for its readers until release; not journaled any more
+                    await self._staging.record(sf)
             return forget
 
     def _forget_waiting_changes(self) -> list[StagedFile]:
@@ -1228,25 +1427,36 @@ class Filesystem:
                 nursery.start_soon(check, p)
         return found
 
+    def open_writers(self) -> list[str]:
+        """Paths open for writing now (unmount refuses while there are any)."""
+        return sorted({h.node.path for h in self._handles.values()
+                       if h.writable and not h.node.detached})
+
+    def has_changes_pending(self) -> bool:
+        return bool(self._dirty_files())
+
+    async def session_has_changes(self) -> bool:
+        sid = self.view.session_id
+        if sid is None:
+            return False
+        records, _ = await self.remote.list_changes(sid, amount=1)
+        return bool(records)
+
     async def status(self) -> dict[str, Any]:
-        changes = await self._changes()
-        deleted = sorted(p for p, gone in changes if gone)
-        written = {p for p, gone in changes if not gone}
+        """What the mount holds; the local part always, the server's when it answers
+        (else ``error`` says why and the session's changes are missing)."""
         pending = sorted(sf.path for sf in self._dirty_files())
-        written.update(pending)
-        existed = await self._existed_before(sorted(written))
-        return {
+        out: dict[str, Any] = {
             "repository": self.remote.repository,
             "endpoint": self.remote.endpoint,
             "session_id": self.view.session_id,
             "ref": self.view.ref,
             "read_only": self.read_only,
             "base_commit": self.base_commit,
-            "added": sorted(written - existed),
-            "modified": sorted(written & existed),
-            "deleted": [p for p in deleted if p not in written],
             "uploads_pending": len(pending),
             "pending_paths": pending,
+            "damaged": sorted(sf.path for sf in self._files.values() if sf.damaged),
+            "open_for_writing": self.open_writers(),
             "uploads_in_flight": len(self._uploader.pending),
             "uploaded": {"files": self._uploader.uploaded_files,
                          "bytes": self._uploader.uploaded_bytes},
@@ -1260,4 +1470,18 @@ class Filesystem:
             "io": {"reads": self.counters.reads, "bytes_read": self.counters.bytes_read,
                    "writes": self.counters.writes, "bytes_written": self.counters.bytes_written},
         }
-
+        try:
+            changes = await self._changes()
+            deleted = sorted(p for p, gone in changes if gone)
+            written = {p for p, gone in changes if not gone} | set(pending)
+            existed = await self._existed_before(sorted(written))
+        except Exception as raw:
+            e = root_cause(raw)
+            if not isinstance(e, exc.TildeError):
+                raise
+            out["error"] = f"the server did not answer ({e}); what the mount holds " \
+                           "locally is shown"
+            return out
+        out.update(added=sorted(written - existed), modified=sorted(written & existed),
+                   deleted=[p for p in deleted if p not in written])
+        return out

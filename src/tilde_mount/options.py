@@ -92,6 +92,8 @@ class MountConfig:
     log_file: str | None = None
     pid_file: str | None = None
     debug: bool = False
+    #: close(2) waits for the upload (``--durable-close``)
+    durable_close: bool = False
 
     @property
     def writable(self) -> bool:
@@ -124,6 +126,7 @@ _O_KEYS: dict[str, tuple[str, str]] = {
     "read_only": ("read_only", "flag"),
     "allow_other": ("allow_other", "flag"),
     "debug": ("debug", "flag"),
+    "durable_close": ("durable_close", "flag"),
     "foreground": ("foreground", "flag"),
     "uid": ("uid", "int"),
     "gid": ("gid", "int"),

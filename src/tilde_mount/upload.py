@@ -49,6 +49,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ import trio
 
 from tilde import _wire
 
+from . import journal
 from .data_cache import ObjectRef
 
 if TYPE_CHECKING:
@@ -87,6 +89,12 @@ class StagedFile:
     error: BaseException | None = None
     #: the path has (or had, at staging time) an object in the session
     on_remote: bool = False
+    #: why a write into it failed (ENOSPC, EIO): never uploaded, commit refuses, until
+    #: it is rewritten (truncated to 0) or removed
+    damaged: str | None = None
+    #: the path its journal record names (None: no record); see journal.py
+    journaled: str | None = None
+    journal_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -136,28 +144,59 @@ class Staging:
         self.limiter = trio.CapacityLimiter(8)
         self.bytes_used = 0
 
-    async def start(self) -> None:
-        """Make our directory; remove those of daemons that died (their data was either
-        uploaded into their session or is lost with them: ``--session`` resumes the former)."""
-        def prepare() -> None:
+    async def start(self) -> list[journal.DeadMount]:
+        """Make our directory; return the journals of daemons that died (journal.py)."""
+        def prepare() -> list[journal.DeadMount]:
             self.root.mkdir(parents=True, exist_ok=True)
-            for other in self.root.parent.iterdir():
-                pid = other.name.partition("-")[0]
-                if other == self.root or not pid.isdigit():
-                    continue
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    log.warning("removing staging left by dead daemon %s: %s", pid, other)
-                    shutil.rmtree(other, ignore_errors=True)
-                except PermissionError:
-                    pass
+            return journal.scan_dead(self.root.parent, self.root)
 
-        await trio.to_thread.run_sync(prepare, limiter=self.limiter)
+        return await trio.to_thread.run_sync(prepare, limiter=self.limiter)
 
-    async def close(self) -> None:
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(self.root, ignore_errors=True),
+    async def close(self, *, keep_journal: bool = False) -> None:
+        """Remove our directory, unless it still journals files nobody uploaded (then
+        the next daemon on this cache directory finds them)."""
+        def remove() -> None:
+            if keep_journal and any(p.suffix == journal.RECORD_SUFFIX
+                                    for p in self.root.glob("*.json")
+                                    if p.name != journal.MOUNT_INFO):
+                log.warning("unsent files stay journaled in %s", self.root)
+                return
+            shutil.rmtree(self.root, ignore_errors=True)
+
+        await trio.to_thread.run_sync(remove, limiter=self.limiter)
+
+    async def set_info(self, info: dict[str, str | None]) -> None:
+        """Which repository and session this daemon's files belong to (``mount.json``)."""
+        await trio.to_thread.run_sync(journal.write_json_atomic, self.root / journal.MOUNT_INFO,
+                                      info, limiter=self.limiter)
+
+    async def record(self, sf: StagedFile) -> None:
+        """Make sure ``sf``'s record says what it holds now (journal.py subtlety 1)."""
+        async with sf.journal_lock:
+            want = sf.path if (sf.dirty or sf.damaged) and not sf.unlinked else None
+            if want is None:
+                if sf.journaled is not None:
+                    await trio.to_thread.run_sync(journal.remove_record, sf.local,
+                                                  limiter=self.limiter)
+                    sf.journaled = None
+                return
+            if sf.journaled == want and not sf.damaged:
+                return
+            await trio.to_thread.run_sync(journal.write_record, sf.local, want, sf.damaged,
+                                          limiter=self.limiter)
+            sf.journaled = want
+
+    async def adopt(self, jf: journal.JournaledFile) -> StagedFile:
+        """Take over a file journaled by a dead daemon: dirty, ready, journaled here."""
+        local = self.root / f"{next(_ids)}"
+        await trio.to_thread.run_sync(journal.adopt, jf, self.root, local.name,
                                       limiter=self.limiter)
+        sf = StagedFile(jf.path, local, size=jf.size, mtime_ns=time.time_ns(), version=1,
+                        damaged=jf.damaged)
+        sf.on_remote = True  # unknown: deletes then tolerate the 404
+        self.bytes_used += jf.size
+        await self.record(sf)
+        return sf
 
     def new(self, path: str, *, base: ObjectRef | None = None, mtime_ns: int = 0) -> StagedFile:
         """A new, empty staged file; synchronous (its local file appears on first write)."""
@@ -235,11 +274,39 @@ class Staging:
     async def discard(self, sf: StagedFile) -> None:
         self.bytes_used -= sf.size
         sf.size = 0
-        await trio.to_thread.run_sync(lambda: sf.local.unlink(missing_ok=True),
-                                      limiter=self.limiter)
+
+        def remove() -> None:
+            sf.local.unlink(missing_ok=True)
+            journal.remove_record(sf.local)
+
+        async with sf.journal_lock:
+            await trio.to_thread.run_sync(remove, limiter=self.limiter)
+            sf.journaled = None
 
     def source(self, sf: StagedFile, size: int) -> FileSource:
         return FileSource(sf.local, size, self.chunk, self.limiter)
+
+
+class DamagedFile(OSError):
+    """A staged file a write failed on: it is not uploaded and not committed."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(5, f"{path} is damaged: a write into it failed ({why}); "
+                            "rewrite or remove it")
+        self.path = path
+        self.why = why
+
+
+class DamagedFiles(Exception):
+    """Commit refused: these files hold what a failed write left (see `DamagedFile`)."""
+
+    def __init__(self, files: list[StagedFile]) -> None:
+        self.paths = sorted(sf.path for sf in files)
+        why = sorted({sf.damaged or "" for sf in files})
+        names = ", ".join(repr(p) for p in self.paths[:10])
+        more = f" and {len(self.paths) - 10} more" if len(self.paths) > 10 else ""
+        super().__init__(f"{len(self.paths)} file(s) damaged by a failed write "
+                         f"({'; '.join(why)}): {names}{more}; rewrite or remove them")
 
 
 OnUploaded = Callable[[StagedFile, str, int, int], Awaitable[None]]
@@ -302,7 +369,7 @@ class Uploader:
 
     def schedule(self, sf: StagedFile) -> None:
         """Upload ``sf`` in the background unless an upload of it is already running."""
-        if not sf.dirty or sf.uploading or not sf.ready:
+        if not sf.dirty or sf.uploading or not sf.ready or sf.damaged:
             return
         # -- atomic: mark busy before the task starts, so nobody schedules twice --
         sf.uploading = True
@@ -459,6 +526,8 @@ class Uploader:
         target = sf.version  # later writes are not waited for: "as it stands now"
         while True:
             await sf.idle.wait()
+            if sf.damaged:
+                raise DamagedFile(sf.path, sf.damaged)
             if not sf.dirty or sf.uploaded_version >= target:
                 sf.error = None
                 return

@@ -22,6 +22,8 @@ DEFAULT_ENDPOINT = "https://tilde.run"
 SDK_VERSION = "0.7.9"
 USER_AGENT = f"tilde-python-sdk/{SDK_VERSION}"
 DEFAULT_PAGE_SIZE = 100
+#: the longest object key the service stores, in UTF-8 bytes (longer ones are a 400)
+MAX_KEY_BYTES = 1024
 
 def base_url(endpoint: str) -> str:
     """Endpoint with trailing '/' removed, then ``/api/v1`` appended (1.1)."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tilde import _wire
 from tilde_server.store.errors import BadRequest
 
 ORG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-MAX_KEY_BYTES = 1024
+MAX_KEY_BYTES = _wire.MAX_KEY_BYTES
 MAX_METADATA_ITEMS = 100
 
 
