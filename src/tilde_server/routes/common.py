@@ -7,6 +7,7 @@ import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -58,7 +59,19 @@ def query(request: Request, name: str, *, required: bool = False) -> str | None:
         if required:
             raise BadRequest(f"query parameter {name!r} is required", "missing_parameter")
         return None
+    if "\ufffd" in value:
+        value = _strict_query(request, name)
     return v.text(value, name)
+
+
+def _strict_query(request: Request, name: str) -> str:
+    """The value as sent: Starlette decodes percent-escapes that are not UTF-8 (`%FF`,
+    overlong `%C0%AF`, surrogates `%ED%A0%80`) to U+FFFD, so a hostile key would be stored as
+    another key; undecodable bytes come back as lone surrogates here, which v.text refuses."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    values = [val for k, val in parse_qsl(raw, keep_blank_values=True,
+                                         errors="surrogateescape") if k == name]
+    return values[-1] if values else ""  # the last one, as query_params.get
 
 
 def query_required(request: Request, name: str) -> str:
