@@ -6,6 +6,10 @@ it writes one line `tilde-server: crash point <name> hit` to stderr (and appends
 `TILDE_SERVER_CRASH_REPORT` names, if set), so a test can tell a point that was never reached
 from one that was. Unset, `reached` returns at once: the variable is read once, at import.
 
+`TILDE_SERVER_CRASH_AT=@FILE` arms from FILE instead, re-read at every point passed: it holds
+`<name>[:<n>]` or nothing (disarmed), and passes count from its last change. A test can then
+restart one server and arm it for the next point without another restart (each costs ~1 s).
+
 Every point is defined here and only here; `ALL` lists them for the tests.
 """
 
@@ -80,29 +84,59 @@ def parse(value: str | None) -> tuple[str, int] | None:
     return name, n
 
 
-def _armed_from_env() -> tuple[str, int] | None:
+def _from_env() -> tuple[tuple[str, int] | None, str | None]:
+    value = os.environ.get(ENV) or ""
+    if value.startswith("@"):
+        return None, value[1:]
     try:
-        return parse(os.environ.get(ENV))
+        return parse(value), None
     except ValueError:
-        return None  # check() reports it at startup
+        return None, None  # check() reports it at startup
 
 
-_armed = _armed_from_env()
+_armed, _file = _from_env()
+_active = _armed is not None or _file is not None
+_file_text: str | None = None
 _hits = 0
 _lock = threading.Lock()
 
 
 def check() -> None:
     """Raise ValueError for a malformed TILDE_SERVER_CRASH_AT (called once at startup)."""
-    parse(os.environ.get(ENV))
+    value = os.environ.get(ENV) or ""
+    if not value.startswith("@"):
+        parse(value)
+
+
+def _rearm() -> None:
+    """File mode: pick up a changed FILE (under _lock)."""
+    global _armed, _file_text, _hits
+    assert _file is not None
+    try:
+        with open(_file, encoding="utf-8") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        text = ""
+    if text == _file_text:
+        return
+    _file_text, _hits = text, 0
+    try:
+        _armed = parse(text)
+    except ValueError as exc:
+        _armed = None
+        os.write(2, f"tilde-server: ignoring {_file}: {exc}\n".encode())
 
 
 def reached(name: str) -> None:
     """Pass point `name`: a no-op unless it is the armed point (then maybe die here)."""
-    if _armed is None or _armed[0] != name:
+    if not _active:
         return
     global _hits
     with _lock:
+        if _file is not None:
+            _rearm()
+        if _armed is None or _armed[0] != name:
+            return
         _hits += 1
         if _hits < _armed[1]:
             return

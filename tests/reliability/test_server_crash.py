@@ -25,6 +25,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,161 @@ def test_maintenance_command_leaves_running_imports_alone(tmp_path: Path) -> Non
         store.db.close()
 
 
+def test_crash_point_from_the_environment(tmp_path: Path) -> None:
+    """TILDE_SERVER_CRASH_AT=<name>[:<n>] as is (the crash test arms through a file); a
+    name that is no crash point is refused at startup."""
+    env = dict(os.environ, HOME=str(tmp_path), **{cp.ENV: "commit.nope"})
+    r = subprocess.run([*server_command(), "run", "--data", str(tmp_path / "bad"), "--port",
+                        str(free_port()), "--admin-key", ADMIN_KEY], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode == 2 and "unknown crash point 'commit.nope'" in r.stderr, r.stderr
+    h = start_server(tmp_path, extra_env={cp.ENV: f"{cp.ROLLBACK_BEFORE_DB_COMMIT}:2"})
+    repo = new_repo(h)
+    base = f"{h.endpoint}/api/v1/organizations/{repo.org}/repositories/{repo.repo}"
+    auth = {"Authorization": f"Bearer {h.api_key}"}
+    for n in (1, 2):
+        sid = httpx.post(f"{base}/sessions", headers=auth).json()["session_id"]
+        if n == 1:  # the first pass survives
+            assert httpx.delete(f"{base}/sessions/{sid}", headers=auth).status_code == 204
+    with pytest.raises(httpx.TransportError):
+        httpx.delete(f"{base}/sessions/{sid}", headers=auth)
+    assert h.proc.wait(timeout=20) == -signal.SIGKILL
+    assert f"crash point {cp.ROLLBACK_BEFORE_DB_COMMIT} hit (2)" in h.log(), h.log()
+
+
+# ============================================================================ the sweep
+
+OLD = 7200.0  # seconds: older than the default grace
+
+
+def _age(path: Path, seconds: float = OLD) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def _receive(store: Any, sid: str, address: str, path: str, part: int | None,
+             data: bytes) -> Path:
+    spool = store.begin_receive(sid, address, part)
+    spool.write(data)
+    store.end_receive(sid, address, path, part, spool)
+    return Path(spool.path)
+
+
+def test_sweep_removes_only_what_nothing_needs(tmp_path: Path) -> None:
+    """A sweep while the server runs (grace 3600 s): unreferenced old blobs, spools no
+    pending upload needs and expired uploads go; staged, committed and pending ones stay,
+    and so does anything modified within the grace period."""
+    from tilde_server.store import Principal, Store
+
+    store, _ = Store.open(tmp_path / "d", "tk-x")
+    try:
+        who = Principal("u", "admin")
+        store.create_org("oo", "")
+        store.create_repo("oo", "rr", {}, who)
+        committed = store.create_session("oo", "rr", who)
+        up = store.stage_upload("oo", "rr", committed, "c.bin")
+        _receive(store, committed, up.address, "c.bin", None, b"committed")
+        c_obj = store.finalize_token_upload("oo", "rr", committed, "c.bin", up.token, "", {})
+        store.commit_session("oo", "rr", committed, "m", {}, who)
+        sid = store.create_session("oo", "rr", who)
+        up = store.stage_upload("oo", "rr", sid, "s.bin")
+        _receive(store, sid, up.address, "s.bin", None, b"staged")
+        s_obj = store.finalize_token_upload("oo", "rr", sid, "s.bin", up.token, "", {})
+        pending = store.stage_upload("oo", "rr", sid, "p.bin")
+        p_spool = _receive(store, sid, pending.address, "p.bin", None, b"pending")
+        p_sha = hashlib.sha256(b"pending").hexdigest()
+        store.blobs.write_bytes(b"pending")  # a blob only the pending upload names
+        mp = store.initiate_multipart("oo", "rr", sid, "m.bin")
+        part1 = _receive(store, sid, mp.address, "m.bin", 1, b"part one")
+        part2 = store.blobs.spool_path(sid, mp.address, 2)  # bytes never recorded
+        part2.write_bytes(b"torn")
+        part3 = store.blobs.spool_path(sid, mp.address, 3)  # being received right now
+        part3.write_bytes(b"fresh")
+        assembled = store.blobs.spool_path(sid, mp.address + ".assembled")
+        assembled.write_bytes(b"half assembled")
+        gone_session = store.blobs.spool_path("no-such-session", "u-1")
+        gone_session.parent.mkdir(parents=True)
+        gone_session.write_bytes(b"x")
+        expired = store.stage_upload("oo", "rr", sid, "e.bin")
+        e_spool = _receive(store, sid, expired.address, "e.bin", None, b"expired")
+        with store.db.write() as c:
+            c.execute("UPDATE uploads SET created_at = '2000-01-01T00:00:00.000000Z' "
+                      "WHERE address = ?", (expired.address,))
+        old_orphan = store.blobs.write_bytes(b"old orphan")
+        new_orphan = store.blobs.write_bytes(b"new orphan")
+        for f in (store.blobs.path(c_obj.blob), store.blobs.path(s_obj.blob), p_spool,
+                  store.blobs.path(p_sha), part1, part2, assembled, gone_session, e_spool,
+                  store.blobs.path(old_orphan), gone_session.parent):
+            _age(f)
+
+        r = store.sweep(3600)
+
+        assert (r.blobs, r.expired_uploads) == (1, 1), r
+        assert r.spool_files == 4, r  # part 2, assembled, the closed session's, expired
+        for kept in (store.blobs.path(c_obj.blob), store.blobs.path(s_obj.blob), p_spool,
+                     store.blobs.path(p_sha), part1, part3, store.blobs.path(new_orphan)):
+            assert kept.exists(), kept
+        for gone in (part2, assembled, gone_session, e_spool, store.blobs.path(old_orphan)):
+            assert not gone.exists(), gone
+        # and what stayed still works
+        o = store.finalize_token_upload("oo", "rr", sid, "p.bin", pending.token, "", {})
+        assert o.blob == p_sha
+        store.end_receive(sid, mp.address, "m.bin", 2,
+                          _respool(store, sid, mp.address, 2, b"part two"))
+        etags = [hashlib.md5(b"part one").hexdigest(), hashlib.md5(b"part two").hexdigest()]
+        store.complete_multipart("oo", "rr", sid, "m.bin", mp.token, mp.upload_id, None,
+                                 [(1, etags[0]), (2, etags[1])], None, "", {})
+        _, f = store.open_object("oo", "rr", "m.bin", session=sid)
+        with f:
+            assert f.read() == b"part onepart two"
+    finally:
+        store.close()
+
+
+def _respool(store: Any, sid: str, address: str, part: int, data: bytes) -> Any:
+    spool = store.begin_receive(sid, address, part)
+    spool.write(data)
+    return spool
+
+
+def test_running_server_sweeps_and_gc_sweeps_a_stopped_one(tmp_path: Path) -> None:
+    h = start_server(tmp_path, args=["--gc-interval", "1"])
+    try:
+        repo = new_repo(h)
+        base = (f"{h.endpoint}/api/v1/organizations/{repo.org}/repositories/{repo.repo}")
+        auth = {"Authorization": f"Bearer {h.api_key}"}
+        sid = httpx.post(f"{base}/sessions", headers=auth).json()["session_id"]
+        q = {"session_id": sid, "path": "kept.bin"}
+        st = httpx.put(f"{base}/object", params=q, headers=auth).json()
+        assert httpx.put(st["upload_url"], content=b"kept").status_code == 200
+        r = httpx.post(f"{base}/object/finalize", params=q, headers=auth,
+                       json={"upload_token": st["upload_token"]})
+        assert r.status_code == 201, r.text
+        kept = h.data_dir / "blobs" / hashlib.sha256(b"kept").hexdigest()[:2] / \
+            hashlib.sha256(b"kept").hexdigest()[2:]
+        _age(kept)
+        orphan = h.data_dir / "blobs" / "ff" / ("f" * 62)
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"nobody's")
+        _age(orphan)
+        for _ in range(100):  # bounded: the sweeper runs every second
+            if not orphan.exists():
+                break
+            time.sleep(0.1)
+        assert not orphan.exists(), h.log()[-2000:]
+        assert kept.exists()
+        got = httpx.get(f"{base}/object", params=q, headers=auth)
+        assert got.status_code == 200 and got.content == b"kept"
+    finally:
+        stop_server(h)
+    assert "sweep: removed 1 unreferenced blob(s)" in h.log(), h.log()[-2000:]
+    orphan.write_bytes(b"again")  # no grace for gc: nothing runs
+    gc = _run_cli(["gc", "--data", str(h.data_dir)], h.home)
+    assert gc.returncode == 0, gc
+    assert gc.stdout.startswith("removed 1 unreferenced blob(s)"), gc.stdout
+    assert not orphan.exists() and kept.exists()
+
+
 # ============================================================================ crash rounds
 
 Data = bytes
@@ -173,13 +329,27 @@ class World:
     integrity_ok: int = 0
     hits: list[str] = field(default_factory=list)
     n: int = 0
+    client: httpx.Client | None = None
 
     # ---------------------------------------------------------------- server
-    def start(self, crash_at: str | None = None) -> None:
-        env = {cp.ENV: crash_at} if crash_at else {}
-        self.h = start_server(self.tmp, extra_env=env, port=self.port)
+    @property
+    def arm_file(self) -> Path:
+        return self.tmp / "crash-at"
+
+    def start(self) -> None:
+        """(Re)start on the same data directory and port, armed through `arm_file`."""
+        if self.h is not None:
+            assert "Traceback" not in self.h.log(), self.h.log()[-3000:]
+        self.h = start_server(self.tmp, extra_env={cp.ENV: f"@{self.arm_file}"},
+                              port=self.port)
+        if self.client is not None:
+            self.client.close()
+        self.client = httpx.Client(timeout=30)  # one per server: a client costs ~10 ms CPU
         if self.repo is None:
             self.repo = new_repo(self.h)
+
+    def arm(self, point: str = "", nth: int = 1) -> None:
+        self.arm_file.write_text(f"{point}:{nth}" if point else "")
 
     @property
     def server(self) -> ServerHandle:
@@ -195,7 +365,8 @@ class World:
     def http(self, method: str, url: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.server.api_key}"} if url.startswith(
             self.base) else {}
-        return httpx.request(method, url, headers=headers, timeout=30, **kw)
+        assert self.client is not None
+        return self.client.request(method, url, headers=headers, **kw)
 
     def ok(self, r: httpx.Response) -> httpx.Response:
         assert 200 <= r.status_code < 300, (r.status_code, r.text)
@@ -534,23 +705,26 @@ def test_every_crash_point_keeps_what_was_acknowledged(tmp_path: Path) -> None:
     assert set(SCENARIOS) == set(cp.ALL), "a crash point without a scenario"
     repeats = scale(1, 3)
     w = World(tmp_path, free_port(), random.Random(11), scale(256 * 1024, 8 * 1024 * 1024))
+    w.arm()
     w.start()
     sid = w.session()  # something committed for the commit rounds to delete
     w.upload(sid, w.path("base"), w.data())
     w.ok(w.commit(sid))
     w.committed_now(sid)
-    stop_server(w.server)
     for _ in range(repeats):
         for point in cp.ALL:
             scenario, nth = SCENARIOS[point]
-            w.start(f"{point}:{nth}")
+            w.arm(point, nth)
             settle = scenario(w, point)
+            w.arm()
             w.start()
             w.restarts += 1
             settle(w)
             w.check(strict=True)
-            stop_server(w.server)
-            assert "Traceback" not in w.server.log(), w.server.log()[-3000:]
+    stop_server(w.server)
+    assert w.client is not None
+    w.client.close()
+    assert "Traceback" not in w.server.log(), w.server.log()[-3000:]
     missed = set(cp.ALL) - set(w.hits)
     assert not missed, f"crash points never hit: {sorted(missed)}"
     record("server_crash", points=len(cp.ALL), points_hit=len(set(w.hits)),

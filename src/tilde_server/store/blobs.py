@@ -33,7 +33,8 @@ from typing import BinaryIO
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the names in a directory (new files, renames) survive a power loss."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -41,16 +42,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _mkdirs(path: Path) -> None:
+def mkdirs(path: Path) -> None:
     """mkdir -p whose new directories survive a power loss (each new one's parent fsynced)."""
     if path.is_dir():
         return
-    _mkdirs(path.parent)
+    mkdirs(path.parent)
     try:
         path.mkdir()
     except FileExistsError:
         return
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class Spool:
@@ -58,7 +59,7 @@ class Spool:
     `sync_dir`: finish() also fsyncs the directory (the file outlives the request)."""
 
     def __init__(self, path: Path, sync_dir: bool = True) -> None:
-        _mkdirs(path.parent)
+        mkdirs(path.parent)
         self.path = path
         self._sync_dir = sync_dir
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by finish()/abort()
@@ -78,7 +79,7 @@ class Spool:
         os.fsync(self._f.fileno())
         self._f.close()
         if self._sync_dir:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return self._sha.hexdigest(), self._md5.hexdigest(), self.size
 
     def abort(self) -> None:
@@ -146,8 +147,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        mkdirs(self.blobs)
+        mkdirs(self.tmp)
 
     # -- spool files -------------------------------------------------------------------------
     def spool_path(self, session_uid: str, address: str, part: int | None = None) -> Path:
@@ -216,15 +217,15 @@ class BlobStore:
         if dest.exists():
             spool_file.unlink(missing_ok=True)
             return
-        _mkdirs(dest.parent)
+        mkdirs(dest.parent)
         os.replace(spool_file, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def assemble(self, parts: list[Path], out: Path) -> None:
         """Concatenate part spool files into `out` (kernel-side copy where possible), fsynced.
 
         Runs outside any lock; `adopt` then moves the result into place."""
-        _mkdirs(out.parent)
+        mkdirs(out.parent)
         with contextlib.suppress(FileNotFoundError):
             out.unlink()
         if len(parts) == 1:

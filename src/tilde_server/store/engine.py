@@ -65,7 +65,7 @@ from typing import Any, BinaryIO
 
 from tilde_server import crashpoints as cp
 from tilde_server.store import validation as v
-from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence
+from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence, fsync_dir, mkdirs
 from tilde_server.store.db import Database
 from tilde_server.store.errors import (
     BadRequest,
@@ -267,11 +267,12 @@ class Store:
             if admin_key:
                 store._ensure_admin_key(admin_key)
         else:
-            root.mkdir(parents=True, exist_ok=True)
+            mkdirs(root)
             os_chmod(root, 0o700)
             db = Database(db_path)
             meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
             db.initialize(meta)
+            fsync_dir(root)  # the new tilde.db's name
             store = cls(root, db, meta, recover)
             if not admin_key:
                 admin_key = generated = generate_api_key()

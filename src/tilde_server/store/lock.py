@@ -16,6 +16,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from tilde_server.store.blobs import mkdirs
 from tilde_server.store.errors import DataDirError
 
 LOCK_FILE = "tilde-server.lock"
@@ -35,7 +36,9 @@ class DataDirLock:
     @classmethod
     def acquire(cls, root: Path) -> DataDirLock:
         """Lock `root` (created 0700 if missing) or raise DataDirLocked naming the holder."""
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not root.exists():
+            mkdirs(root)
+            root.chmod(0o700)
         path = root / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

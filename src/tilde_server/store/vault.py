@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tilde_server.store.blobs import fsync_dir
 from tilde_server.store.engine import now_rfc3339
 from tilde_server.store.errors import BadRequest, DataDirError, NotFound, StoreError
 
@@ -66,6 +67,7 @@ class Vault:
                 f.write(raw)
                 f.flush()
                 os.fsync(f.fileno())
+            fsync_dir(root)  # its name too: the database will soon depend on it
         if len(raw) != 32:
             raise DataDirError(f"{path} is not a 32-byte key")
         return cls(raw)
