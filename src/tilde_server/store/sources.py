@@ -18,14 +18,24 @@ Subtleties:
 4. An object is read with the ETag the listing reported (`If-Match` for S3, size+mtime for
    files): if the source changed between listing and reading, the import fails with a
    precondition error instead of mixing two versions of the source.
+5. No server-side request forgery: an `endpoint` in a connector's config must lead to a
+   global address. At create its name is resolved and every address checked (400
+   `endpoint_not_allowed` for loopback, link-local with 169.254.169.254 and fd00:ec2::254,
+   private, shared, reserved and unspecified addresses, or a name that does not resolve);
+   at import every connection's peer address is checked again (a name that resolves
+   differently since: the import fails). Allowed anyway: the operator's own `--s3-endpoint`
+   (same scheme, host and port), and networks the operator lists in
+   TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS (comma-separated CIDRs, e.g. `10.0.0.0/8`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlparse
@@ -57,6 +67,21 @@ class Opened:
     content_type: str = ""
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ALLOW_NETWORKS_ENV = "TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS"
+
+
+def networks_from_env() -> tuple[IpNetwork, ...]:
+    """The operator's TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS (subtlety 5)."""
+    raw = os.environ.get(ALLOW_NETWORKS_ENV, "")
+    try:
+        return tuple(ipaddress.ip_network(n.strip(), strict=False)
+                     for n in raw.split(",") if n.strip())
+    except ValueError as exc:
+        raise ValueError(f"{ALLOW_NETWORKS_ENV}: {exc}") from None
+
+
 @dataclass
 class SourceSettings:
     """Operator settings (tilde-server run options) that connectors are checked against."""
@@ -64,6 +89,44 @@ class SourceSettings:
     connector_roots: tuple[Path, ...] = ()
     s3_endpoint: str | None = None
     s3_ambient_credentials: bool = False
+    allow_networks: tuple[IpNetwork, ...] = field(default_factory=networks_from_env)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urlparse(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return u.scheme, (u.hostname or "").lower(), port
+
+
+def address_refused(ip: IpAddress, settings: SourceSettings) -> str | None:
+    """Why a connector may not connect to `ip` (None: it may)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in n for n in settings.allow_networks):
+        return None
+    if ip.is_global and not ip.is_multicast:
+        return None
+    kind = ("loopback" if ip.is_loopback else "link-local (cloud metadata)" if
+            ip.is_link_local else "private" if ip.is_private else "not a global")
+    return f"{ip} is a {kind} address"
+
+
+def check_endpoint(url: str, settings: SourceSettings) -> None:
+    """400 unless every address `url`'s host resolves to may be connected to."""
+    if settings.s3_endpoint and _origin(url) == _origin(settings.s3_endpoint):
+        return  # the operator's own endpoint
+    _, host, port = _origin(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise BadRequest(f"config endpoint host {host!r} does not resolve",
+                         "endpoint_not_allowed") from None
+    for info in infos:
+        why = address_refused(ipaddress.ip_address(str(info[4][0]).split("%")[0]), settings)
+        if why is not None:
+            raise BadRequest(f"config endpoint {url} is not allowed: {why} (an operator can "
+                             f"allow networks with {ALLOW_NETWORKS_ENV})",
+                             "endpoint_not_allowed")
 
 
 class Source(Protocol):
@@ -169,8 +232,13 @@ def _normalize_s3(source_uri: str, config: dict[str, Any],
     out["bucket"], out["prefix"] = bucket, prefix
     if "endpoint" in out:
         e = urlparse(out["endpoint"])
-        if e.scheme not in ("http", "https") or not e.netloc:
+        if e.scheme not in ("http", "https") or not e.hostname:
             raise BadRequest("config endpoint must be an http(s) URL", "invalid_config")
+        try:
+            e.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            raise BadRequest("config endpoint has an invalid port", "invalid_config") from None
+        check_endpoint(out["endpoint"], settings)
     has_id, has_key = "access_key_id" in out, "secret_access_key" in out
     if has_id != has_key:
         raise BadRequest("config needs both access_key_id and secret_access_key",
@@ -288,6 +356,10 @@ class S3Source:
         cfg = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 5},
                      s3={"addressing_style": "path"} if endpoint else {})
         self.client = session.client("s3", endpoint_url=endpoint, config=cfg)
+        if config.get("endpoint") and not (
+                settings.s3_endpoint and _origin(config["endpoint"]) ==
+                _origin(settings.s3_endpoint)):
+            _guard_connections(self.client, settings)
 
     def _error(self, exc: Exception, what: str) -> StoreError:
         from botocore.exceptions import ClientError
@@ -336,3 +408,47 @@ class S3Source:
 
     def uri_of(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+
+class EndpointRefused(StoreError):
+    """A connection of a connector went to an address it may not reach (subtlety 5)."""
+
+
+def _guard_connections(client: Any, settings: SourceSettings) -> None:
+    """Check the peer of every connection `client` opens, after connecting and before any
+    byte is sent: what counts is the address actually connected to, not what a name
+    resolved to when the connector was created."""
+    from botocore.awsrequest import (
+        AWSHTTPConnection,
+        AWSHTTPConnectionPool,
+        AWSHTTPSConnection,
+        AWSHTTPSConnectionPool,
+    )
+
+    def checked(sock: socket.socket) -> socket.socket:
+        peer = sock.getpeername()[0]
+        why = address_refused(ipaddress.ip_address(peer.split("%")[0]), settings)
+        if why is not None:
+            sock.close()
+            raise EndpointRefused(f"connector endpoint refused at connect: {why}",
+                                  "endpoint_not_allowed")
+        return sock
+
+    class Http(AWSHTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return checked(super()._new_conn())
+
+    class Https(AWSHTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return checked(super()._new_conn())
+
+    class HttpPool(AWSHTTPConnectionPool):
+        ConnectionCls = Http
+
+    class HttpsPool(AWSHTTPSConnectionPool):
+        ConnectionCls = Https
+
+    http_session = client._endpoint.http_session
+    pools = {"http": HttpPool, "https": HttpsPool}
+    http_session._pool_classes_by_scheme = pools
+    http_session._manager.pool_classes_by_scheme = pools
