@@ -255,14 +255,18 @@ class BlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
 
-    def files(self) -> Iterator[tuple[str, float]]:
-        """(key, mtime) of every blob file."""
-        for sub in list(self.blobs.iterdir()):
-            if not sub.is_dir():
-                continue
-            for f in list(sub.iterdir()):
-                with contextlib.suppress(FileNotFoundError):
-                    yield sub.name + f.name, f.stat().st_mtime
+    def shards(self) -> Iterator[tuple[str, list[str]]]:
+        """(two-hex-digit directory, names of the blob files in it): key = dir + name."""
+        for sub in sorted(os.listdir(self.blobs)):
+            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                yield sub, os.listdir(self.blobs / sub)
+
+    def mtime(self, key: str) -> float:
+        """A blob file's mtime (+inf when it vanished: never a sweep candidate)."""
+        try:
+            return self.path(key).stat().st_mtime
+        except FileNotFoundError:
+            return float("inf")
 
 
 def _part_number(name: str) -> int:

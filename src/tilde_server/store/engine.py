@@ -351,21 +351,27 @@ class Store:
             live={u for u, st in states.items() if st == "open"},
             skip={u for u, st in states.items() if st == "import"},  # the import runner's
             keep=keep, keep_parts=keep_parts, cutoff=cutoff)
-        candidates = [key for key, mtime in self.blobs.files() if mtime < cutoff]
         removed = 0
-        for i in range(0, len(candidates), 500):
-            with self.db.write() as c:  # the lock every new reference is made under (4.)
-                pending = {r[0] for r in c.execute(
-                    "SELECT sha256 FROM uploads WHERE sha256 IS NOT NULL "
-                    "UNION SELECT sha256 FROM upload_parts")}
-                for key in candidates[i:i + 500]:
-                    if key in pending or c.execute(
-                            "SELECT 1 FROM entries WHERE blob = ? LIMIT 1", (key,)).fetchone() \
-                            or c.execute("SELECT 1 FROM staged WHERE blob = ? LIMIT 1",
-                                         (key,)).fetchone():
-                        continue
-                    self.blobs.delete(key)
-                    removed += 1
+        for prefix, names in self.blobs.shards():
+            keys = [prefix + n for n in names]
+            if grace > 0:
+                keys = [k for k in keys if self.blobs.mtime(k) < cutoff]
+            if not keys:
+                continue
+            # One range scan of each blob index per shard of blobs/ (1/256 of the keys), under
+            # the lock every new reference is made under (4.).
+            bounds = (prefix, prefix + "g")  # keys are lowercase hex: all below prefix + "g"
+            with self.db.write() as c:
+                used = {r[0] for r in c.execute(
+                    "SELECT blob FROM entries WHERE blob >= ? AND blob < ? UNION "
+                    "SELECT blob FROM staged WHERE blob >= ? AND blob < ? UNION "
+                    "SELECT sha256 FROM uploads WHERE sha256 >= ? AND sha256 < ? UNION "
+                    "SELECT sha256 FROM upload_parts WHERE sha256 >= ? AND sha256 < ?",
+                    bounds * 4)}
+                for key in keys:
+                    if key not in used:
+                        self.blobs.delete(key)
+                        removed += 1
         return SweepResult(removed, spool_files, len(expired))
 
     # ======================================================================== auth
