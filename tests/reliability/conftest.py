@@ -54,3 +54,24 @@ def tool(server: Any, tmp_path: Path, fuse_ready: None) -> Iterator[Tool]:
 @pytest.fixture
 def api(server: Any, repo_ref: Any) -> Api:
     return Api(server, repo_ref)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite's admin keys in no log file the run wrote (the canary check of
+    test_security_canary.py, over the whole suite): a hit fails the run."""
+    keys = {m.ADMIN_KEY for m in [*session.config.pluginmanager.get_plugins(),
+                                  sys.modules.get("tilde_tests_root_conftest")]
+            if isinstance(getattr(m, "ADMIN_KEY", None), str)}
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if not keys or factory is None:
+        return
+    hits = []
+    for log in Path(factory.getbasetemp()).rglob("*.log"):
+        try:
+            data = log.read_bytes()[: 64 * 1024 * 1024]
+        except OSError:
+            continue
+        hits += [str(log) for k in keys if k.encode() in data]
+    if hits:
+        print("\nsecurity: an API key of the suite is in these logs:\n" + "\n".join(hits))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
