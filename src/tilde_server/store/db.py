@@ -8,6 +8,10 @@ Subtleties:
    `read()` / `write()` context managers so a multi-query read sees one snapshot.
 4. Connections are made per thread (Starlette/anyio worker threads are reused) and all are
    remembered so `close()` can close them at shutdown from the main thread.
+5. synchronous=FULL, not NORMAL: in WAL mode NORMAL skips the fsync of the WAL at each
+   COMMIT (only checkpoints sync), so after a power loss the last acknowledged commits could
+   be gone (never corrupt). A 2xx is a durability promise here; one WAL fsync per write
+   transaction is the price (benchmarks/server_fsync.py: ~5 ms on a commit).
 """
 
 from __future__ import annotations
