@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -327,6 +328,8 @@ class World:
     checked: int = 0
     acked: int = 0
     integrity_ok: int = 0
+    blobs_swept: int = 0  # garbage the startup sweeps removed (crash leftovers)
+    spools_swept: int = 0
     hits: list[str] = field(default_factory=list)
     n: int = 0
     client: httpx.Client | None = None
@@ -342,6 +345,11 @@ class World:
             assert "Traceback" not in self.h.log(), self.h.log()[-3000:]
         self.h = start_server(self.tmp, extra_env={cp.ENV: f"@{self.arm_file}"},
                               port=self.port)
+        m = re.search(r"startup sweep: removed (\d+) unreferenced blob\(s\), (\d+) spool "
+                      r"file\(s\)", self.h.log())
+        if m:
+            self.blobs_swept += int(m[1])
+            self.spools_swept += int(m[2])
         if self.client is not None:
             self.client.close()
         self.client = httpx.Client(timeout=30)  # one per server: a client costs ~10 ms CPU
@@ -725,9 +733,13 @@ def test_every_crash_point_keeps_what_was_acknowledged(tmp_path: Path) -> None:
     assert w.client is not None
     w.client.close()
     assert "Traceback" not in w.server.log(), w.server.log()[-3000:]
+    # crash leftovers the startup sweeps had to remove (check() asserted none stayed): at
+    # least the batch's three blobs, the rolled-back session's, the torn spools
+    assert w.blobs_swept >= 4 and w.spools_swept >= 2, (w.blobs_swept, w.spools_swept)
     missed = set(cp.ALL) - set(w.hits)
     assert not missed, f"crash points never hit: {sorted(missed)}"
     record("server_crash", points=len(cp.ALL), points_hit=len(set(w.hits)),
            crashes=len(w.hits), restarts=w.restarts, operations_acknowledged=w.acked,
            operations_checked=w.checked, integrity_ok=w.integrity_ok, bytes_lost=0,
-           orphans_after_cleanup=0, runs=1, full=int(full_run()))
+           orphans_after_cleanup=0, blobs_swept=w.blobs_swept, spool_files_swept=w.spools_swept,
+           runs=1, full=int(full_run()))
