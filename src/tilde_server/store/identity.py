@@ -39,6 +39,7 @@ from typing import Any
 
 from tilde_server.authz.builtin import BUILTIN_POLICIES, DESCRIPTIONS, ROLES
 from tilde_server.store import validation as v
+from tilde_server.store.blobs import fsync_dir
 from tilde_server.store.engine import (
     ADMIN_USERNAME,
     Page,
@@ -158,6 +159,7 @@ class Identity:
             f.write(secret + "\n")
             f.flush()
             os.fsync(f.fileno())
+        fsync_dir(root)  # its name too: agent keys issued later depend on it
         return bytes.fromhex(secret)
 
     def ensure_schema(self) -> None:
