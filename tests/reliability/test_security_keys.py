@@ -17,6 +17,7 @@ halves:
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import unicodedata
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode, urlsplit
 import pytest
 from secutil import Answer, Raw, root, tree
 
-from figures import record
+from figures import record, scale
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -287,3 +288,33 @@ def test_keys_the_spec_allows_are_kept_byte_for_byte(srv: Any, tmp_path: Path) -
     assert not any(n.startswith(MARK) for n in _names(Path("/tmp")))
     assert not [p for p in tree(tmp_path) if MARK in p or "win.ini" in p or "passwd" in p]
     record("security", hostile_keys=len(KEPT), stored_faithfully=len(KEPT))
+
+
+def _valid(raw: bytes) -> bool:
+    """The key rules of docs/api.md, written again independently of the server's code."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return (0 < len(raw) <= 1024 and "\x00" not in text and not text.startswith("/")
+            and all(part not in (".", "..") for part in text.split("/")))
+
+
+def test_random_keys_follow_the_key_rules(srv: Any) -> None:
+    """Seeded random keys built from hostile fragments: PUT .../object answers 200 exactly
+    for the keys the rules allow, 400 for the others (CI: 150, TILDE_RELIABILITY=full: 3000)."""
+    rng = random.Random(1107)
+    fragments = [b"/", b".", b"..", b"a", b"\\", b"\x00", b"\xff", b"\xc0\xaf", b"%2F",
+                 b"\xed\xa0\x80", b"\xe2\x80\xae", b"\n", b" ", b"\xc3\xa9", b"x" * 300]
+    r = Repo(srv)
+    sid = r.session()
+    mismatched = []
+    n = scale(150, 3000)
+    for _ in range(n):
+        raw = b"".join(rng.choice(fragments) for _ in range(rng.randint(0, 8)))
+        a = r.call("PUT", "/object", f"session_id={sid}&path={quote_from_bytes(raw, safe='')}")
+        if a.status != (200 if _valid(raw) else 400):
+            mismatched.append(f"{raw!r}: {a.status} {a.body[:120]!r}")
+    assert not mismatched, "\n".join(mismatched[:20])
+    assert r.changes(sid) == []  # upload URLs alone stage nothing
+    record("security", random_keys=n, server_errors=0)
