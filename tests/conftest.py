@@ -76,12 +76,15 @@ def start_server(tmp: Path, api_key: str = ADMIN_KEY,
     env = dict(os.environ, HOME=str(home))
     for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
         env.pop(k, None)
+    # The admin key by environment, not --admin-key: a command line is readable by every
+    # local user (ps, /proc/PID/cmdline); test_security_canary.py checks it is not there.
+    env["TILDE_SERVER_ADMIN_KEY"] = api_key
     env.update(extra_env or {})
     log_path = tmp / "server.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [*server_command(), "run", "--data", str(data), "--host", "127.0.0.1",
-         "--port", str(port), "--admin-key", api_key, *args],
+         "--port", str(port), *args],
         stdout=logf, stderr=subprocess.STDOUT, env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"

@@ -84,6 +84,13 @@ def _proc_hits(canary: bytes) -> dict[int, list[str]]:
     return hits
 
 
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
 def _file_hits(canary: bytes, *roots: Path) -> list[str]:
     out = []
     for r in roots:
@@ -130,6 +137,8 @@ def test_a_canary_key_leaks_nowhere(server: Any, tool: Tool, tmp_path: Path) -> 
         assert time.monotonic() < deadline
         time.sleep(0.1)
     time.sleep(1)  # bwrap and the sandbox's own mount are up
+    server_argv = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+    assert server.api_key.encode() not in server_argv  # the admin key came by environment
     sandbox_procs = _descendants(server.proc.pid)
     assert sandbox_procs, "the server runs no process for its sandbox"
     live = _proc_hits(needle)
@@ -138,6 +147,9 @@ def test_a_canary_key_leaks_nowhere(server: Any, tool: Tool, tmp_path: Path) -> 
     assert live.get(daemon) == ["environ"], live  # the scan sees the key where it is
     assert set(live) == {daemon}, live
     assert not set(live) & _descendants(daemon), live
+    # The operator's admin key: in the server's environment only, none of its children's.
+    admin = _proc_hits(server.api_key.encode())
+    assert set(admin) <= {server.proc.pid}, {p: (v, _cmd(p)) for p, v in admin.items()}
     deadline = time.monotonic() + 60
     while httpx.get(f"{base}/sandboxes/{sid}/status", headers=h).json()["status"] in (
             "starting", "running"):
