@@ -117,8 +117,9 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--admin-key", envvar="TILDE_SERVER_ADMIN_KEY", default=None,
-              help="Admin API key (env TILDE_SERVER_ADMIN_KEY). Generated on first start "
-                   "if not given.")
+              help="Admin API key (env TILDE_SERVER_ADMIN_KEY: prefer it, a command line "
+                   "is visible to every local user in ps). Generated on first start if not "
+                   "given.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @sandbox_options
