@@ -44,9 +44,9 @@ def _server(data: Path, wrap: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     exe = shutil.which("tilde-server", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
     port = _port()
-    env = dict(os.environ, HOME=str(data.parent))
+    env = dict(os.environ, HOME=str(data.parent), TILDE_SERVER_ADMIN_KEY=KEY)
     proc = subprocess.Popen([*wrap, *cmd, "run", "--data", str(data), "--port", str(port),
-                             "--admin-key", KEY, "--log-level", "warning"], env=env,
+                             "--log-level", "warning"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

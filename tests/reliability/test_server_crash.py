@@ -70,7 +70,7 @@ stop_server = _c.stop_server
 def _run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     """Run `tilde-server ARGS`; one still running after 20 s (a second server that did
     start) is killed, and the test fails."""
-    env = dict(os.environ, HOME=str(home))
+    env = dict(os.environ, HOME=str(home), TILDE_SERVER_ADMIN_KEY=ADMIN_KEY)  # not on argv
     env.pop(cp.ENV, None)
     proc = subprocess.Popen([*server_command(), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -87,7 +87,7 @@ def test_second_server_on_one_data_dir_refuses(tmp_path: Path) -> None:
     first = start_server(tmp_path)
     try:
         second = _run_cli(["run", "--data", str(first.data_dir), "--host", "127.0.0.1",
-                           "--port", str(free_port()), "--admin-key", ADMIN_KEY], first.home)
+                           "--port", str(free_port())], first.home)
         assert second.returncode != 0, second.stderr
         lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
         assert lines == [f"tilde-server: error: {first.data_dir} is in use by another "
@@ -155,10 +155,10 @@ def test_maintenance_command_leaves_running_imports_alone(tmp_path: Path) -> Non
 def test_crash_point_from_the_environment(tmp_path: Path) -> None:
     """TILDE_SERVER_CRASH_AT=<name>[:<n>] as is (the crash test arms through a file); a
     name that is no crash point is refused at startup."""
-    env = dict(os.environ, HOME=str(tmp_path), **{cp.ENV: "commit.nope"})
+    env = dict(os.environ, HOME=str(tmp_path), TILDE_SERVER_ADMIN_KEY=ADMIN_KEY,
+               **{cp.ENV: "commit.nope"})
     r = subprocess.run([*server_command(), "run", "--data", str(tmp_path / "bad"), "--port",
-                        str(free_port()), "--admin-key", ADMIN_KEY], capture_output=True,
-                       text=True, timeout=30, env=env)
+                        str(free_port())], capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 2 and "unknown crash point 'commit.nope'" in r.stderr, r.stderr
     h = start_server(tmp_path, extra_env={cp.ENV: f"{cp.ROLLBACK_BEFORE_DB_COMMIT}:2"})
     repo = new_repo(h)
