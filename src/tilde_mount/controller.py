@@ -155,7 +155,7 @@ class Controller:
         except FreshSessionError as fresh:
             log.warning("session %s committed (%s), but no fresh session: %s", sid,
                         fresh.outcome.commit_id or fresh.outcome.web_url, fresh.cause)
-            return self._landed(fresh.outcome, sid, warning=(
+            return self._landed(fresh.outcome, self.fs.last_committed_session, warning=(
                 f"no fresh session could be opened ({fresh.cause}): writes stay staged in "
                 "the mount until the next commit, rollback or sync opens one"))
         except BaseException as raw:
@@ -169,6 +169,13 @@ class Controller:
                               f"{sid}); see docs/troubleshooting.md (conflicts), then run "
                               "`tilde-mount commit` again, or `tilde-mount rollback` to "
                               "discard them")
+            if isinstance(e, texc.NotFoundError) and sid is not None:
+                log.warning("commit of session %s: the session is gone: %s", sid, e)
+                return failed("session_gone", f"session {sid} is gone ({e.message or e}): "
+                              "it was rolled back, expired or committed elsewhere",
+                              "Nothing was committed; what had been uploaded went with the "
+                              "session, files not yet uploaded are still staged under "
+                              f"{self.cache_dir}; `tilde-mount rollback` starts afresh")
             if isinstance(e, texc.BadRequestError) and e.code == "no_changes":
                 return CommitResult("nothing_to_commit", self.fs.session_id)
             if isinstance(e, DamagedFiles):
@@ -187,7 +194,7 @@ class Controller:
                 return failed("error", str(e))
             log.error("commit of session %s failed", sid, exc_info=e)
             return failed("internal", f"{type(e).__name__}: {e}")
-        return self._landed(outcome, sid)
+        return self._landed(outcome, self.fs.last_committed_session)
 
     def _landed(self, outcome: Any, sid: str | None, warning: str | None = None
                 ) -> CommitResult:

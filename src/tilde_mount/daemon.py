@@ -35,6 +35,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -47,6 +48,7 @@ from .remote import raise_http_read_size
 log = logging.getLogger("tilde_mount")
 
 STARTUP_TIMEOUT = 15.0
+PREFLIGHT_ATTEMPTS = 4
 
 
 class StartupError(Exception):
@@ -156,8 +158,23 @@ def preflight(config: MountConfig) -> None:
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=STARTUP_TIMEOUT) as http:
             def send(req: Any) -> httpx.Response:
-                return http.request(req.method, req.path, params=list(req.params),
-                                    headers=list(req.headers), json=req.json)
+                """The preflight's GETs are idempotent: a reset, a timeout, 429 or a 5xx
+                (but 501) is retried a few times with backoff before it counts."""
+                for attempt in range(PREFLIGHT_ATTEMPTS):
+                    last = attempt == PREFLIGHT_ATTEMPTS - 1
+                    try:
+                        r = http.request(req.method, req.path, params=list(req.params),
+                                         headers=list(req.headers), json=req.json)
+                    except httpx.TransportError as exc:
+                        if last or isinstance(exc, httpx.UnsupportedProtocol):
+                            raise
+                        time.sleep(0.25 * 2 ** attempt)
+                        continue
+                    if last or not (r.status_code == 429 or
+                                    (r.status_code >= 500 and r.status_code != 501)):
+                        return r
+                    time.sleep(0.25 * 2 ** attempt)
+                raise AssertionError("unreachable")  # pragma: no cover
 
             r = send(_wire.get_repository(config.org, config.repo))
             _check(r, config, what=f"repository {config.repo_path}")

@@ -58,10 +58,10 @@ import trio
 from tilde import _wire
 from tilde import exceptions as exc
 
-from . import journal
+from . import crashpoints, journal
 from .config import FsConfig
 from .data_cache import BlockCache, ObjectRef
-from .errors import FsError, root_cause, to_fs_error
+from .errors import FsError, is_transient, root_cause, to_fs_error
 from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
 from .meta_cache import DirEntry, DirPage, MetaCache, Stat
 from .prefetch import Prefetcher
@@ -267,6 +267,8 @@ class Filesystem:
         self.recovery: dict[str, Any] = {"resumed_session": None, "replayed": [],
                                          "set_aside": []}
         self.created_session = False
+        #: the session the last successful commit committed
+        self.last_committed_session: str | None = None
         #: told what the kernel must forget after rollback (see `KernelForget`)
         self.on_forget: ForgetHook | None = None
 
@@ -333,23 +335,25 @@ class Filesystem:
             log.info("opened session %s", sid)
         return sid
 
-    async def _session_open(self, sid: str) -> bool:
+    async def _session_changes(self, sid: str) -> int | None:
+        """None if ``sid`` is not open any more; else whether it holds changes (0/1)."""
         try:
-            await self.remote.list_changes(sid, amount=1)
-            return True
+            records, _ = await self.remote.list_changes(sid, amount=1)
         except exc.APIError as e:
             if e.status_code in (400, 404, 409, 410):
-                return False
+                return None
             raise
+        return len(records)
 
     async def _crashed_session(self, dead: list[journal.DeadMount]) -> str | None:
-        """A plain mount finding the journal of a crashed mount of this repository whose
-        session is still open resumes that session (the newest such), so the files it
-        had not uploaded land where they belong."""
+        """A plain mount finding what a crashed mount of this repository left resumes its
+        session (the newest such) while it is open and holds changes or journaled files,
+        so what was uploaded stays and what was not lands where it belongs."""
         mine = [d for d in dead if d.repository == self.remote.repository and d.session_id]
         for d in sorted(mine, key=lambda d: d.directory.stat().st_mtime, reverse=True):
             assert d.session_id is not None
-            if await self._session_open(d.session_id):
+            changes = await self._session_changes(d.session_id)
+            if changes is not None and (changes or d.files):
                 log.warning("resuming session %s of a mount that died in this cache "
                             "directory, with %d file(s) it had not uploaded",
                             d.session_id, len(d.files))
@@ -363,6 +367,10 @@ class Filesystem:
         sid = self.view.session_id
         replayed: list[StagedFile] = []
         for d in dead:
+            if not d.files:  # nothing unsent: its session was resumed or is not ours
+                await trio.to_thread.run_sync(shutil.rmtree, d.directory, True,
+                                              limiter=self._staging.limiter)
+                continue
             if d.repository != self.remote.repository or d.session_id != sid or sid is None:
                 where = await trio.to_thread.run_sync(
                     journal.set_aside, d, self.config.cache_dir / "unrecovered",
@@ -383,6 +391,7 @@ class Filesystem:
                 self._files[sf.path] = sf
                 self._changed(sf.path)
                 replayed.append(sf)
+                crashpoints.reached(crashpoints.RECOVERY_ADOPTED)
             await trio.to_thread.run_sync(shutil.rmtree, d.directory, True,
                                           limiter=self._staging.limiter)
         if not replayed:
@@ -477,6 +486,10 @@ class Filesystem:
                     raise FsError(errno.ENOENT) from None
                 found = Stat(True)
         except exc.TildeError as e:
+            if is_transient(e) and self._meta.stale_absent(parent, name):
+                log.info("%s: the server did not answer (%s); absent in the last listing",
+                         path, e)
+                raise FsError(errno.ENOENT) from None
             raise to_fs_error(e) from e
         # -- the answer may be older than a local mutation made meanwhile; local wins --
         local = self._local_stat(path)
@@ -506,9 +519,17 @@ class Filesystem:
         self._meta.invalidate(path)
         self._dir_changed(parent_of(path))
 
-    def _dir_changed(self, directory: str) -> None:
-        self._meta.invalidate_dir(directory)
+    def _dir_changed(self, directory: str, *, created: str | None = None) -> None:
+        """``directory`` changed; ``created``: by this name appearing (meta_cache 5)."""
+        self._meta.invalidate_dir(directory, keep_complete=created is not None)
+        if created is not None:
+            self._meta.add_name(directory, created)
         self._dir_gen[directory] = self._dir_gen.get(directory, 0) + 1
+
+    def _created(self, path: str) -> None:
+        """``path`` was made here (create, mkdir): invalidate, keep the parent complete."""
+        self._meta.invalidate(path)
+        self._dir_changed(parent_of(path), created=basename(path))
 
     def _on_server(self, path: str) -> None:
         """An object now exists at ``path``: its directories are no longer local-only."""
@@ -579,7 +600,7 @@ class Filesystem:
             if handle is not None:
                 handle.sf = sf
             if sf.open_handles == 0:  # truncate(1) by path: acknowledged now
-                await self._staging.record(sf)
+                await self._journal(sf)
                 self._uploader.schedule(sf)
             st = Stat(False, sf.size, "", sf.mtime_ns)
         if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)):
@@ -698,7 +719,7 @@ class Filesystem:
         self._local_only.add(path)
         self._note_made(path)
         self._made_here[path] = set()
-        self._changed(path)
+        self._created(path)
         if mode & 0o7777 != self.config.dir_mode:
             self._overrides[path] = Overrides(mode=mode & 0o7777)
         node = self._inodes.remember(path, True)
@@ -836,7 +857,7 @@ class Filesystem:
         elif sf.size or sf.damaged:
             await self._truncate(sf, 0)
         sf.touch(_now_ns())
-        self._changed(path)
+        self._created(path)
         if mode & 0o7777 != self.config.file_mode:
             self._overrides[path] = Overrides(mode=mode & 0o7777)
         else:
@@ -952,6 +973,7 @@ class Filesystem:
             await self._staging.record(sf)
         except OSError as e:
             raise to_fs_error(e) from e
+        crashpoints.reached(crashpoints.FLUSH_JOURNALED)
         if self.config.durable_close:
             await self._wait_uploaded(sf)
 
@@ -963,6 +985,14 @@ class Filesystem:
             raise FsError(errno.EIO, str(e)) from e
         except Exception as e:
             raise FsError(errno.EIO, f"upload of {sf.path} failed: {e}") from e
+
+    async def _journal(self, sf: StagedFile) -> None:
+        """Bring ``sf``'s journal record up to date where no errno can be answered (the
+        acknowledging ``flush`` reports its own failure): a failure is logged."""
+        try:
+            await self._staging.record(sf)
+        except OSError as e:
+            log.warning("could not journal %s: %s", sf.path, e)
 
     async def _damage(self, sf: StagedFile, error: OSError) -> None:
         """A write into ``sf`` failed half way: its content is not what the program
@@ -977,7 +1007,14 @@ class Filesystem:
             log.warning("could not journal the damage of %s: %s", sf.path, e2)
 
     async def _truncate(self, sf: StagedFile, size: int) -> None:
-        """Truncate the staged copy; to 0 it is rewritten, so no longer damaged."""
+        """Truncate the staged copy; to 0 it is rewritten, so no longer damaged.
+
+        The version is bumped before the I/O as well as after it (by the caller): the file
+        is dirty across the await, so an upload finishing meanwhile cannot drop it as
+        clean (a truncate by path has no open handle to keep it), and one that read the
+        old bytes is superseded.
+        """
+        sf.touch(_now_ns())
         try:
             await self._staging.truncate(sf, size)
         except OSError as e:
@@ -991,7 +1028,7 @@ class Filesystem:
         h = self._handle(fh)
         sf = self._current_sf(h)
         if sf is not None and (sf.dirty or sf.damaged):
-            await self._staging.record(sf)
+            await self._journal(sf)
             await self._wait_uploaded(sf)
 
     async def release(self, fh: int) -> None:
@@ -1008,7 +1045,7 @@ class Filesystem:
                 await self._staging.discard(sf)
         elif sf.dirty:
             if h.writable:
-                await self._staging.record(sf)
+                await self._journal(sf)
             self._uploader.schedule(sf)
         elif sf.open_handles <= 0 and not sf.uploading:
             await self._drop_clean(sf)
@@ -1023,10 +1060,10 @@ class Filesystem:
     async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
         self._on_server(sf.path)
         self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
-        self._dir_changed(parent_of(sf.path))
+        self._dir_changed(parent_of(sf.path), created=basename(sf.path))
         sf.on_remote = True
         if not sf.dirty:
-            await self._staging.record(sf)  # clean: its journal record goes
+            await self._journal(sf)  # clean: its journal record goes
             if sf.open_handles <= 0:
                 await self._drop_clean(sf)
 
@@ -1163,7 +1200,7 @@ class Filesystem:
         if old is not None and old.open_handles <= 0:
             await self._staging.discard(old)
         if sf is not None and sf.journaled is not None:
-            await self._staging.record(sf)
+            await self._journal(sf)
         if sf is not None and sf.dirty and sf.open_handles <= 0:
             self._uploader.schedule(sf)
 
@@ -1223,7 +1260,7 @@ class Filesystem:
         self._keep_parent(src)
         for sf in list(self._files.values()):
             if is_under(sf.path, dst) and sf.journaled is not None:
-                await self._staging.record(sf)
+                await self._journal(sf)
             if is_under(sf.path, dst) and sf.dirty and sf.open_handles <= 0:
                 self._uploader.schedule(sf)
 
@@ -1274,7 +1311,10 @@ class Filesystem:
             async with self._uploader.paused():
                 self._refuse_damaged()
                 sid = self._sid()
+                crashpoints.reached(crashpoints.COMMIT_STARTED)
                 outcome = await self.remote.commit(sid, message, metadata)
+                crashpoints.reached(crashpoints.COMMIT_LANDED)
+                self.last_committed_session = sid
                 self.view = View(session_id=None)  # committed: nothing may go into it
                 self._made_here.clear()
                 try:
@@ -1313,32 +1353,34 @@ class Filesystem:
         """
         self._check_writable()
         async with self._control_lock:
-            sid = await self._ensure_session()
-            try:
-                await self.remote.rollback(sid)
-            except exc.NotFoundError:
-                pass
-            new_sid = await self.remote.create_session()
-            await self._note_session_id(new_sid)
-            # -- atomic: forget every local change --
-            dropped = list(self._files.values())
-            self._files.clear()
-            self._dirs.clear()
-            self._local_only.clear()
-            self._made_here.clear()
-            self._meta.clear()
-            self.view = View(session_id=new_sid)
-            for sf in dropped:
-                sf.unlinked = True
-            forget = self._kernel_forget()
-            for node in self._inodes.attached():
-                if node.path and not node.open_count:
-                    self._inodes.detach(node)
-            for ino in forget.inodes:  # the page cache must not be kept at next open
-                self._kernel_cache_key.pop(ino, None)
-            self._reread_open_files()
+            async with self._uploader.paused():
+                # paused: no upload races the DELETE (held ones find their file unlinked)
+                sid = await self._ensure_session()
+                try:
+                    await self.remote.rollback(sid)
+                except exc.NotFoundError:
+                    pass
+                new_sid = await self.remote.create_session()
+                await self._note_session_id(new_sid)
+                # -- atomic: forget every local change --
+                dropped = list(self._files.values())
+                self._files.clear()
+                self._dirs.clear()
+                self._local_only.clear()
+                self._made_here.clear()
+                self._meta.clear()
+                self.view = View(session_id=new_sid)
+                for sf in dropped:
+                    sf.unlinked = True
+                forget = self._kernel_forget()
+                for node in self._inodes.attached():
+                    if node.path and not node.open_count:
+                        self._inodes.detach(node)
+                for ino in forget.inodes:  # the page cache must not be kept at next open
+                    self._kernel_cache_key.pop(ino, None)
+                self._reread_open_files()
             await self._tell_kernel(forget)
-            for sf in dropped:
+            for sf in dropped:  # after the pause: held uploads end (their file is unlinked)
                 if sf.open_handles <= 0:
                     await sf.idle.wait()
                     await self._staging.discard(sf)

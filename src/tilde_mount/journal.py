@@ -16,11 +16,13 @@ Subtleties:
    leaves the old or the new record, never half of one. They are not fsynced: they
    survive a daemon crash (the kernel has them), not a power loss (docs/semantics.md).
 3. At start, a daemon reads the directories of daemons that are gone (their pid is dead).
-   One without records held nothing acknowledged and is removed. One with records is
-   *adopted* when it belongs to the same repository and session (its content files are
-   moved into the new daemon's directory and uploaded before the mount serves), or else
-   set aside under ``<cache_dir>/unrecovered/<session>/<path>`` with a MANIFEST.json and
-   reported: a journal is never dropped silently.
+   A plain mount of the same repository resumes the dead daemon's session if it is still
+   open and holds changes or the journal has records (what was uploaded before the crash
+   is there). Records are *adopted* when they belong to the same repository and session
+   (their content files are moved into the new daemon's directory and uploaded before the
+   mount serves), or else set aside under ``<cache_dir>/unrecovered/<session>/<path>``
+   with a MANIFEST.json and reported: a journal is never dropped silently. A directory
+   without records is removed once read.
 4. Everything here blocks (file I/O): callers run it in a thread (upload.py's limiter).
 """
 
@@ -87,13 +89,22 @@ class DeadMount:
 
 
 def _pid_alive(pid: int) -> bool:
+    """A daemon still runs as ``pid``: not a zombie, and not another program that got the
+    pid after ours died (its command line names tilde_mount)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"tilde" in f.read()
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(0)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -107,7 +118,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def scan_dead(root: Path, own: Path) -> list[DeadMount]:
     """Blocking: the journals left under ``root`` by dead daemons (subtlety 3).
 
-    Directories of dead daemons without a record are removed; live daemons' are left alone.
+    Directories of dead daemons without a record or a session are removed; live daemons'
+    are left alone.
     """
     found: list[DeadMount] = []
     if not root.is_dir():
@@ -136,8 +148,8 @@ def scan_dead(root: Path, own: Path) -> list[DeadMount]:
             dead.files.append(JournaledFile(local, data["path"],
                                             damaged if isinstance(damaged, str) else None,
                                             size))
-        if dead.files:
-            found.append(dead)
+        if dead.files or dead.session_id:
+            found.append(dead)  # even with nothing unsent, its session may hold uploads
         else:
             log.info("removing the staging of dead daemon %s (nothing unsent): %s", pid, other)
             shutil.rmtree(other, ignore_errors=True)

@@ -10,6 +10,13 @@ Subtleties:
    mount never serves its own stale state; changes made by *other* writers show up within
    the TTL, as with every network filesystem.
 4. Sizes are bounded by entry counts (``cachetools.TTLCache``), never by time alone.
+5. A create by this mount adds its name to the directory's complete listing instead of
+   dropping it, so creating many files in a listed directory asks nothing.
+6. Stale-if-error: complete listings are also kept past their TTL (an LRU of names);
+   when the server cannot be reached, ``stale_absent`` lets a lookup answer ENOENT from
+   the last listing seen, so creates in known directories work during an outage. Only
+   names this mount saw or made are in it: a name it deleted stays in (never "absent"
+   wrongly for its own changes); one another writer created meanwhile is not seen.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class MetaCache:
                                                        timer=timer)
         self._pages: TTLCache[tuple[str, str], DirPage] = TTLCache(max_pages, ttl, timer=timer)
         self._complete: TTLCache[str, frozenset[str]] = TTLCache(max_pages, ttl, timer=timer)
+        self._stale: LRUCache[str, frozenset[str]] = LRUCache(max_pages)
         self.hits = 0
         self.misses = 0
 
@@ -113,29 +121,43 @@ class MetaCache:
 
     def mark_complete(self, directory: str, names: frozenset[str]) -> None:
         self._complete[directory] = names
+        self._stale[directory] = names
+
+    def add_name(self, directory: str, name: str) -> None:
+        """This mount created ``name`` in ``directory`` (subtlety 5)."""
+        for cache in (self._complete, self._stale):
+            names = cache.get(directory)
+            if names is not None:
+                cache[directory] = names | {name}
+
+    def stale_absent(self, parent: str, name: str) -> bool:
+        """``parent``'s last complete listing, however old, lacks ``name`` (subtlety 6)."""
+        names = self._stale.get(parent)
+        return names is not None and name not in names
 
     # -- invalidation -----------------------------------------------------------------
     def invalidate(self, path: str) -> None:
         self._attrs.pop(path, None)
         self._negative.pop(path, None)
 
-    def invalidate_dir(self, directory: str) -> None:
+    def invalidate_dir(self, directory: str, *, keep_complete: bool = False) -> None:
         """Drop the cached pages of ``directory`` (its children's own attrs stay)."""
         for key in [k for k in self._pages if k[0] == directory]:
             self._pages.pop(key, None)
-        self._complete.pop(directory, None)
+        if not keep_complete:
+            self._complete.pop(directory, None)
 
     def invalidate_tree(self, directory: str) -> None:
         """Forget everything at or below ``directory`` (directory renames)."""
         prefix = directory + "/"
-        for cache in (self._attrs, self._negative, self._complete):
+        for cache in (self._attrs, self._negative, self._complete, self._stale):
             for key in [k for k in cache if k == directory or k.startswith(prefix)]:
                 cache.pop(key, None)
         for pkey in [k for k in self._pages if k[0] == directory or k[0].startswith(prefix)]:
             self._pages.pop(pkey, None)
 
     def clear(self) -> None:
-        for cache in (self._attrs, self._negative, self._pages, self._complete):
+        for cache in (self._attrs, self._negative, self._pages, self._complete, self._stale):
             cache.clear()
 
     def usage(self) -> dict[str, int]:

@@ -60,7 +60,7 @@ import trio
 
 from tilde import _wire
 
-from . import journal
+from . import crashpoints, journal
 from .data_cache import ObjectRef
 
 if TYPE_CHECKING:
@@ -413,14 +413,17 @@ class Uploader:
                 return None
             # -- atomic: snapshot what this upload carries, count it as active --
             sid = self._session()
-            if sid is None:
-                raise RuntimeError("no session to upload into")
+            if sid is None:  # after a commit whose fresh session failed: sync opens one
+                log.debug("upload of %s waits for a session", sf.path)
+                return None
             version, path, size = sf.version, sf.path, sf.size
             log.debug("upload %s: %d bytes, version %d", path, size, version)
             self._active += 1
             try:
+                crashpoints.reached(crashpoints.UPLOAD_STARTED)
                 etag = await self._remote.upload(path, self._staging.source(sf, size),
                                                  session_id=sid)
+                crashpoints.reached(crashpoints.UPLOAD_LANDED)
             finally:
                 self._active -= 1
                 if not self._active:
@@ -503,7 +506,9 @@ class Uploader:
                     if sid is None:
                         raise RuntimeError("no session to upload into")
                     log.debug("batch upload: %d files, %d bytes", len(batch.items), batch.size)
+                    crashpoints.reached(crashpoints.UPLOAD_STARTED)
                     batch.etags = await self._remote.upload_batch(batch.items, session_id=sid)
+                    crashpoints.reached(crashpoints.UPLOAD_LANDED)
                 finally:
                     self._active -= 1
                     if not self._active:

@@ -226,22 +226,41 @@ def test_kernel_cache_kept_while_etag_unchanged(server: Any, repo_ref: Any,
     trio.run(main)
 
 
-def test_staging_of_dead_daemons_is_removed(tmp_path: Path) -> None:
+def test_staging_of_dead_daemons_is_removed_unless_it_journals(tmp_path: Path) -> None:
+    """journal.py subtlety 3: a dead daemon's directory with nothing acknowledged goes; one
+    with a record (or a session to resume) is handed to the new daemon; a live daemon's
+    directory (a process whose command line names tilde) is left alone."""
+    import subprocess
+    import sys
+
     from tilde_mount.upload import Staging
 
     root = tmp_path / "staging"
     dead = root / "4194999-abcd"  # above any pid_max: no such process
     dead.mkdir(parents=True)
     (dead / "1").write_bytes(b"x")
-    alive = root / f"{os.getpid()}-beef"
-    alive.mkdir()
+    journaled = root / "4194998-abcd"
+    journaled.mkdir()
+    (journaled / "1").write_bytes(b"closed")
+    (journaled / "1.json").write_text('{"path": "a/b.txt", "damaged": null}')
+    (journaled / "mount.json").write_text('{"repository": "o/r", "session_id": "s1"}')
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             "tilde_mount-stand-in"])
+    try:
+        alive = root / f"{live.pid}-beef"
+        alive.mkdir()
 
-    async def main() -> None:
-        staging = Staging(root)
-        await staging.start()
-        assert staging.root.is_dir()
-        assert not dead.exists() and alive.exists()
-        await staging.close()
-        assert not staging.root.exists()
+        async def main() -> None:
+            staging = Staging(root)
+            found = await staging.start()
+            assert staging.root.is_dir()
+            assert not dead.exists() and alive.exists() and journaled.exists()
+            assert [(d.session_id, [(f.path, f.size) for f in d.files]) for d in found] == \
+                [("s1", [("a/b.txt", 6)])]
+            await staging.close()
+            assert not staging.root.exists()
 
-    trio.run(main)
+        trio.run(main)
+    finally:
+        live.kill()
+        live.wait()

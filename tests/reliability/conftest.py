@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuse"))
 
-from fusehelpers import Api, Tool  # noqa: E402
+from fusehelpers import Api, Tool
 
 
 @pytest.fixture
