@@ -570,6 +570,10 @@ async def upload_many(request: Request) -> Response:
         spools = await run(store.begin_batch, org, repo, session, [it.size for it in items])
         try:
             await _spool_body(chunks, head, spools, sum(it.size for it in items))
+        except OSError:  # its spool directory went: the session was rolled back meanwhile
+            await run(spools.abort)
+            await run(store.require_open_session, org, repo, session)
+            raise
         except Exception:
             await run(spools.abort)
             raise
@@ -578,7 +582,11 @@ async def upload_many(request: Request) -> Response:
             raise
     except ClientDisconnect:
         raise BadRequest("client disconnected during upload", "incomplete_body") from None
-    objs = await run(store.stage_batch, org, repo, session, spools, items)
+    try:
+        objs = await run(store.stage_batch, org, repo, session, spools, items)
+    except OSError:  # as above: a rollback removed the spools; 404 says so
+        await run(store.require_open_session, org, repo, session)
+        raise
     return JSONResponse({"objects": [{"path": o.path, "etag": o.etag, "size": o.size}
                                      for o in objs]})
 

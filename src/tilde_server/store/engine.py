@@ -892,6 +892,11 @@ class Store:
             self._collect([replaced])
         return o
 
+    def require_open_session(self, org: str, repo: str, session: str) -> None:
+        """404 unless `session` is open (a rollback racing an upload removes its spools)."""
+        with self.db.read() as c:
+            self._session(c, self._repo(c, org, repo), session)
+
     def begin_batch(self, org: str, repo: str, session: str, sizes: list[int]) -> SpoolSequence:
         """Check the session is open (404 before any object byte is written); returns the
         spools that receive the batch's bytes in order."""
