@@ -357,11 +357,12 @@ class Daemon:
         return self.exit_code
 
     def _build(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
-        """HttpRemote -> Filesystem (started by ``main`` inside its nursery)."""
+        """HttpRemote -> caches and staging -> Filesystem (started by ``main`` inside its
+        nursery); the remote's client is closed last, through the exit stack."""
         from pathlib import Path
 
         from .config import FsConfig
-        from .fs import Filesystem
+        from .fs import Filesystem, Parts
         from .remote import HttpRemote
 
         c = self.config
@@ -374,8 +375,10 @@ class Daemon:
             fs_kwargs["uid"] = c.uid
         if c.gid is not None:
             fs_kwargs["gid"] = c.gid
-        fs = Filesystem(remote, FsConfig(**fs_kwargs), session_id=c.session_id,
-                        ref=c.commit_id)
+        fs_config = FsConfig(**fs_kwargs)
+        parts = Parts.build(fs_config)  # caches and staging, built here and passed in
+        fs = Filesystem(remote, fs_config, session_id=c.session_id, ref=c.commit_id,
+                        parts=parts)
         fs.on_forget = self._invalidate_kernel
         return remote, fs
 

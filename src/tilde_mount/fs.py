@@ -3,10 +3,11 @@
 Composition (daemon.py does this; tests do the same without FUSE)::
 
     remote = HttpRemote(endpoint, "org/repo", api_key)
-    fs = Filesystem(remote, FsConfig(cache_dir=..., read_only=False, cache_size=...,
-                                     uid=..., gid=...),
+    config = FsConfig(cache_dir=..., read_only=False, cache_size=..., uid=..., gid=...)
+    fs = Filesystem(remote, config,
                     session_id=None | "resume-id",   # read-write: None creates a session
-                    ref=None | "commit-id")          # read-only: --commit (None: latest)
+                    ref=None | "commit-id",          # read-only: --commit (None: latest)
+                    parts=Parts.build(config))       # caches + staging (default: built)
     await nursery.start(fs.run)   # creates/attaches the session, starts background work
     ... Operations(fs) serves the kernel ...
     await fs.close()              # stops background work (no commit, no upload)
@@ -18,10 +19,14 @@ and ``serving`` (an async context manager for tests), ``progress()`` (cheap uplo
 counters) and ``on_forget`` (awaited with a `KernelForget` after a rollback or a commit
 awaiting approval: what the kernel must drop; the daemon invalidates, tests record).
 
+Beside it: local_state.py (what the mount holds that the server does not show),
+recovery.py (replaying a crashed mount's journal at start), controller.py (commit,
+rollback, status and unmount as the control plane sees them).
+
 Subtleties:
-1. State has three layers, consulted in order: local state (staged files in
-   ``_files``, mkdir'ed directories in ``_dirs``, attribute overrides), then the metadata
-   cache (TTL), then the remote. Local state is keyed by path and moved by rename.
+1. State has three layers, consulted in order: local state (`LocalState`: staged files,
+   mkdir'ed directories, attribute overrides), then the metadata cache (TTL), then the
+   remote. Local state is keyed by path and moved by rename.
 2. Every remote mutation (delete, copy, directory moves) is done synchronously inside the
    handler that causes it, so the session on the server is the truth as soon as the
    handler returns; only file *content* is written back later (staging + uploads).
@@ -45,36 +50,36 @@ import errno
 import itertools
 import logging
 import os
-import shutil
 import stat as S
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from tilde import _wire
 from tilde import exceptions as exc
 
-from . import crashpoints, journal
+from . import crashpoints
 from .config import FsConfig
 from .data_cache import BlockCache, ObjectRef
 from .errors import FsError, is_transient, root_cause, to_fs_error
 from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
+from .local_state import LocalState, Overrides, move_tree
 from .meta_cache import DirEntry, DirPage, MetaCache, Stat
 from .prefetch import Prefetcher
 from .readdir import DOT_ENTRIES, DirHandle, to_dir_page, valid_name
+from .recovery import Recovery
 from .remote import CommitOutcome, Remote, View
 from .upload import DamagedFile, DamagedFiles, StagedFile, Staging, Uploader
 
 __all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "FreshSessionError",
-           "KernelForget", "OpenResult",
+           "KernelForget", "OpenResult", "Parts",
            "Progress", "StatFs"]
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -155,17 +160,6 @@ class Progress:
     uploads_in_flight: int  # files with an upload scheduled or running
 
 
-@dataclass
-class Overrides:
-    """chmod/chown/utimens results: kept for the mount's life, never sent to the server."""
-
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-
-
 @dataclass(eq=False)
 class FileHandle:
     node: Inode
@@ -182,15 +176,6 @@ class _Readers:
     bytes_read: int = 0
     bytes_written: int = 0
     extra: dict[str, int] = field(default_factory=dict)
-
-
-def _move_tree(table: dict[str, _T], src: str, dst: str) -> None:
-    """Re-key every entry at or under ``src`` to the same place under ``dst``."""
-    moved = {p: v for p, v in table.items() if is_under(p, src)}
-    for p in moved:
-        del table[p]
-    for p, v in moved.items():
-        table[dst + p[len(src):]] = v
 
 
 def _now_ns() -> int:
@@ -216,9 +201,34 @@ def _fits(path: str, *, room: int = 0) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The caches and the staging a Filesystem works with, built from its config by
+    `Parts.build` (the daemon's composition root does so and passes them in; tests may
+    pass their own). The uploader is built by the Filesystem: it calls back into it."""
+
+    meta: MetaCache
+    blocks: BlockCache
+    staging: Staging
+    fetch_limiter: trio.CapacityLimiter
+
+    @classmethod
+    def build(cls, config: FsConfig) -> Parts:
+        fetch_limiter = trio.CapacityLimiter(config.fetch_concurrency)
+        return cls(
+            meta=MetaCache(config.attr_ttl, config.negative_ttl),
+            blocks=BlockCache(
+                block_size=config.block_size, memory_bytes=config.memory_cache_bytes,
+                max_request_bytes=config.max_request_bytes, fetch_limiter=fetch_limiter,
+                disk_dir=config.blocks_dir if config.cache_size > 0 else None,
+                disk_bytes=config.cache_size),
+            staging=Staging(config.staging_dir, chunk=config.upload_chunk),
+            fetch_limiter=fetch_limiter)
+
+
 class Filesystem:
     def __init__(self, remote: Remote, config: FsConfig, *, session_id: str | None = None,
-                 ref: str | None = None) -> None:
+                 ref: str | None = None, parts: Parts | None = None) -> None:
         self.remote = remote
         self.config = config
         self.read_only = config.read_only or ref is not None
@@ -227,34 +237,21 @@ class Filesystem:
         self.view = View(session_id=session_id) if not self.read_only else View(ref=ref)
         self.base_commit: str | None = None
         self._inodes = InodeTable()
-        self._meta = MetaCache(config.attr_ttl, config.negative_ttl)
-        self._fetch_limiter = trio.CapacityLimiter(config.fetch_concurrency)
-        self._blocks = BlockCache(
-            block_size=config.block_size, memory_bytes=config.memory_cache_bytes,
-            max_request_bytes=config.max_request_bytes, fetch_limiter=self._fetch_limiter,
-            disk_dir=config.blocks_dir if config.cache_size > 0 else None,
-            disk_bytes=config.cache_size)
-        self._staging = Staging(config.staging_dir, chunk=config.upload_chunk)
+        parts = parts or Parts.build(config)
+        self._meta = parts.meta
+        self._fetch_limiter = parts.fetch_limiter
+        self._blocks = parts.blocks
+        self._staging = parts.staging
         self._uploader = Uploader(remote, self._staging, session=lambda: self.view.session_id,
                                   concurrency=config.upload_concurrency,
                                   on_uploaded=self._on_uploaded)
-        self._files: dict[str, StagedFile] = {}
-        self._dirs: dict[str, int] = {}            # local dirs -> mtime_ns
-        self._overrides: dict[str, Overrides] = {}
+        self.local = LocalState()
         self._handles: dict[int, FileHandle] = {}
         self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
         self._kernel_cache_key: dict[int, object] = {}
         self._detached_stat: dict[int, Stat] = {}
         self._warned: set[str] = set()
-        self._dir_gen: dict[str, int] = {}        # bumped by every change in a directory
-        #: mkdir'ed directories with nothing on the server yet: lookups inside them that
-        #: local state cannot answer are ENOENT without a request (git, sqlite probe a lot)
-        self._local_only: set[str] = set()
-        #: directories mkdir'ed here while absent on the server -> the names created in
-        #: them since: another name there cannot exist in the session (stays true after
-        #: uploads, unlike _local_only); cleared by rename, commit and rollback
-        self._made_here: dict[str, set[str]] = {}
         self._mount_ns = _now_ns()
         self._nursery: trio.Nursery | None = None
         self._started = False
@@ -262,10 +259,10 @@ class Filesystem:
         self._stopped = trio.Event()
         self._control_lock = trio.Lock()
         self.counters = _Readers()
-        #: what startup found in the journal (journal.py): "resumed_session",
-        #: "replayed" (paths re-uploaded), "set_aside" (journals kept for a person)
-        self.recovery: dict[str, Any] = {"resumed_session": None, "replayed": [],
-                                         "set_aside": []}
+        self._recovery = Recovery(remote, self._staging, self._uploader, self.local,
+                                  config.cache_dir / "unrecovered")
+        #: what startup found in the journal (recovery.py)
+        self.recovery = self._recovery.report
         self.created_session = False
         #: the session the last successful commit committed
         self.last_committed_session: str | None = None
@@ -290,7 +287,7 @@ class Filesystem:
                 self.base_commit = self.view.ref
             else:
                 self.base_commit = await self.remote.latest_commit_id()
-                sid = self._resume_session or await self._crashed_session(dead)
+                sid = self._resume_session or await self._recovery.crashed_session(dead)
                 if sid is None:
                     sid = await self.remote.create_session()
                     self.created_session = True
@@ -300,7 +297,7 @@ class Filesystem:
                 self._nursery = nursery
                 await nursery.start(self._uploader.run)
                 if dead:
-                    await self._recover(dead)
+                    await self._recovery.replay(dead, self.view.session_id, self._changed)
                 task_status.started()
                 await self._closing.wait()
                 nursery.cancel_scope.cancel()
@@ -310,7 +307,7 @@ class Filesystem:
                 await self._staging.close(keep_journal=True)
             self._stopped.set()
 
-    # ------------------------------------------------------------------ crash recovery
+    # ------------------------------------------------------------------ the journal
     async def _note_session(self) -> None:
         """Tell the journal which session this daemon's files go to (journal.py)."""
         await self._note_session_id(self.view.session_id)
@@ -320,7 +317,7 @@ class Filesystem:
                                       "endpoint": self.remote.endpoint, "session_id": sid})
 
     def _refuse_damaged(self) -> None:
-        damaged = [sf for sf in self._files.values() if sf.damaged and not sf.unlinked]
+        damaged = [sf for sf in self.local.files.values() if sf.damaged and not sf.unlinked]
         if damaged:
             raise DamagedFiles(damaged)
 
@@ -334,79 +331,6 @@ class Filesystem:
             await self._note_session()
             log.info("opened session %s", sid)
         return sid
-
-    async def _session_changes(self, sid: str) -> int | None:
-        """None if ``sid`` is not open any more; else whether it holds changes (0/1)."""
-        try:
-            records, _ = await self.remote.list_changes(sid, amount=1)
-        except exc.APIError as e:
-            if e.status_code in (400, 404, 409, 410):
-                return None
-            raise
-        return len(records)
-
-    async def _crashed_session(self, dead: list[journal.DeadMount]) -> str | None:
-        """A plain mount finding what a crashed mount of this repository left resumes its
-        session (the newest such) while it is open and holds changes or journaled files,
-        so what was uploaded stays and what was not lands where it belongs."""
-        mine = [d for d in dead if d.repository == self.remote.repository and d.session_id]
-        for d in sorted(mine, key=lambda d: d.directory.stat().st_mtime, reverse=True):
-            assert d.session_id is not None
-            changes = await self._session_changes(d.session_id)
-            if changes is not None and (changes or d.files):
-                log.warning("resuming session %s of a mount that died in this cache "
-                            "directory, with %d file(s) it had not uploaded",
-                            d.session_id, len(d.files))
-                self.recovery["resumed_session"] = d.session_id
-                return d.session_id
-        return None
-
-    async def _recover(self, dead: list[journal.DeadMount]) -> None:
-        """Replay journals of this repository and session; set the others aside (never
-        drop one). Replayed files are uploaded before the mount serves."""
-        sid = self.view.session_id
-        replayed: list[StagedFile] = []
-        for d in dead:
-            if not d.files:  # nothing unsent: its session was resumed or is not ours
-                await trio.to_thread.run_sync(shutil.rmtree, d.directory, True,
-                                              limiter=self._staging.limiter)
-                continue
-            if d.repository != self.remote.repository or d.session_id != sid or sid is None:
-                where = await trio.to_thread.run_sync(
-                    journal.set_aside, d, self.config.cache_dir / "unrecovered",
-                    limiter=self._staging.limiter)
-                log.warning("a mount that died here left %d file(s) for session %s of %s "
-                            "that this mount cannot replay (another repository or "
-                            "session, or the session is gone): kept under %s",
-                            len(d.files), d.session_id, d.repository, where)
-                self.recovery["set_aside"].append(
-                    {"directory": str(where), "session_id": d.session_id,
-                     "repository": d.repository, "files": [f.path for f in d.files]})
-                continue
-            for jf in d.files:
-                sf = await self._staging.adopt(jf)
-                old = self._files.pop(sf.path, None)
-                if old is not None:  # two dead daemons journaled one path: the newer wins
-                    await self._staging.discard(old)
-                self._files[sf.path] = sf
-                self._changed(sf.path)
-                replayed.append(sf)
-                crashpoints.reached(crashpoints.RECOVERY_ADOPTED)
-            await trio.to_thread.run_sync(shutil.rmtree, d.directory, True,
-                                          limiter=self._staging.limiter)
-        if not replayed:
-            return
-        self.recovery["replayed"] = sorted(sf.path for sf in replayed)
-        damaged = [sf.path for sf in replayed if sf.damaged]
-        try:
-            await self._uploader.sync([sf for sf in replayed if not sf.damaged])
-            log.warning("re-uploaded %d file(s) a mount that died here had not uploaded "
-                        "into session %s%s", len(replayed) - len(damaged), sid,
-                        f"; {len(damaged)} damaged file(s) kept: {damaged}" if damaged else "")
-        except Exception as e:
-            log.warning("re-uploading %d journaled file(s) failed (%s): they stay staged "
-                        "and journaled, and are retried", len(replayed), e)
-            self.recovery["error"] = str(e)
 
     async def close(self) -> None:
         """Stop background work (uploads in flight are cancelled; no commit)."""
@@ -451,29 +375,20 @@ class Filesystem:
         if self.read_only:
             raise FsError(errno.EROFS)
 
-    def _local_stat(self, path: str) -> Stat | None:
-        sf = self._files.get(path)
-        if sf is not None:
-            return Stat(False, sf.size if sf.ready else (sf.base.size if sf.base else 0),
-                        "", sf.mtime_ns)
-        if path in self._dirs:
-            return Stat(True, mtime_ns=self._dirs[path])
-        return None
-
     async def _resolve(self, path: str) -> Stat:
         """What ``path`` is, from local state, the cache or the remote (subtlety 1)."""
         if path == "":
             return Stat(True, mtime_ns=self._mount_ns)
-        local = self._local_stat(path)
+        local = self.local.stat(path)
         if local is not None:
             return local
         cached = self._meta.get(path)
         if cached is not None:
             return cached
         parent, name = parent_of(path), basename(path)
-        made = self._made_here.get(parent)
+        made = self.local.made_here.get(parent)
         if self._meta.is_negative(path) or self._meta.known_absent(parent, name) \
-                or parent in self._local_only or (made is not None and name not in made):
+                or parent in self.local.local_only or (made is not None and name not in made):
             raise FsError(errno.ENOENT)
         try:
             try:
@@ -492,14 +407,14 @@ class Filesystem:
                 raise FsError(errno.ENOENT) from None
             raise to_fs_error(e) from e
         # -- the answer may be older than a local mutation made meanwhile; local wins --
-        local = self._local_stat(path)
+        local = self.local.stat(path)
         if local is not None:
             return local
         self._meta.put(path, found)
         return found
 
     def _attr(self, node: Inode, st: Stat) -> Attr:
-        ov = self._overrides.get(node.path) or Overrides()
+        ov = self.local.overrides.get(node.path) or Overrides()
         kind = S.S_IFDIR if st.is_dir else S.S_IFREG
         perm = self.config.dir_mode if st.is_dir else self.config.file_mode
         if ov.mode is not None:
@@ -524,28 +439,12 @@ class Filesystem:
         self._meta.invalidate_dir(directory, keep_complete=created is not None)
         if created is not None:
             self._meta.add_name(directory, created)
-        self._dir_gen[directory] = self._dir_gen.get(directory, 0) + 1
+        self.local.bump(directory)
 
     def _created(self, path: str) -> None:
         """``path`` was made here (create, mkdir): invalidate, keep the parent complete."""
         self._meta.invalidate(path)
         self._dir_changed(parent_of(path), created=basename(path))
-
-    def _on_server(self, path: str) -> None:
-        """An object now exists at ``path``: its directories are no longer local-only."""
-        while path:
-            path = parent_of(path)
-            self._local_only.discard(path)
-
-    def _note_made(self, path: str) -> None:
-        made = self._made_here.get(parent_of(path))
-        if made is not None:
-            made.add(basename(path))
-
-    def _keep_parent(self, path: str) -> None:
-        parent = parent_of(path)
-        if parent and parent not in self._dirs:
-            self._dirs[parent] = _now_ns()
 
     # ------------------------------------------------------------------ lookups
     async def lookup(self, parent: int, name: bytes) -> Attr:
@@ -604,7 +503,7 @@ class Filesystem:
                 self._uploader.schedule(sf)
             st = Stat(False, sf.size, "", sf.mtime_ns)
         if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)):
-            ov = self._overrides.setdefault(node.path, Overrides())
+            ov = self.local.overrides.setdefault(node.path, Overrides())
             if mode is not None:
                 ov.mode = mode & 0o7777
             if uid is not None:
@@ -621,7 +520,7 @@ class Filesystem:
     async def _dir_page(self, directory: str, after: str | None) -> DirPage:
         page = self._meta.get_page(directory, after)
         if page is None:
-            gen = self._dir_gen.get(directory, 0)
+            gen = self.local.generation(directory)
             try:
                 listed = await self.remote.list_page(
                     f"{directory}/" if directory else "", self.view, after=after,
@@ -631,24 +530,15 @@ class Filesystem:
             page = to_dir_page(directory, listed, self._warn_once)
             # a page asked for before a change of the directory landed (an upload that
             # finished meanwhile) may lack it: use it once, never cache it
-            if self._dir_gen.get(directory, 0) == gen:
+            if self.local.generation(directory) == gen:
                 self._meta.put_page(directory, after, page)
         return page
-
-    def _local_children(self, directory: str) -> dict[str, Stat]:
-        out: dict[str, Stat] = {}
-        for path in itertools.chain(self._files, self._dirs):
-            if path and parent_of(path) == directory:
-                st = self._local_stat(path)
-                if st is not None:
-                    out[basename(path)] = st
-        return out
 
     async def opendir(self, ino: int) -> int:
         node = self._dir_node(ino)
         fh = next(self._fh)
-        h = DirHandle(node.path, self._local_children(node.path))
-        h.generation = self._dir_gen.get(node.path, 0)
+        h = DirHandle(node.path, self.local.children(node.path))
+        h.generation = self.local.generation(node.path)
         h.ino = node.ino
         h.parent_ino = self._parent_ino(node) or ROOT_INO
         self._dir_handles[fh] = h
@@ -668,7 +558,7 @@ class Filesystem:
             up = self._inodes.get(self._parent_ino(me) or h.parent_ino) or root
             for cookie, name, node in ((1, b".", me), (2, b"..", up)):
                 if start_id < cookie:
-                    st = None if node.detached else self._local_stat(node.path)
+                    st = None if node.detached else self.local.stat(node.path)
                     if not reply(name, self._attr(node, st or Stat(True)), cookie):
                         return
         i = max(0, start_id - DOT_ENTRIES)
@@ -677,13 +567,13 @@ class Filesystem:
                 first = h.after is None and not h.entries
                 h.add_page(await self._dir_page(h.directory, h.after))
                 if ((h.done and first) or (h.done and start_id <= DOT_ENTRIES)) \
-                        and self._dir_gen.get(h.directory, 0) == h.generation:
+                        and self.local.generation(h.directory) == h.generation:
                     self._meta.mark_complete(h.directory, h.remote_names)
             if i >= len(h.entries):
                 return
             entry: DirEntry = h.entries[i]
             path = join(h.directory, entry.name)
-            st = self._local_stat(path) or entry.stat
+            st = self.local.stat(path) or entry.stat
             node = self._inodes.ensure(path, st.is_dir)
             if not reply(entry.name.encode("utf-8"), self._attr(node, st),
                          i + 1 + DOT_ENTRIES):
@@ -715,15 +605,15 @@ class Filesystem:
         if await self._exists(path):
             raise FsError(errno.EEXIST)
         _fits(path, room=2)
-        self._dirs[path] = _now_ns()
-        self._local_only.add(path)
-        self._note_made(path)
-        self._made_here[path] = set()
+        self.local.dirs[path] = _now_ns()
+        self.local.local_only.add(path)
+        self.local.note_made(path)
+        self.local.made_here[path] = set()
         self._created(path)
         if mode & 0o7777 != self.config.dir_mode:
-            self._overrides[path] = Overrides(mode=mode & 0o7777)
+            self.local.overrides[path] = Overrides(mode=mode & 0o7777)
         node = self._inodes.remember(path, True)
-        return self._attr(node, Stat(True, mtime_ns=self._dirs[path]))
+        return self._attr(node, Stat(True, mtime_ns=self.local.dirs[path]))
 
     async def _exists(self, path: str) -> bool:
         try:
@@ -735,8 +625,7 @@ class Filesystem:
             raise
 
     async def _is_empty_dir(self, path: str) -> bool:
-        prefix = path + "/"
-        if any(p.startswith(prefix) for p in itertools.chain(self._files, self._dirs)):
+        if self.local.has_under(path):
             return False
         page = await self._dir_page(path, None)
         return not page.entries
@@ -751,15 +640,15 @@ class Filesystem:
         if not await self._is_empty_dir(path):
             raise FsError(errno.ENOTEMPTY)
         # -- atomic: forget the directory everywhere --
-        self._dirs.pop(path, None)
-        self._local_only.discard(path)
-        self._made_here.pop(path, None)
-        self._overrides.pop(path, None)
+        self.local.dirs.pop(path, None)
+        self.local.local_only.discard(path)
+        self.local.made_here.pop(path, None)
+        self.local.overrides.pop(path, None)
         self._meta.invalidate_tree(path)
         self._changed(path)
         self._meta.put_negative(path)
         self._inodes.detach_path(path)
-        self._keep_parent(path)
+        self.local.keep_parent(path)
 
     # ------------------------------------------------------------------ files
     async def _stage_for_write(self, path: str, *, keep: bool) -> StagedFile:
@@ -767,18 +656,18 @@ class Filesystem:
 
         ``keep=False`` (O_TRUNC, truncate to 0) skips copying the old content.
         """
-        sf = self._files.get(path)
+        sf = self.local.files.get(path)
         if sf is None:
             st = await self._resolve(path)
             if st.is_dir:
                 raise FsError(errno.EISDIR)
-            sf = self._files.get(path)  # another writer may have won the race
+            sf = self.local.files.get(path)  # another writer may have won the race
             if sf is None:
                 base = ObjectRef(path, st.etag, st.size) if keep and st.size > 0 else None
                 # -- atomic: create and register in one step (subtlety 3) --
                 sf = self._staging.new(path, base=base, mtime_ns=st.mtime_ns or _now_ns())
                 sf.on_remote = True
-                self._files[path] = sf
+                self.local.files[path] = sf
                 if base is not None:
                     await self._populate(sf)
         if not sf.ready:
@@ -800,8 +689,8 @@ class Filesystem:
         try:
             await self._staging.populate(sf, fetch, chunk=self.config.max_request_bytes)
         except BaseException:
-            if self._files.get(sf.path) is sf:
-                del self._files[sf.path]
+            if self.local.files.get(sf.path) is sf:
+                del self.local.files[sf.path]
             raise
 
     async def open(self, ino: int, flags: int) -> OpenResult:
@@ -818,7 +707,7 @@ class Filesystem:
                 await self._truncate(sf, 0)
             sf.touch(_now_ns())
         st = await self._node_stat(node)
-        sf = sf or (self._files.get(node.path) if not node.detached else None)
+        sf = sf or (self.local.files.get(node.path) if not node.detached else None)
         ref = ObjectRef(node.path, st.etag, st.size) if sf is None and st.etag else None
         key: object = ("etag", st.etag) if ref is not None else ("staged", id(sf))
         keep = self._kernel_cache_key.get(node.ino) == key
@@ -847,21 +736,21 @@ class Filesystem:
                 raise FsError(errno.EEXIST)
             if existing.is_dir:
                 raise FsError(errno.EISDIR)
-        self._note_made(path)
-        sf = self._files.get(path)
+        self.local.note_made(path)
+        sf = self.local.files.get(path)
         if sf is None:
             # -- atomic: create and register (subtlety 3) --
             sf = self._staging.new(path, mtime_ns=_now_ns())
             sf.on_remote = existing is not None
-            self._files[path] = sf
+            self.local.files[path] = sf
         elif sf.size or sf.damaged:
             await self._truncate(sf, 0)
         sf.touch(_now_ns())
         self._created(path)
         if mode & 0o7777 != self.config.file_mode:
-            self._overrides[path] = Overrides(mode=mode & 0o7777)
+            self.local.overrides[path] = Overrides(mode=mode & 0o7777)
         else:
-            self._overrides.pop(path, None)
+            self.local.overrides.pop(path, None)
         node = self._inodes.remember(path, False)
         fh = next(self._fh)
         self._handles[fh] = FileHandle(node, True, None, Prefetcher(
@@ -880,7 +769,7 @@ class Filesystem:
     def _current_sf(self, h: FileHandle) -> StagedFile | None:
         if h.node.detached:
             return h.sf
-        sf = self._files.get(h.node.path)
+        sf = self.local.files.get(h.node.path)
         if sf is not None and sf is not h.sf:
             if h.sf is not None:
                 h.sf.open_handles -= 1
@@ -953,7 +842,7 @@ class Filesystem:
             await self._damage(sf, e)
             raise to_fs_error(e) from e
         sf.touch(_now_ns())
-        ov = self._overrides.get(sf.path)
+        ov = self.local.overrides.get(sf.path)
         if ov is not None:
             ov.mtime_ns = None
         self.counters.writes += 1
@@ -1052,13 +941,13 @@ class Filesystem:
 
     async def _drop_clean(self, sf: StagedFile) -> None:
         """A staged copy that is uploaded and closed is no longer needed (subtlety 7)."""
-        if self._files.get(sf.path) is sf and not sf.dirty and sf.open_handles <= 0 \
+        if self.local.files.get(sf.path) is sf and not sf.dirty and sf.open_handles <= 0 \
                 and sf.ready and sf.uploaded_version == sf.version and sf.version > 0:
-            del self._files[sf.path]
+            del self.local.files[sf.path]
             await self._staging.discard(sf)
 
     async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
-        self._on_server(sf.path)
+        self.local.on_server(sf.path)
         self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
         self._dir_changed(parent_of(sf.path), created=basename(sf.path))
         sf.on_remote = True
@@ -1077,7 +966,7 @@ class Filesystem:
         await self._remove_file(path, st)
 
     async def _remove_file(self, path: str, st: Stat) -> None:
-        sf = self._files.get(path)
+        sf = self.local.files.get(path)
         on_remote = True
         if sf is not None:
             await sf.idle.wait()  # a running upload lands first, then the delete
@@ -1101,16 +990,16 @@ class Filesystem:
             except exc.TildeError as e:
                 raise to_fs_error(e) from e
         # -- atomic: local state follows the server --
-        sf = self._files.pop(path, None)
+        sf = self.local.files.pop(path, None)
         if sf is not None:
             sf.unlinked = True
             if sf.open_handles <= 0:
                 self._spawn(self._staging.discard, sf)
-        self._overrides.pop(path, None)
+        self.local.overrides.pop(path, None)
         self._changed(path)
         self._meta.put_negative(path)
         self._inodes.detach_path(path)
-        self._keep_parent(path)
+        self.local.keep_parent(path)
 
     def _sid(self) -> str:
         if self.view.session_id is None:
@@ -1125,7 +1014,7 @@ class Filesystem:
             raise FsError(errno.ENOTSUP)
         src = join(self._dir_node(parent_old).path, _decode(name_old))
         dst = join(self._dir_node(parent_new).path, _decode(name_new))
-        self._made_here.clear()
+        self.local.made_here.clear()
         if src == dst:
             return
         st = await self._resolve(src)
@@ -1156,15 +1045,15 @@ class Filesystem:
             raise to_fs_error(e) from e
 
     async def _rename_file(self, src: str, dst: str, st: Stat, dst_st: Stat | None) -> None:
-        sf = self._files.get(src)
+        sf = self.local.files.get(src)
         if sf is not None:
             await sf.ready_event.wait()
             await sf.idle.wait()
-        old = self._files.get(dst)
+        old = self.local.files.get(dst)
         if old is not None:
             await old.idle.wait()
         sid = self._sid()
-        sf = self._files.get(src)
+        sf = self.local.files.get(src)
         if sf is not None and sf.dirty:
             # content not on the server yet: it will be uploaded under the new name
             if sf.on_remote or sf.uploaded_version > 0:
@@ -1174,29 +1063,29 @@ class Filesystem:
                     pass
             moved_on_remote = False
         else:
-            self._on_server(dst)
+            self.local.on_server(dst)
             await self.remote.copy(src, dst, session_id=sid)
             await self.remote.delete(src, session_id=sid)
             moved_on_remote = True
         # -- atomic: local state follows (no await until the end) --
-        old = self._files.pop(dst, None)
+        old = self.local.files.pop(dst, None)
         if old is not None:
             old.unlinked = True
-        sf = self._files.pop(src, None)
+        sf = self.local.files.pop(src, None)
         if sf is not None:
             sf.path = dst
             sf.on_remote = moved_on_remote
             if not moved_on_remote:
                 sf.on_remote = dst_st is not None
-            self._files[dst] = sf
-        self._move_overrides(src, dst)
+            self.local.files[dst] = sf
+        self.local.move_overrides(src, dst)
         self._inodes.rename(src, dst)
         self._changed(src)
         self._changed(dst)
         self._meta.put_negative(src)
         if moved_on_remote and st.etag:
             self._meta.put(dst, st)
-        self._keep_parent(src)
+        self.local.keep_parent(src)
         if old is not None and old.open_handles <= 0:
             await self._staging.discard(old)
         if sf is not None and sf.journaled is not None:
@@ -1206,7 +1095,7 @@ class Filesystem:
 
     async def _rename_dir(self, src: str, dst: str, dst_st: Stat | None) -> None:
         prefix = src + "/"
-        for sf in [f for p, f in self._files.items() if p.startswith(prefix)]:
+        for sf in [f for p, f in self.local.files.items() if p.startswith(prefix)]:
             await sf.ready_event.wait()
             await sf.idle.wait()
         sid = self._sid()
@@ -1226,49 +1115,42 @@ class Filesystem:
                 await self.remote.copy(key, dst + key[len(src):], session_id=sid)
 
         grow = len(dst.encode("utf-8")) - len(src.encode("utf-8"))
-        longest = max((len(p.encode("utf-8")) for p in
-                       itertools.chain(keys, self._files, self._dirs) if is_under(p, src)),
-                      default=0)
+        under = itertools.chain(keys, self.local.files, self.local.dirs)
+        longest = max((len(p.encode("utf-8")) for p in under if is_under(p, src)), default=0)
         if grow > 0 and longest + grow > _wire.MAX_KEY_BYTES:
             raise FsError(errno.ENAMETOOLONG, "a key under the directory would exceed "
                                               f"{_wire.MAX_KEY_BYTES} bytes")
         if keys:
-            self._on_server(dst + "/x")
+            self.local.on_server(dst + "/x")
         async with trio.open_nursery() as nursery:
             for key in keys:
                 nursery.start_soon(copy_one, key)
         if keys:
             await self.remote.delete_many(keys, session_id=sid)
         # -- atomic: move every piece of local state under src --
-        _move_tree(self._files, src, dst)
-        _move_tree(self._dirs, src, dst)
-        _move_tree(self._overrides, src, dst)
-        moved_local = {p for p in self._local_only if is_under(p, src)}
-        self._local_only -= moved_local
+        move_tree(self.local.files, src, dst)
+        move_tree(self.local.dirs, src, dst)
+        move_tree(self.local.overrides, src, dst)
+        moved_local = {p for p in self.local.local_only if is_under(p, src)}
+        self.local.local_only -= moved_local
         if not keys:
-            self._local_only |= {dst + p[len(src):] for p in moved_local}
-        for p, sf in self._files.items():
+            self.local.local_only |= {dst + p[len(src):] for p in moved_local}
+        for p, sf in self.local.files.items():
             if is_under(p, dst):
                 sf.path = p
-        self._dirs.setdefault(dst, _now_ns())
+        self.local.dirs.setdefault(dst, _now_ns())
         self._inodes.rename(src, dst)
         self._meta.invalidate_tree(src)
         self._meta.invalidate_tree(dst)
         self._changed(src)
         self._changed(dst)
         self._meta.put_negative(src)
-        self._keep_parent(src)
-        for sf in list(self._files.values()):
+        self.local.keep_parent(src)
+        for sf in list(self.local.files.values()):
             if is_under(sf.path, dst) and sf.journaled is not None:
                 await self._journal(sf)
             if is_under(sf.path, dst) and sf.dirty and sf.open_handles <= 0:
                 self._uploader.schedule(sf)
-
-    def _move_overrides(self, src: str, dst: str) -> None:
-        ov = self._overrides.pop(src, None)
-        self._overrides.pop(dst, None)
-        if ov is not None:
-            self._overrides[dst] = ov
 
     # ------------------------------------------------------------------ misc
     async def statfs(self) -> StatFs:
@@ -1276,7 +1158,7 @@ class Filesystem:
 
     # ------------------------------------------------------------------ control plane
     def _dirty_files(self) -> list[StagedFile]:
-        return [sf for sf in self._files.values() if sf.dirty or not sf.ready]
+        return [sf for sf in self.local.files.values() if sf.dirty or not sf.ready]
 
     def progress(self) -> Progress:
         """Upload counters, cheap enough to poll (no request, one pass over dirty files)."""
@@ -1316,7 +1198,7 @@ class Filesystem:
                 crashpoints.reached(crashpoints.COMMIT_LANDED)
                 self.last_committed_session = sid
                 self.view = View(session_id=None)  # committed: nothing may go into it
-                self._made_here.clear()
+                self.local.made_here.clear()
                 try:
                     new_sid = await self.remote.create_session()
                 except BaseException as e:
@@ -1337,7 +1219,7 @@ class Filesystem:
                 for sf in dropped:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
-            for sf in self._files.values():
+            for sf in self.local.files.values():
                 if not sf.dirty:
                     sf.on_remote = True
             log.info("session %s: %s %s; now on session %s", sid, outcome.status,
@@ -1363,11 +1245,11 @@ class Filesystem:
                 new_sid = await self.remote.create_session()
                 await self._note_session_id(new_sid)
                 # -- atomic: forget every local change --
-                dropped = list(self._files.values())
-                self._files.clear()
-                self._dirs.clear()
-                self._local_only.clear()
-                self._made_here.clear()
+                dropped = list(self.local.files.values())
+                self.local.files.clear()
+                self.local.dirs.clear()
+                self.local.local_only.clear()
+                self.local.made_here.clear()
                 self._meta.clear()
                 self.view = View(session_id=new_sid)
                 for sf in dropped:
@@ -1395,18 +1277,18 @@ class Filesystem:
         local directories. Files written since the sync, or still open, stay; so do the
         directories above them. An open file leaves at its release, unless written again
         (then it goes into the fresh session)."""
-        dropped = [sf for sf in self._files.values()
+        dropped = [sf for sf in self.local.files.values()
                    if sf.ready and not sf.dirty and sf.open_handles <= 0 and not sf.uploading]
         for sf in dropped:
-            del self._files[sf.path]
+            del self.local.files[sf.path]
         keep: set[str] = set()
-        for path in self._files:
+        for path in self.local.files:
             while path:
                 path = parent_of(path)
                 keep.add(path)
-        for d in [d for d in self._dirs if d not in keep]:
-            del self._dirs[d]
-        self._local_only &= set(self._dirs)
+        for d in [d for d in self.local.dirs if d not in keep]:
+            del self.local.dirs[d]
+        self.local.local_only &= set(self.local.dirs)
         return dropped
 
     def _reread_open_files(self) -> None:
@@ -1497,7 +1379,7 @@ class Filesystem:
             "base_commit": self.base_commit,
             "uploads_pending": len(pending),
             "pending_paths": pending,
-            "damaged": sorted(sf.path for sf in self._files.values() if sf.damaged),
+            "damaged": sorted(sf.path for sf in self.local.files.values() if sf.damaged),
             "open_for_writing": self.open_writers(),
             "uploads_in_flight": len(self._uploader.pending),
             "uploaded": {"files": self._uploader.uploaded_files,
