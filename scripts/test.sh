@@ -23,6 +23,9 @@ step() {
 
 step ruff .venv/bin/ruff check .
 step mypy .venv/bin/mypy
+# the reliability suite's figures (tests/figures.py) of this run only; printed at the end
+export TILDE_FIGURES="$PWD/build/reliability-figures.json"
+rm -f "$TILDE_FIGURES"
 step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors "$@"
 
 # The bundled client's and the mount's suites once more per wire dialect (docs/testing.md):
@@ -46,6 +49,10 @@ if [ $# -eq 0 ]; then
     done
 fi
 
+if [ -f "$TILDE_FIGURES" ]; then
+    echo "=== reliability figures (docs/reliability.md; the long run: ./scripts/reliability.sh)"
+    .venv/bin/python scripts/reliability_report.py || true
+fi
 echo "=== test.sh finished in $(( $(date +%s) - started ))s"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "=== FAILED: ${failed[*]}"
