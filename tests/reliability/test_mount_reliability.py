@@ -363,3 +363,31 @@ def test_a_commit_whose_fresh_session_fails_is_reported_committed(
     api = Api(server, ref)
     assert api.tree() == {"a.txt": b"first", "b.txt": b"second"}
     assert len(api.log()) == 2
+
+
+def test_durable_close_returns_once_the_session_holds_the_file(rig: Rig) -> None:
+    """--durable-close: after close() returned, the session on the server has the bytes
+    (checked with the daemon already killed); an upload that cannot be made is EIO from
+    close, not a silent success."""
+    rig.tool.mount(rig.repo, rig.mnt, "--durable-close")
+    status = rig.tool.status(rig.mnt)
+    sid, pid = status["session_id"], int(status["pid"])
+    data = os.urandom(200_000)
+    (rig.tmp / "src.bin").write_bytes(data)
+    rig.tool.sh(f"cp {rig.tmp}/src.bin durable.bin", cwd=rig.mnt)
+    rig.kill_daemon(pid)  # no journal replay: the server must have it already
+    r = httpx.get(f"{rig.api.base}/object", params={"path": "durable.bin", "session_id": sid},
+                  headers=rig.api.headers, follow_redirects=True)
+    assert r.status_code == 200 and r.content == data
+    rig.tool.mount(rig.repo, rig.mnt, "--durable-close", "--session", sid)
+    rig.tool.sh("mkdir d", cwd=rig.mnt)
+    rig.server.proc.kill()
+    rig.server.proc.wait()
+    # python, not `echo >`: bash ignores the close error of a redirection
+    with pytest.raises(OSError) as e, open(rig.mnt / "d" / "late.txt", "w") as f:
+        f.write("lost?\n")
+    assert e.value.errno == errno.EIO
+    rig.restart()
+    rig.tool.tm("unmount", str(rig.mnt), timeout=120)  # staged, so committed after all
+    assert rig.api.tree() == {"durable.bin": data, "d/late.txt": b"lost?\n"}
+    record("mount_regressions", durable_closes=2, bytes_lost=0)
