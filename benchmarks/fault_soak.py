@@ -39,7 +39,8 @@ def main() -> int:
     print(f"\nfault soak: {seeds} + {seeds // 4 + 1} seeds in {took:.0f} s, "
           f"pytest exit {r.returncode}")
     for key in ("seeds", "requests", "faults_injected", "resets_before", "resets_after",
-                "status_503", "status_429", "stalls", "truncations", "commit_retries",
+                "status_503", "status_429", "stalls", "truncations", "lost_answers_found_landed",
+                "commit_retries",
                 "tool_errors", "bytes_checked", "bytes_lost", "extra_files",
                 "duplicate_commits"):
         print(f"  {key:18} {data.get(key, 0)}")
