@@ -583,7 +583,7 @@ def test_model_real_mount(server: Any, tool: Tool, tmp_path: Path) -> None:
         return checker, lambda: None
 
     with _umask():
-        run_machine(make, examples=scale(6, 100), steps=scale(40, 60), remount_share=3)
+        run_machine(make, examples=scale(5, 100), steps=scale(40, 60), remount_share=3)
     session.stop()
     assert stats["examples"] >= 5 and stats["mismatches"] == 0, stats
     record("model", examples=stats["examples"], steps=stats["steps"],
