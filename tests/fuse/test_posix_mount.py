@@ -13,33 +13,18 @@ by module name would depend on which test directories a run happens to collect.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import trio
 from fusehelpers import Api, Tool, local_tree
 
+from bypath import load
 
-def _load_behaviour() -> ModuleType:
-    name = "tilde_tests_mount_core_behaviour"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "mount_core" / "behaviour.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-behaviour = _load_behaviour()
+behaviour = load("mount_core/behaviour.py", "tilde_tests_mount_core_behaviour")
 Check = Callable[[Any], Awaitable[None]]
 
 

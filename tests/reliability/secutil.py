@@ -5,32 +5,16 @@ snapshots to prove that nothing was written where it must not be."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+from bypath import root_conftest
 
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py by its path (the name "conftest" is tests/reliability/conftest.py
-    here); the same module object as the other reliability suites load."""
-    name = "tilde_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-root = _root_conftest()
+root = root_conftest()
 
 
 @dataclass

@@ -15,9 +15,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 from fusehelpers import Api, Tool, is_mounted, local_tree
 
+from bypath import root_conftest
 from faultproxy import FaultProxy
 from figures import record, scale
 
@@ -173,19 +172,6 @@ SEEDS = list(range(1, (_N or scale(2, 21)) + 1))
 HOSTED_SEEDS = list(range(101, 101 + ((_N // 4 + 1) if _N else scale(1, 6))))
 
 
-def _root_conftest() -> Any:
-    """tests/conftest.py by its path (every conftest is module "conftest")."""
-    name = "tilde_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tools_under_faults(tool: Tool, api: Api, server: Any, tmp_path: Path,
                             seed: int) -> None:
@@ -200,7 +186,7 @@ def test_tools_under_faults_hosted_dialect(tool: Tool, tmp_path: Path, seed: int
     """The same against a server that speaks as the hosted service does (today's routes
     only, so every file is its own PUT and finalize; every download a 307 to a signed URL)
     with the signed URLs on the proxy too: uploads, finalizes and downloads all see faults."""
-    root = _root_conftest()
+    root = root_conftest()
     with FaultProxy("http://127.0.0.1:1", seed=seed, stall=0.3) as proxy:
         h = root.start_server(tmp_path / "server", args=[
             "--wire", "current", "--downloads", "redirect", "--signed-url-base", proxy.url])

@@ -167,18 +167,9 @@ def test_commit_of_a_session_closed_meanwhile_is_not_reported_committed(server: 
 @pytest.fixture(scope="module")
 def legacy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A 0.7.4-era server: stage, PUT, then PUT .../finalize (no checksum in it)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from bypath import root_conftest
 
-    name = "tilde_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    root = sys.modules[name]
+    root = root_conftest()
     h = root.start_server(tmp_path_factory.mktemp("legacy"), args=["--wire", "legacy"])
     yield h
     root.stop_server(h)

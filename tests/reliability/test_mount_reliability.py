@@ -32,25 +32,10 @@ import pytest
 import trio
 from fusehelpers import Api, Tool, is_mounted, wait_for
 
+from bypath import root_conftest
 from figures import record
 
-
-def _root_conftest() -> Any:
-    """tests/conftest.py by file path (several conftest modules share the name)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tilde_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
+_root = root_conftest()
 ServerHandle = _root.ServerHandle
 new_repo = _root.new_repo
 start_server = _root.start_server

@@ -17,7 +17,6 @@ fails the test. TILDE_RELIABILITY=full repeats every point with larger bodies.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -25,36 +24,20 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
+from bypath import root_conftest
 from figures import full_run, record, scale
 from tilde_server import crashpoints as cp
 
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py by its path: tests/reliability/conftest.py holds the module name
-    "conftest" here (see tests/fuse/test_posix_mount.py)."""
-    name = "tilde_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_c = _root_conftest()
+_c = root_conftest()
 ADMIN_KEY: str = _c.ADMIN_KEY
 RepoRef = _c.RepoRef
 ServerHandle = _c.ServerHandle

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bypath import root_conftest
 
-def _root_conftest() -> Any:
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tilde_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
+_root = root_conftest()
 RepoRef = _root.RepoRef
 ServerHandle = _root.ServerHandle
 start_server = _root.start_server

@@ -5,28 +5,14 @@ Plain httpx on purpose, so these tests do not depend on the bundled client.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bypath import root_conftest
 
-def _root_conftest() -> Any:
-    """tests/conftest.py, loaded by file path: several tests/*/conftest.py modules share the
-    module name "conftest", so `from conftest import ...` is ambiguous at run time."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("tilde_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
+_root = root_conftest()
 RepoRef = _root.RepoRef
 ServerHandle = _root.ServerHandle
 free_port = _root.free_port
