@@ -48,3 +48,28 @@ def test_ftruncate_through_a_descriptor_counts_it_as_open(server: Any, repo_ref:
             assert st["uploads_pending"] == 0 and st["open_handles"] == 0, st
 
     trio.run(main)
+
+
+def test_rollback_right_after_writes_keeps_nothing(server: Any, repo_ref: Any,
+                                                   tmp_path: Path) -> None:
+    """A rollback right after a file was created and written (its uploads scheduled at
+    each close, not done yet) discards it: no upload may land afterwards in the fresh
+    session (the uploader asks for the session at upload time). The model test found the
+    file back after the rollback."""
+
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path) as fs:
+            cfs = CoreFs(fs)
+            for attempt in range(20):
+                name = f"b{attempt}"
+                await cfs.write_file(name, b"D\xad\xdao\t\xc3Z\x14")
+                await cfs.pwrite(name, 4880, b"M")
+                await fs.rollback()
+                assert not await cfs.exists(name), (attempt, "visible after the rollback")
+                await fs.sync()
+                assert not await cfs.exists(name), (attempt, "back after a sync")
+                changes = await fs.status()
+                assert name not in changes["added"], (attempt, changes["added"])
+            assert await cfs.listdir("") == []
+
+    trio.run(main)
