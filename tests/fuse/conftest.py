@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fusehelpers import Api, Tool
+from fusehelpers import Api, Tool, check_daemon_logs, tool_env
 
 
 @pytest.fixture(autouse=True)
@@ -28,23 +28,12 @@ def _require_fuse() -> None:
 
 @pytest.fixture
 def tool(server: Any, tmp_path: Path) -> Iterator[Tool]:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(os.environ, HOME=str(home), TILDE_API_KEY=server.api_key,
-               TILDE_ENDPOINT_URL=server.endpoint, XDG_CACHE_HOME=str(tmp_path / "cache"),
-               XDG_STATE_HOME=str(tmp_path / "state"), GIT_CONFIG_NOSYSTEM="1",
-               LC_ALL="C")
-    env.pop("TILDE_API_URL", None)
-    t = Tool(server, env)
+    t = Tool(server, tool_env(server, tmp_path))
     try:
         yield t
     finally:
         t.cleanup()
-        logs = list((tmp_path / "state").rglob("*.log")) if (tmp_path / "state").exists() else []
-        for log_path in logs:
-            text = log_path.read_text(errors="replace")
-            # An unexpected exception in the daemon is a bug even if the test passed.
-            assert "Traceback" not in text, f"{log_path}:\n{text[-6000:]}"
+        check_daemon_logs(tmp_path)
 
 
 @pytest.fixture

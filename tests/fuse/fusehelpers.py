@@ -159,6 +159,26 @@ class Api:
         return str(s.commit(message))
 
 
+def tool_env(server: Any, tmp: Path) -> dict[str, str]:
+    """The environment a test's ``tilde-mount`` and programs run in: its own HOME, cache
+    and state directories under ``tmp``, the server's key and endpoint."""
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ, HOME=str(home), TILDE_API_KEY=server.api_key,
+               TILDE_ENDPOINT_URL=server.endpoint, XDG_CACHE_HOME=str(tmp / "cache"),
+               XDG_STATE_HOME=str(tmp / "state"), GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
+    env.pop("TILDE_API_URL", None)
+    return env
+
+
+def check_daemon_logs(tmp: Path) -> None:
+    """An unexpected exception in a daemon is a bug even if the test passed."""
+    state = tmp / "state"
+    for log_path in state.rglob("*.log") if state.exists() else []:
+        text = log_path.read_text(errors="replace")
+        assert "Traceback" not in text, f"{log_path}:\n{text[-6000:]}"
+
+
 def local_tree(root: Path) -> dict[str, bytes]:
     """path -> bytes of every regular file under root (what a commit should hold)."""
     out = {}

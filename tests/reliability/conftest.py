@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuse"))
 
-from fusehelpers import Api, Tool
+from fusehelpers import Api, Tool, check_daemon_logs, tool_env
 
 
 @pytest.fixture
@@ -33,22 +33,12 @@ def fuse_ready() -> None:
 def tool(server: Any, tmp_path: Path, fuse_ready: None) -> Iterator[Tool]:
     """``tilde-mount`` and ordinary programs with the test's environment; mounts are
     always removed afterwards and a daemon log holding a traceback fails the test."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(os.environ, HOME=str(home), TILDE_API_KEY=server.api_key,
-               TILDE_ENDPOINT_URL=server.endpoint, XDG_CACHE_HOME=str(tmp_path / "cache"),
-               XDG_STATE_HOME=str(tmp_path / "state"), GIT_CONFIG_NOSYSTEM="1",
-               LC_ALL="C")
-    env.pop("TILDE_API_URL", None)
-    t = Tool(server, env)
+    t = Tool(server, tool_env(server, tmp_path))
     try:
         yield t
     finally:
         t.cleanup()
-        state = tmp_path / "state"
-        for log_path in state.rglob("*.log") if state.exists() else []:
-            text = log_path.read_text(errors="replace")
-            assert "Traceback" not in text, f"{log_path}:\n{text[-6000:]}"
+        check_daemon_logs(tmp_path)
 
 
 @pytest.fixture

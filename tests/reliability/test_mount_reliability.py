@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from fusehelpers import Api, Tool, is_mounted, wait_for
+from fusehelpers import Api, Tool, is_mounted, tool_env, wait_for
 
 from bypath import root_conftest
 from figures import record
@@ -85,13 +85,8 @@ def _alive(pid: int) -> bool:
 def rig(tmp_path: Path, fuse_ready: None) -> Iterator[Rig]:
     server = start_server(tmp_path / "srv")
     port = int(server.endpoint.rsplit(":", 1)[1])
-    env = dict(os.environ, HOME=str(tmp_path / "home"), TILDE_API_KEY=server.api_key,
-               TILDE_ENDPOINT_URL=server.endpoint, XDG_CACHE_HOME=str(tmp_path / "cache"),
-               XDG_STATE_HOME=str(tmp_path / "state"), LC_ALL="C")
-    env.pop("TILDE_API_URL", None)
-    (tmp_path / "home").mkdir()
     ref = new_repo(server)
-    tool = Tool(server, env)
+    tool = Tool(server, tool_env(server, tmp_path))
     r = Rig(server, tmp_path, tool, Api(server, ref), ref.path, tmp_path / "mnt", port)
     try:
         yield r
