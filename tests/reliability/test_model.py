@@ -293,8 +293,10 @@ class CoreSide:
             # the kernel's order (do_renameat2): both parents, the source, then
             # "source is an ancestor of the target" (EINVAL) and the reverse (ENOTEMPTY),
             # and a rename onto itself succeeds without asking the filesystem
-            await self.c._parent(src)
-            await self.c._parent(dst)
+            for path in (src, dst):  # each parent must be a directory (path walk)
+                parent = await self.c._walk(path.rpartition("/")[0])
+                if not stat.S_ISDIR(parent.mode):
+                    raise OSError(errno.ENOTDIR, "a parent is not a directory")
             await self.c._walk(src)
             if dst.startswith(src + "/"):
                 raise OSError(errno.EINVAL, "source is an ancestor of the target")
@@ -430,13 +432,23 @@ class CoreSession:
         self.api = Api(server, repo)
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
+        self._dirs = 0
 
     def start(self, session_id: str | None = None) -> None:
+        """Serve ``session_id`` from the same cache directory, or a fresh session from a
+        new one: a plain mount on the cache directory of a mount that stopped without
+        ending its session resumes that session (semantics.md, Durability: "a plain
+        mount of the same repository ... resumes the dead mount's session"), which the
+        fresh-remount rule does not mean to test."""
+        if session_id is None:
+            self._dirs += 1
+        base = self.tmp / f"mount{self._dirs}"
+
         async def host(task_status: trio.TaskStatus[Filesystem]) -> None:
             stop, stopped = trio.Event(), trio.Event()
             self._stop, self._stopped = stop, stopped
             try:
-                async with open_fs(self.server, self.repo, self.tmp,
+                async with open_fs(self.server, self.repo, base,
                                    session_id=session_id) as fs:
                     task_status.started(fs)
                     await stop.wait()
