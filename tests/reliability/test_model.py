@@ -13,7 +13,9 @@ operations commit / rollback / remount, against:
 The model is the machine's own filesystem, in a temporary directory, with what
 docs/semantics.md promises for the session operations (modelcheck.Checker). The examples
 are derandomized, so CI runs the same sequences every time; ``TILDE_RELIABILITY=full``
-runs many more.
+runs many more. ``MODEL_EXAMPLES=N`` sets the kernel-free run's number of sequences;
+``MODEL_SHRINK=1`` lets Hypothesis shrink a failing sequence (slow; by default a failure
+reports the whole sequence as it ran).
 """
 
 from __future__ import annotations
