@@ -494,10 +494,12 @@ class Filesystem:
             sf = handle.sf if handle is not None and node.detached else None
             if sf is None:
                 sf = await self._stage_for_write(node.path, keep=size > 0)
+                if handle is not None:
+                    # counted as the handle's copy at once, so no upload finishing during
+                    # the truncate drops it as closed (the count is what keeps it)
+                    self._current_sf(handle)
             await self._truncate(sf, size)
             sf.touch(_now_ns())
-            if handle is not None:
-                handle.sf = sf
             if sf.open_handles == 0:  # truncate(1) by path: acknowledged now
                 await self._journal(sf)
                 self._uploader.schedule(sf)
@@ -836,6 +838,7 @@ class Filesystem:
             self._current_sf(h)
         elif not sf.ready:
             await sf.ready_event.wait()
+        sf.touch(_now_ns())  # dirty across the await too (as _truncate)
         try:
             n = await self._staging.write(sf, off, data)
         except OSError as e:

@@ -371,3 +371,36 @@ def test_durable_close_returns_once_the_session_holds_the_file(rig: Rig) -> None
     rig.tool.tm("unmount", str(rig.mnt), timeout=120)  # staged, so committed after all
     assert rig.api.tree() == {"durable.bin": data, "d/late.txt": b"lost?\n"}
     record("mount_regressions", durable_closes=2, bytes_lost=0)
+
+
+def test_a_file_truncated_through_its_descriptor_stays_staged_while_open(
+        server: ServerHandle, tmp_path: Path) -> None:
+    """fsx found it: ftruncate through an open descriptor left the staged copy uncounted,
+    so it was uploaded and dropped as if closed; a write in flight meanwhile was lost.
+    Now nothing is uploaded or downloaded again until the descriptor is closed."""
+    from mount_core.harness import open_fs
+
+    ref = new_repo(server)
+    data = os.urandom(300_000)
+    Api(server, ref).seed({"f.bin": data})
+
+    async def main() -> None:
+        async with open_fs(server, ref, tmp_path) as fs:
+            root = await fs.getattr(1)
+            attr = await fs.lookup(root.ino, b"f.bin")
+            opened = await fs.open(attr.ino, os.O_RDWR)
+            await fs.setattr(attr.ino, size=100_000, fh=opened.fh)  # one download
+            before = dict(fs.remote.stats()["by_kind"])
+            for _ in range(50):  # an upload, if one started, has time to land
+                await trio.sleep(0.02)
+            assert fs.progress().uploads_in_flight == 0
+            await fs.write(opened.fh, 50_000, b"kept")
+            assert await fs.read(opened.fh, 50_000, 4) == b"kept"
+            assert dict(fs.remote.stats()["by_kind"]) == before  # no upload, no re-download
+            await fs.release(opened.fh)
+            await fs.commit("truncated through its descriptor")
+
+    trio.run(main)
+    want = bytearray(data[:100_000])
+    want[50_000:50_004] = b"kept"
+    assert Api(server, ref).tree() == {"f.bin": bytes(want)}
