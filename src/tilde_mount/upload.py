@@ -326,6 +326,9 @@ class _Batch:
     done: trio.Event = field(default_factory=trio.Event)
     etags: list[str] | None = None
     error: BaseException | None = None
+    #: the session its files were written for: sent into no other (a rollback or commit
+    #: switched sessions meanwhile: its files go on their own, each rechecking itself)
+    session: str | None = None
 
 
 class Uploader:
@@ -450,10 +453,11 @@ class Uploader:
             # -- atomic: room in the open batch, or a new one if fewer than the bound exist --
             batch = self._batch
             if not (batch is None or batch.sealed or len(batch.items) >= self._batch_max_files
-                    or batch.size + size > self._batch_max_bytes):
+                    or batch.size + size > self._batch_max_bytes
+                    or batch.session != self._session()):
                 break
             if self._batches_alive <= self._batch_limiter.total_tokens:
-                batch = self._batch = _Batch()
+                batch = self._batch = _Batch(session=self._session())
                 self._batches_alive += 1
                 assert self._nursery is not None
                 self._nursery.start_soon(self._send_batch, batch)
@@ -503,8 +507,8 @@ class Uploader:
                 sid = self._session()
                 self._active += 1
                 try:
-                    if sid is None:
-                        raise RuntimeError("no session to upload into")
+                    if sid is None or sid != batch.session:
+                        raise RuntimeError("the session changed while the batch was filled")
                     log.debug("batch upload: %d files, %d bytes", len(batch.items), batch.size)
                     crashpoints.reached(crashpoints.UPLOAD_STARTED)
                     batch.etags = await self._remote.upload_batch(batch.items, session_id=sid)
