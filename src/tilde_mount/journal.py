@@ -15,7 +15,9 @@ Subtleties:
 2. Records and ``mount.json`` are written to a temporary name and renamed, so a crash
    leaves the old or the new record, never half of one. They are not fsynced: they
    survive a daemon crash (the kernel has them), not a power loss (docs/semantics.md).
-3. At start, a daemon reads the directories of daemons that are gone (their pid is dead).
+3. At start, a daemon reads the directories of daemons that are gone: each daemon holds
+   an ``flock`` on its directory's ``lock`` file for its life, so a directory whose lock
+   can be taken belongs to nobody (however its daemon ended, whatever its pid became).
    A plain mount of the same repository resumes the dead daemon's session if it is still
    open and holds changes or the journal has records (what was uploaded before the crash
    is there). Records are *adopted* when they belong to the same repository and session
@@ -29,6 +31,7 @@ Subtleties:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +45,30 @@ log = logging.getLogger(__name__)
 
 MOUNT_INFO = "mount.json"
 RECORD_SUFFIX = ".json"
+LOCK = "lock"
+
+
+def hold(directory: Path) -> int:
+    """Blocking: take the directory's lock for this daemon's life (the fd is the lock;
+    the kernel releases it however the daemon ends)."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _held(directory: Path) -> bool:
+    """Whether a live daemon holds ``directory`` (its lock cannot be taken)."""
+    try:
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
@@ -126,7 +153,9 @@ def scan_dead(root: Path, own: Path) -> list[DeadMount]:
         return found
     for other in sorted(root.iterdir()):
         pid = other.name.partition("-")[0]
-        if other == own or not pid.isdigit() or not other.is_dir() or _pid_alive(int(pid)):
+        if other == own or not pid.isdigit() or not other.is_dir():
+            continue
+        if _held(other) if (other / LOCK).exists() else _pid_alive(int(pid)):
             continue
         info = _read_json(other / MOUNT_INFO) or {}
         dead = DeadMount(other, info.get("repository"), info.get("endpoint"),

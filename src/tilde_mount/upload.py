@@ -143,11 +143,13 @@ class Staging:
         #: the "tilde-mount staging" limiter: threads doing staging file I/O
         self.limiter = trio.CapacityLimiter(8)
         self.bytes_used = 0
+        self._lock_fd: int | None = None  # journal.hold: this daemon's directory
 
     async def start(self) -> list[journal.DeadMount]:
         """Make our directory; return the journals of daemons that died (journal.py)."""
         def prepare() -> list[journal.DeadMount]:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = journal.hold(self.root)
             return journal.scan_dead(self.root.parent, self.root)
 
         return await trio.to_thread.run_sync(prepare, limiter=self.limiter)
@@ -156,12 +158,17 @@ class Staging:
         """Remove our directory, unless it still journals files nobody uploaded (then
         the next daemon on this cache directory finds them)."""
         def remove() -> None:
-            if keep_journal and any(p.suffix == journal.RECORD_SUFFIX
-                                    for p in self.root.glob("*.json")
-                                    if p.name != journal.MOUNT_INFO):
-                log.warning("unsent files stay journaled in %s", self.root)
-                return
-            shutil.rmtree(self.root, ignore_errors=True)
+            try:
+                if keep_journal and any(p.suffix == journal.RECORD_SUFFIX
+                                        for p in self.root.glob("*.json")
+                                        if p.name != journal.MOUNT_INFO):
+                    log.warning("unsent files stay journaled in %s", self.root)
+                    return
+                shutil.rmtree(self.root, ignore_errors=True)
+            finally:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # the next daemon may take the directory
+                    self._lock_fd = None
 
         await trio.to_thread.run_sync(remove, limiter=self.limiter)
 

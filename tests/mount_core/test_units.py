@@ -228,11 +228,9 @@ def test_kernel_cache_kept_while_etag_unchanged(server: Any, repo_ref: Any,
 
 def test_staging_of_dead_daemons_is_removed_unless_it_journals(tmp_path: Path) -> None:
     """journal.py subtlety 3: a dead daemon's directory with nothing acknowledged goes; one
-    with a record (or a session to resume) is handed to the new daemon; a live daemon's
-    directory (a process whose command line names tilde) is left alone."""
-    import subprocess
-    import sys
-
+    with a record (or a session to resume) is handed to the new daemon; a directory whose
+    lock is held (a live daemon, whatever its pid says) is left alone."""
+    from tilde_mount import journal
     from tilde_mount.upload import Staging
 
     root = tmp_path / "staging"
@@ -241,15 +239,14 @@ def test_staging_of_dead_daemons_is_removed_unless_it_journals(tmp_path: Path) -
     (dead / "1").write_bytes(b"x")
     journaled = root / "4194998-abcd"
     journaled.mkdir()
+    (journaled / "lock").touch()  # a lock nobody holds: its daemon is gone
     (journaled / "1").write_bytes(b"closed")
     (journaled / "1.json").write_text('{"path": "a/b.txt", "damaged": null}')
     (journaled / "mount.json").write_text('{"repository": "o/r", "session_id": "s1"}')
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             "tilde_mount-stand-in"])
+    alive = root / "4194997-beef"  # a dead pid, but its lock is held: alive
+    alive.mkdir()
+    fd = journal.hold(alive)
     try:
-        alive = root / f"{live.pid}-beef"
-        alive.mkdir()
-
         async def main() -> None:
             staging = Staging(root)
             found = await staging.start()
@@ -262,5 +259,4 @@ def test_staging_of_dead_daemons_is_removed_unless_it_journals(tmp_path: Path) -
 
         trio.run(main)
     finally:
-        live.kill()
-        live.wait()
+        os.close(fd)
