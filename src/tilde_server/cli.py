@@ -180,18 +180,20 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
 
     from tilde_server import crashpoints
     from tilde_server.app import build_app
-    from tilde_server.store.sources import SourceSettings
+    from tilde_server.store.sources import SourceSettings, networks_from_env
     from tilde_server.wire import WireOptions
 
-    try:
+    try:  # operator settings from the environment: a bad one is one line, exit 2
         crashpoints.check()
+        allow_networks = networks_from_env()
     except ValueError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
     lock, store, generated = _open_owned(data_dir, admin_key or None)
     store.connectors.settings = SourceSettings(
         connector_roots=tuple(p.resolve() for p in connector_roots),
-        s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials)
+        s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials,
+        allow_networks=allow_networks)
     ttl = os.environ.get("TILDE_SERVER_UPLOAD_TTL")
     if ttl:
         store.upload_ttl = store.multipart_ttl = int(ttl)

@@ -116,3 +116,20 @@ def test_operator_allowed_networks_let_imports_through(tmp_path: Path, s3: Any) 
     finally:
         root.stop_server(h)
     assert "Traceback" not in h.log(), h.log()
+
+
+def test_a_malformed_allow_list_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    """A bad TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS is the operator's error: one line and
+    exit status 2 before anything is opened, no traceback."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, HOME=str(tmp_path),
+               TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS="10.0.0.0/8, not-a-network")
+    r = subprocess.run([*root.server_command(), "run", "--data", str(tmp_path / "data"),
+                        "--host", "127.0.0.1", "--port", str(root.free_port())],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2, r
+    assert "TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS" in r.stderr and "not-a-network" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "data").exists()

@@ -35,7 +35,7 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlparse
@@ -89,7 +89,8 @@ class SourceSettings:
     connector_roots: tuple[Path, ...] = ()
     s3_endpoint: str | None = None
     s3_ambient_credentials: bool = False
-    allow_networks: tuple[IpNetwork, ...] = field(default_factory=networks_from_env)
+    #: parsed from the environment by `tilde-server run` (a bad value: one line, exit 2)
+    allow_networks: tuple[IpNetwork, ...] = ()
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
