@@ -27,7 +27,7 @@ from typing import Any
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -141,6 +141,13 @@ class TildeMiddleware:
                     await denied(scope, receive, send_with_id)
                     return
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, no bug
+            log.info("client disconnected during %s %s (request %s)", scope.get("method"),
+                     scope.get("path"), request_id)
+            if not started:
+                resp = error_body(400, "client disconnected during the request",
+                                  "incomplete_body", request_id)
+                await resp(scope, receive, send_with_id)
         except Exception:
             log.exception("unexpected error handling %s %s (request %s)",
                           scope.get("method"), scope.get("path"), request_id)

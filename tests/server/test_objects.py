@@ -386,3 +386,29 @@ def test_garbage_never_500(api: Api) -> None:
         assert r.status_code < 500, r.text
         r = api.http.get(f"{api.R}/object?{raw}")
         assert r.status_code < 500, r.text
+
+
+def test_a_client_that_disconnects_mid_body_is_no_server_error(api: Api) -> None:
+    """A client that goes away while sending a body (a mount cancelling an upload at
+    unmount) is logged as such: no traceback, no 500, and the server goes on answering."""
+    import socket
+    from urllib.parse import quote
+
+    sid = api.session()
+    host, port = urlsplit(api.server.endpoint).netloc.split(":")
+    target = (f"{urlsplit(api.R).path}/object?session_id={sid}&path={quote('cut.txt')}")
+    for method in ("PUT", "POST"):
+        route = target if method == "PUT" else target.replace("/object?", "/objects/upload?")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"{method} {route} HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {api.server.api_key}\r\n"
+                      "Content-Length: 100000\r\n\r\n".encode() + b"x" * 10)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while "client disconnected during PUT" not in api.server.log() and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = api.server.log()
+    assert "client disconnected during PUT" in log
+    assert "Traceback" not in log
+    assert api.http.get(f"{api.R}/changes", params={"session_id": sid}).json()["results"] == []
