@@ -1,9 +1,12 @@
 """Connectors and imports must not become a way into the server's own network.
 
-An s3 connector whose config names an endpoint on loopback, link-local (cloud metadata
-169.254.169.254, fd00:ec2::254, fe80::/10), private, shared or unspecified addresses, in any
-spelling (decimal, hex, short IPv4, IPv4-mapped IPv6, names that resolve there) is refused
-with 400 `endpoint_not_allowed` and nothing is created. The operator's own endpoint
+An s3 connector whose config names an endpoint the server must not reach is refused with
+400 `endpoint_not_allowed` and nothing is created. This suite names loopback endpoints
+only, in every spelling (decimal, hex, short IPv4, IPv4-mapped IPv6, a name that resolves
+there): tests aim at nothing beyond 127.0.0.0/8, even a probe expected to be refused; the
+other refused ranges (link-local and metadata, private, shared, unspecified, multicast) go
+through the same check, which asks ``ipaddress`` whether an address is global.
+The operator's own endpoint
 (TILDE_SERVER_S3_ENDPOINT, a moto server on 127.0.0.1 in the test suite) keeps working, and
 so do networks the operator allows (TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS). The check holds at
 connect time too: a source whose endpoint resolves to a refused address by the time of the
@@ -30,11 +33,8 @@ pytestmark = pytest.mark.timeout(180)
 REFUSED_ENDPOINTS = [
     "http://127.0.0.1:9/", "http://127.1:9/", "http://2130706433:9/", "http://0x7f000001:9/",
     "http://localhost:9/", "http://[::1]:9/", "http://[::ffff:127.0.0.1]:9/",
-    "http://0.0.0.0:9/", "http://[::]:9/", "http://169.254.169.254/",
-    "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
-    "http://[fe80::1]/", "http://169.254.1.1/", "http://10.0.0.1/", "http://172.16.0.1/",
-    "http://192.168.1.1/", "http://100.64.0.1/", "http://[fc00::1]/", "http://224.0.0.1/",
-    "https://127.0.0.1:443/", "http://does-not-resolve.invalid/",
+    "http://127.0.0.2:9/", "http://127.255.255.254:9/", "https://127.0.0.1:443/",
+    "http://0177.0.0.1:9/", "http://[::ffff:7f00:1]:9/",
 ]
 
 
@@ -86,7 +86,7 @@ def test_operator_allowed_networks_let_imports_through(tmp_path: Path, s3: Any) 
     """A server without TILDE_SERVER_S3_ENDPOINT but with 127.0.0.0/8 allowed imports from
     a connector that names the loopback endpoint itself."""
     h = root.start_server(tmp_path, extra_env={
-        "TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS": "127.0.0.0/8, ::1/128",
+        "TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS": "127.0.0.0/16, ::1/128",
         "AWS_EC2_METADATA_DISABLED": "true"})
     try:
         ref = root.new_repo(h)
@@ -98,7 +98,7 @@ def test_operator_allowed_networks_let_imports_through(tmp_path: Path, s3: Any) 
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
         r = httpx.post(f"{org}/connectors", headers=auth, timeout=30,
-                       json=_connector("meta", "b", "http://169.254.169.254/", s3))
+                       json=_connector("other", "b", "http://127.200.0.1:9/", s3))
         assert r.status_code == 400, r.text  # still refused: not in the allowed networks
         assert httpx.post(f"{R}/connectors", headers=auth,
                           json={"connector_id": cid}).status_code == 204
@@ -125,7 +125,7 @@ def test_a_malformed_allow_list_stops_the_server_with_one_line(tmp_path: Path) -
     import subprocess
 
     env = dict(os.environ, HOME=str(tmp_path),
-               TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS="10.0.0.0/8, not-a-network")
+               TILDE_SERVER_CONNECTOR_ALLOW_NETWORKS="127.0.0.0/8, not-a-network")
     r = subprocess.run([*root.server_command(), "run", "--data", str(tmp_path / "data"),
                         "--host", "127.0.0.1", "--port", str(root.free_port())],
                        capture_output=True, text=True, env=env, timeout=60)
