@@ -80,10 +80,13 @@ def status_for(exc: StoreError) -> int:
 
 
 def error_body(status: int, message: str, code: str, request_id: str,
-               headers: dict[str, str] | None = None) -> Response:
+               headers: dict[str, str] | None = None,
+               details: dict[str, Any] | None = None) -> Response:
+    """The error JSON; `details` come first, so a client that keeps only the start of the
+    text (tilde.exceptions keeps 500 characters) still has as much of them as fits."""
     h = {"X-Request-Id": request_id, **(headers or {})}
-    return JSONResponse({"message": message, "code": code, "request_id": request_id},
-                        status_code=status, headers=h)
+    return JSONResponse({**(details or {}), "message": message, "code": code,
+                         "request_id": request_id}, status_code=status, headers=h)
 
 
 def _request_id(scope: Scope) -> str:
@@ -97,7 +100,8 @@ async def store_error(request: Request, exc: Exception) -> Response:
     headers = {}
     if isinstance(exc, RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.size}"
-    return error_body(status, exc.message, exc.code, _request_id(request.scope), headers)
+    return error_body(status, exc.message, exc.code, _request_id(request.scope), headers,
+                      exc.details)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -126,6 +126,7 @@ from .objects import (
     parse_reproducible,
     parse_source_metadata,
     range_header,
+    update_object_metadata,
 )
 from .organizations import (
     create_organization,
@@ -198,8 +199,11 @@ from .sessions import (
     commit_session,
     create_session,
     parse_commit_id,
+    parse_rebase,
     parse_session_id,
     parse_web_url,
+    rebase_conflicts,
+    rebase_session,
     rollback_session,
 )
 from .uploads import (
@@ -384,6 +388,7 @@ __all__ = [
     "parse_policy",
     "parse_policy_text",
     "parse_put_result",
+    "parse_rebase",
     "parse_repository",
     "parse_reproducible",
     "parse_results",
@@ -410,6 +415,8 @@ __all__ = [
     "put_plan",
     "put_secret",
     "range_header",
+    "rebase_conflicts",
+    "rebase_session",
     "remove_group_member",
     "remove_member",
     "repository_secrets_path",
@@ -437,6 +444,7 @@ __all__ = [
     "toggle_trigger",
     "update_agent",
     "update_group",
+    "update_object_metadata",
     "update_policy",
     "update_repository",
     "update_trigger",

@@ -1,5 +1,5 @@
 """Object reads, copy and delete (spec 2.5): listing, GET with Range, HEAD, the
-listing entry and header parsers."""
+listing entry and header parsers; tilde-server's metadata-only update and listing markers."""
 
 from __future__ import annotations
 
@@ -34,11 +34,14 @@ def _check_ref(session_id: str | None, ref: str | None) -> None:
 
 def list_objects(org: str, repo: str, *, session_id: str | None = None, prefix: str | None = None,
                  delimiter: str | None = None, after: str | None = None,
-                 amount: int | None = DEFAULT_PAGE_SIZE, ref: str | None = None) -> WireRequest:
+                 amount: int | None = DEFAULT_PAGE_SIZE, ref: str | None = None,
+                 markers: bool = False) -> WireRequest:
+    """``markers``: ask tilde-server to put a prefix's ``P`` marker object in its row (an
+    extension; other servers ignore it and send ``entry: null``). Sent only when True."""
     _check_ref(session_id, ref)
     return WireRequest("GET", f"{_r(org, repo)}/objects", _params(
         ("session_id", session_id), ("ref", ref), ("prefix", prefix), ("delimiter", delimiter),
-        ("after", after), ("amount", _amount(amount))))
+        ("after", after), ("amount", _amount(amount)), ("markers", True if markers else None)))
 
 
 def range_header(byte_range: tuple[int, int | None]) -> str:
@@ -71,6 +74,16 @@ def copy_object(org: str, repo: str, source_path: str, destination_path: str, *,
     return WireRequest("POST", f"{_r(org, repo)}/object/copy", _params(
         ("session_id", session_id), ("source_path", source_path),
         ("destination_path", destination_path)))
+
+
+def update_object_metadata(org: str, repo: str, path: str, *, session_id: str,
+                           metadata: Mapping[str, str]) -> WireRequest:
+    """Replace ``path``'s user metadata in the session without sending its bytes
+    (tilde-server's extension; the service answers 404/405, then upload again). The answer
+    is the object's entry with its ``path``: :func:`parse_entry` reads it."""
+    return WireRequest("PUT", f"{_r(org, repo)}/object/metadata",
+                       _params(("session_id", session_id), ("path", path)),
+                       json={"metadata": dict(metadata)})
 
 
 def delete_object(org: str, repo: str, path: str, *, session_id: str) -> WireRequest:

@@ -93,6 +93,8 @@ declare(_R + "/sessions", POST="session:read")
 declare(_R + "/sessions/{session_id}", POST="session:write", DELETE="session:read")
 declare(_R + "/sessions/{session_id}/approve", GET="session:read", POST="session:admin")
 declare(_R + "/sessions/{session_id}/reject", POST="session:admin")
+# Rebase (extension) changes what a later commit applies to, so it needs what commit needs.
+declare(_R + "/sessions/{session_id}/rebase", POST="session:write")
 declare(_R + "/changes", GET="object:read")
 declare(_R + "/log", GET="repo:read")
 declare(_R + "/commits/{commit_id}", GET="repo:read")
@@ -108,6 +110,7 @@ declare(_R + "/object/finalize", PUT=_W, POST=_W)
 declare(_R + "/object/copy", POST=(Check("object:read", "query:source_path"),
                                    Check("object:write", "query:destination_path")))
 declare(_R + "/object/multipart", POST=_W, DELETE=_W)
+declare(_R + "/object/metadata", PUT=_W)  # metadata-only update (extension)
 # The path was decided at initiate; the token (0.7.2) or the upload binding (0.7.7) names it.
 # the path is the 0.7.7 query's or the legacy token's: checked by the handler
 declare(_R + "/object/multipart/part", GET=(Check("object:write", "handler:path"),))

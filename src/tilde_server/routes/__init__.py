@@ -17,7 +17,7 @@ from tilde_server.routes import (
 def api_routes_for(wire: str) -> tuple[list[BaseRoute], list[BaseRoute]]:
     """(the /api/v1 routes of wire dialect `wire`, the 405 routes for what it refuses)."""
     served, refused = objects.routes_for(wire)
-    plain: list[BaseRoute] = [*orgs.routes, *commits.routes, *served, *identity.routes,
+    plain: list[BaseRoute] = [*orgs.routes, *commits.routes_for(wire), *served, *identity.routes,
                               *secrets.routes, *connectors.routes, *sandboxes.routes,
                               *sandbox_triggers.routes]
     return plain, refused

@@ -53,6 +53,15 @@ async def session(request: Request) -> Response:
     return JSONResponse({"commit_id": commit_id})
 
 
+async def rebase(request: Request) -> Response:
+    """Session rebase (an extension): the session's base moves to head, its changes stay;
+    409 with `conflicts` when a staged path changed since its base (the commit's rule)."""
+    org, repo = org_repo(request)
+    base = await run(store_of(request).rebase_session, org, repo,
+                     request.path_params["session_id"])
+    return JSONResponse({"base_commit": base, "rebased": True})
+
+
 async def changes(request: Request) -> Response:
     org, repo = org_repo(request)
     session = query_required(request, "session_id")
@@ -101,9 +110,18 @@ async def diff(request: Request) -> Response:
 routes = [
     Route(REPO + "/sessions", create_session, methods=["POST"]),
     Route(REPO + "/sessions/{session_id}", session, methods=["POST", "DELETE"]),
+    Route(REPO + "/sessions/{session_id}/rebase", rebase, methods=["POST"]),
     Route(REPO + "/changes", changes, methods=["GET"]),
     Route(REPO + "/log", log, methods=["GET"]),
     Route(REPO + "/commits/{commit_id}", commit, methods=["GET"]),
     Route(REPO + "/commits/{commit_id}/revert", revert, methods=["POST"]),
     Route(REPO + "/diff", diff, methods=["GET"]),
 ]
+
+# tilde-server's own extensions: `--wire current` answers them 404, as the service would.
+EXTENSIONS = frozenset({REPO + "/sessions/{session_id}/rebase"})
+
+
+def routes_for(wire: str) -> list[Route]:
+    """The routes of wire dialect `wire`."""
+    return [r for r in routes if wire != "current" or r.path not in EXTENSIONS]

@@ -28,6 +28,10 @@ Subtleties:
    (engine subtlety 9); the target authorizes by signature alone and answers exactly what
    the streaming GET answers (Range, 416, every header). Which GETs redirect: `_redirects`.
    HEAD never redirects (no client follows a redirect on HEAD).
+8. Extensions of tilde-server alone (docs/api.md), absent with `--wire current` as the batch
+   upload is: `PUT .../object/metadata` (a metadata-only update, no bytes) and
+   `markers=true` on a delimiter listing (a prefix row carries its `P` marker object's
+   entry; found while collapsing the prefix, listing subtlety 7, so it costs no query).
 """
 
 from __future__ import annotations
@@ -117,15 +121,20 @@ def _view_args(request: Request) -> dict[str, Any]:
 
 
 async def list_objects(request: Request) -> Response:
+    """`markers=true` (an extension, subtlety 8) puts a prefix's marker object in its row."""
     org, repo = org_repo(request)
+    markers = False
+    if wire_options(request).wire != "current":  # the service ignores what it lacks
+        markers = _flag(query(request, "markers") or "", "markers")
     page = await run(store_of(request).list_objects, org, repo, **_view_args(request),
                      prefix=query(request, "prefix") or "",
                      delimiter=query(request, "delimiter"),
-                     after=query(request, "after"), amount=amount(request))
+                     after=query(request, "after"), amount=amount(request), markers=markers)
     results = []
     for item in page.items:
         if item.kind == "prefix":
-            results.append({"path": item.path, "type": "prefix", "entry": None})
+            results.append({"path": item.path, "type": "prefix",
+                            "entry": entry_json(item.payload) if item.payload else None})
         else:
             results.append({"path": item.path, "type": "object",
                             "entry": entry_json(item.payload)})
@@ -464,6 +473,21 @@ async def copy(request: Request) -> Response:
     return JSONResponse({"source_path": src, "destination_path": dst}, status_code=201)
 
 
+async def update_metadata(request: Request) -> Response:
+    """Metadata-only update (an extension): `{"metadata": {...}}` replaces the object's user
+    metadata in the session, bytes untouched; answers the object's entry with its path."""
+    org, repo = org_repo(request)
+    session, path = query_required(request, "session_id"), query_required(request, "path")
+    body = await json_body(request)
+    if "metadata" not in body:
+        raise BadRequest("field 'metadata' is required", "invalid_input")
+    if not isinstance(body["metadata"], dict):
+        raise BadRequest("field 'metadata' must be an object of strings", "invalid_input")
+    metadata = v.metadata(body["metadata"])
+    o = await run(store_of(request).update_metadata, org, repo, session, path, metadata)
+    return JSONResponse({"path": o.path, **entry_json(o)})
+
+
 async def delete_many(request: Request) -> Response:
     org, repo = org_repo(request)
     session = query_required(request, "session_id")
@@ -601,6 +625,7 @@ routes = [
     Route(REPO + "/object/finalize", finalize, methods=["PUT"]),
     Route(REPO + "/object/finalize", finalize_token, methods=["POST"]),
     Route(REPO + "/object/copy", copy, methods=["POST"]),
+    Route(REPO + "/object/metadata", update_metadata, methods=["PUT"]),
     Route(REPO + "/object/multipart", multipart_initiate, methods=["POST"]),
     Route(REPO + "/object/multipart", multipart_delete, methods=["DELETE"]),
     Route(REPO + "/object/multipart/part", multipart_part, methods=["GET"]),
@@ -617,7 +642,8 @@ REFUSED: dict[str, frozenset[tuple[str, str]]] = {
                          ("DELETE", REPO + "/object/multipart")}),
 }
 ABSENT: dict[str, frozenset[tuple[str, str]]] = {
-    "current": frozenset({("POST", REPO + "/objects/upload")}),
+    "current": frozenset({("POST", REPO + "/objects/upload"),
+                          ("PUT", REPO + "/object/metadata")}),
 }
 
 

@@ -44,6 +44,14 @@ Subtleties:
    in flight) the grace is 0. Pending uploads whose URL expired go with their files.
 11. Crash points (tilde_server.crashpoints) mark the phases of uploads, finalize, complete,
    commit and rollback for the crash tests; unarmed they cost one comparison.
+12. Wherever a commit id is taken (`ref`, log, get, revert, diff), a hex string shorter than
+   a full id is a prefix of one: at least MIN_COMMIT_PREFIX digits (else 400), found with one
+   range scan of the `commits_id` index (`id >= p AND id < successor(p)`, LIMIT 2). Two hits
+   are a 409 (ambiguous), none a 404. Anything else is looked up exactly, as before.
+13. Rebase (an extension) moves an open session's base to head with the commit's own
+   conflict rule (3.), so a session that rebases cleanly would also have committed cleanly;
+   on a conflict nothing changes. Its staged rows stay as they are: a tombstone of a path
+   the new base lacks hides nothing and commits as a no-op.
 """
 
 from __future__ import annotations
@@ -102,6 +110,12 @@ MAX_PARTS = 10000
 # Longest download token put in a URL; uvicorn accepts request heads up to 16 KiB (h11).
 MAX_DOWNLOAD_TOKEN = 8192
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+# Commit ids are sha256 hex; a shorter hex string is a prefix of one (subtlety 12).
+COMMIT_ID_LENGTH = 64
+MIN_COMMIT_PREFIX = 4
+# The most conflicting paths a refused rebase lists (its message names the first five).
+MAX_REBASE_CONFLICTS = 1000
 
 _ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified, source"
 
@@ -523,15 +537,22 @@ class Store:
         self.blobs.drop_spools(sid)
         return commit_id
 
-    def _check_conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row) -> None:
+    def _changed_since_base(self, c: sqlite3.Connection, r: sqlite3.Row,
+                            s: sqlite3.Row) -> list[str]:
+        """The session's staged paths with a version boundary between its base and head."""
         base, head = s["base_seq"], r["head_seq"]
         if head == base:
-            return
-        candidates = [row[0] for row in c.execute(
+            return []
+        return [row[0] for row in c.execute(
             "SELECT DISTINCT st.path FROM staged st JOIN entries e "
             "ON e.repo_id = ? AND e.path = st.path "
             "WHERE st.session_id = ? AND (e.from_seq > ? OR e.to_seq > ?)",
             (r["id"], s["id"], base, base))]
+
+    def _conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
+                   candidates: list[str]) -> list[str]:
+        """The candidates that conflict under the rule of subtlety 3, sorted."""
+        base, head = s["base_seq"], r["head_seq"]
         conflicts = []
         for path in candidates:
             head_state = _state(self._at(c, r["id"], path, head))
@@ -541,6 +562,10 @@ class Store:
             staged_state = _state(staged[1]) if staged else None
             if head_state != staged_state:
                 conflicts.append(path)
+        return sorted(conflicts)
+
+    def _check_conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row) -> None:
+        conflicts = self._conflicts(c, r, s, self._changed_since_base(c, r, s))
         if conflicts:
             shown = ", ".join(repr(p) for p in sorted(conflicts)[:5])
             more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
@@ -590,6 +615,32 @@ class Store:
         c.execute("UPDATE sessions SET state = 'committed', closed_at = ? WHERE id = ?",
                   (now_rfc3339(), sess))
         return commit_id
+
+    def rebase_session(self, org: str, repo: str, sid: str) -> str:
+        """Move an open session's base to head, keeping its staged changes (13.); returns
+        the new base commit id ("" for an empty repository). Conflict (with `conflicts`,
+        at most MAX_REBASE_CONFLICTS paths) changes nothing."""
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, sid)
+            head = r["head_seq"]
+            candidates = self._changed_since_base(c, r, s)
+            conflicts = self._conflicts(c, r, s, candidates)
+            if conflicts:
+                shown = ", ".join(repr(p) for p in conflicts[:5])
+                more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+                raise Conflict(
+                    f"cannot rebase: {len(conflicts)} staged path(s) changed by another "
+                    f"commit since this session started: {shown}{more}", "conflict",
+                    details={"conflicts": conflicts[:MAX_REBASE_CONFLICTS]})
+            for path in candidates:  # a tombstone must name a path of the base (13.)
+                if self._at(c, r["id"], path, head) is None:
+                    c.execute("DELETE FROM staged WHERE session_id = ? AND path = ? "
+                              "AND op = 'delete'", (s["id"], path))
+            c.execute("UPDATE sessions SET base_seq = ? WHERE id = ?", (head, s["id"]))
+            row = c.execute("SELECT id FROM commits WHERE repo_id = ? AND seq = ?",
+                            (r["id"], head)).fetchone()
+        return str(row[0]) if row else ""
 
     def rollback_session(self, org: str, repo: str, sid: str) -> None:
         with self.db.write() as c:
@@ -660,15 +711,39 @@ class Store:
             return None, self._resolve_ref(c, r, ref)
         return None, r["head_seq"]
 
-    @staticmethod
-    def _resolve_ref(c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> int:
+    @classmethod
+    def _resolve_ref(cls, c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> int:
         if ref in (DEFAULT_BRANCH, "HEAD"):
             return int(r["head_seq"])
-        row = c.execute("SELECT seq FROM commits WHERE repo_id = ? AND id = ?",
-                        (r["id"], ref)).fetchone()
-        if row is None:
+        return int(cls._commit_row(c, r, ref)["seq"])
+
+    @staticmethod
+    def _commit_row(c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> sqlite3.Row:
+        """The commit that `ref` names: a full id or a unique prefix of one (12.)."""
+        if not _HEX_RE.fullmatch(ref) or len(ref) >= COMMIT_ID_LENGTH:
+            row = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
+                            (r["id"], ref)).fetchone()
+            if row is None:
+                raise NotFound(f"commit {ref!r} not found", "commit_not_found")
+            return row
+        if len(ref) < MIN_COMMIT_PREFIX:
+            raise BadRequest(f"commit id prefix {ref!r} is too short: give at least "
+                             f"{MIN_COMMIT_PREFIX} hex digits", "invalid_commit_id")
+        prefix = ref.lower()
+        upper = key_successor(prefix)
+        assert upper is not None  # a non-empty hex string always has a successor
+        rows = c.execute("SELECT * FROM commits INDEXED BY commits_id WHERE repo_id = ? "
+                         "AND id >= ? AND id < ? ORDER BY id LIMIT 2",
+                         (r["id"], prefix, upper)).fetchall()
+        if not rows:
             raise NotFound(f"commit {ref!r} not found", "commit_not_found")
-        return int(row[0])
+        if len(rows) > 1:
+            n = c.execute("SELECT count(*) FROM commits INDEXED BY commits_id "
+                          "WHERE repo_id = ? AND id >= ? AND id < ?",
+                          (r["id"], prefix, upper)).fetchone()[0]
+            raise Conflict(f"commit id prefix {ref!r} is ambiguous: it matches {n} commits",
+                           "ambiguous_commit_id")
+        return rows[0]
 
     def stat_object(self, org: str, repo: str, path: str, session: str | None = None,
                     ref: str | None = None) -> Obj:
@@ -732,7 +807,10 @@ class Store:
 
     def list_objects(self, org: str, repo: str, *, session: str | None = None,
                      ref: str | None = None, prefix: str = "", delimiter: str | None = None,
-                     after: str | None = None, amount: int = 100) -> Page:
+                     after: str | None = None, amount: int = 100,
+                     markers: bool = False) -> Page:
+        """`markers`: a prefix item's payload is the object whose key is the prefix itself
+        (its directory marker), None when there is none (listing subtlety 7)."""
         v.text(prefix, "prefix")
         if after is not None:
             v.text(after, "after")
@@ -753,7 +831,7 @@ class Store:
                                 max(big, small))
             view = MergedView(base, staged)
             items, has_more = paginate(view.next, view.seek, prefix=prefix, delimiter=delimiter,
-                                       after=after, amount=amount)
+                                       after=after, amount=amount, markers=markers)
         return Page(items, has_more, items[-1].path if has_more else None)
 
     def list_changes(self, org: str, repo: str, session: str, *, prefix: str = "",
@@ -1134,6 +1212,22 @@ class Store:
         if replaced:
             self._collect([replaced])
 
+    def update_metadata(self, org: str, repo: str, session: str, path: str,
+                        metadata: dict[str, str]) -> Obj:
+        """Replace the user metadata of `path` in the session's view without touching its
+        bytes: a staged row on the same blob (as copy makes), returned as staged."""
+        v.object_key(path)
+        with self.db.write() as c:
+            r = self._repo(c, org, repo)
+            s = self._session(c, r, session)
+            cur = self._view_obj(c, r, s, s["base_seq"], path)
+            if cur is None:
+                raise NotFound(f"object {path!r} not found", "object_not_found")
+            o = Obj(path, cur.blob, cur.size, cur.etag, cur.content_type, metadata,
+                    now_rfc3339(), True, cur.source)
+            self._stage_put(c, s["id"], o)  # the same blob: nothing to collect
+        return o
+
     def _stage_delete(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
                       path: str) -> tuple[bool, str | None]:
         """Stage a tombstone; returns (existed in the session view, replaced staged blob)."""
@@ -1188,11 +1282,11 @@ class Store:
             r = self._repo(c, org, repo)
             top = self._resolve_ref(c, r, ref) if ref else r["head_seq"]
             if after:
-                row = c.execute("SELECT seq FROM commits WHERE repo_id = ? AND id = ?",
-                                (r["id"], after)).fetchone()
-                if row is None:
-                    raise BadRequest(f"unknown cursor {after!r}", "invalid_cursor")
-                top = min(top, row[0] - 1)
+                try:
+                    cursor = self._commit_row(c, r, after)
+                except NotFound:
+                    raise BadRequest(f"unknown cursor {after!r}", "invalid_cursor") from None
+                top = min(top, cursor["seq"] - 1)
             rows = c.execute("SELECT * FROM commits WHERE repo_id = ? AND seq <= ? "
                              "ORDER BY seq DESC LIMIT ?", (r["id"], top, amount + 1)).fetchall()
         items = [self._commit_dict(x) for x in rows[:amount]]
@@ -1200,12 +1294,9 @@ class Store:
         return Page(items, has_more, items[-1]["id"] if has_more else None)
 
     def get_commit(self, org: str, repo: str, commit_id: str) -> dict[str, Any]:
+        """The commit `commit_id` names (full or a unique prefix): always the full id back."""
         with self.db.read() as c:
-            r = self._repo(c, org, repo)
-            row = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
-                            (r["id"], commit_id)).fetchone()
-        if row is None:
-            raise NotFound(f"commit {commit_id!r} not found", "commit_not_found")
+            row = self._commit_row(c, self._repo(c, org, repo), commit_id)
         return self._commit_dict(row)
 
     def _changed_paths(self, c: sqlite3.Connection, rid: int, lo: int, hi: int,
@@ -1268,10 +1359,7 @@ class Store:
                metadata: dict[str, str], who: Principal) -> str:
         with self.db.write() as c:
             r = self._repo(c, org, repo)
-            target = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
-                               (r["id"], commit_id)).fetchone()
-            if target is None:
-                raise NotFound(f"commit {commit_id!r} not found", "commit_not_found")
+            target = self._commit_row(c, r, commit_id)
             seq, head, rid = target["seq"], r["head_seq"], r["id"]
             paths = [row[0] for row in c.execute(
                 "SELECT path FROM entries WHERE repo_id = ? AND from_seq = ? UNION "

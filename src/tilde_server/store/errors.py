@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StoreError(Exception):
     """Base class. `code` is the machine-readable error code sent to clients."""
 
     code = "error"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, *,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        # Extra JSON fields of the error body (a refused rebase's `conflicts`).
+        self.details: dict[str, Any] = details or {}
 
 
 class BadRequest(StoreError):

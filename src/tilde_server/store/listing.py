@@ -13,6 +13,10 @@ Subtleties:
 5. Comparison is by Python code point order, which equals SQLite's BINARY order on UTF-8.
 6. Cursor (`after`) semantics: items are strictly greater than `after`; a common prefix that is
    `<= after` was already returned (or skipped over) and is not repeated.
+7. Directory markers: the key equal to a common prefix `P` (the marker `a/b/` of `a/b`) is
+   the smallest key starting with `P`, so when it exists it is the very row that makes the
+   prefix appear; `paginate(markers=True)` hands its payload to the prefix item, at no cost.
+   A cursor `after >= P` never emits `P` again, so no marker is lost to pagination.
 """
 
 from __future__ import annotations
@@ -141,8 +145,10 @@ def paginate(
     delimiter: str | None,
     after: str | None,
     amount: int,
+    markers: bool = False,
 ) -> tuple[list[Item], bool]:
-    """Collect up to `amount` items (+1 to learn has_more), grouping by delimiter."""
+    """Collect up to `amount` items (+1 to learn has_more), grouping by delimiter; with
+    `markers` a prefix item carries the payload of the key equal to it (7.)."""
     items: list[Item] = []
     while len(items) <= amount:
         nxt = next_item()
@@ -155,7 +161,8 @@ def paginate(
                 common = path[: i + len(delimiter)]
                 seek(key_successor(common))
                 if after is None or common > after:
-                    items.append(Item(common, "prefix"))
+                    marker = payload if markers and path == common else None
+                    items.append(Item(common, "prefix", marker, staged and marker is not None))
                 continue
         items.append(Item(path, "object", payload, staged))
     has_more = len(items) > amount
