@@ -2,6 +2,10 @@
 
 Commits from ``list``/``get`` are loaded; the handle returned by ``revert`` holds only the
 new id and sends ``GET {R}/commits/{id}`` once, on its first property read or ``diff``.
+
+Ids are passed through as given: tilde-server also takes a unique prefix of at least 4 hex
+digits (docs/api.md, "Short commit ids"; 409 when ambiguous), and ``get`` answers the full
+id, so a ``Commit`` from ``get`` always carries it.
 """
 
 from __future__ import annotations
@@ -140,5 +144,6 @@ class Commits:
             self._handle, after)
 
     def get(self, commit_id: str) -> Commit:
+        """The commit ``commit_id`` names, with its full id (a prefix works on tilde-server)."""
         return self._handle(self._client._call(
             _wire.get_commit(self._org, self._repo, commit_id)))
