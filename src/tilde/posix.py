@@ -47,10 +47,27 @@ from ._wire.posix import (
 from .exceptions import NotFoundError
 
 __all__ = [
-    "CTIME", "GID", "KEYS", "MARKER_SUFFIX", "MODE", "MTIME", "PosixAttrs", "UID",
-    "attributes", "encode", "format_time", "is_directory_marker", "is_marker_key",
-    "is_symlink", "marker_key", "parse", "parse_time", "posix_metadata", "split",
-    "symlink_metadata", "symlink_target",
+    "CTIME",
+    "GID",
+    "KEYS",
+    "MARKER_SUFFIX",
+    "MODE",
+    "MTIME",
+    "UID",
+    "PosixAttrs",
+    "attributes",
+    "encode",
+    "format_time",
+    "is_directory_marker",
+    "is_marker_key",
+    "is_symlink",
+    "marker_key",
+    "parse",
+    "parse_time",
+    "posix_metadata",
+    "split",
+    "symlink_metadata",
+    "symlink_target",
 ]
 
 
