@@ -55,6 +55,9 @@ class FsConfig:
     upload_chunk: int = 1 * MiB
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    #: ``-o uid=/gid=`` given: every object shows as owned by ``uid``:``gid`` whatever
+    #: owner it stores (else the stored owner shows, ``uid``/``gid`` where none is stored)
+    map_owner: bool = False
     file_mode: int = 0o644
     dir_mode: int = 0o755
     #: ``--durable-close``: close(2) returns once the file is uploaded into the session

@@ -375,6 +375,7 @@ class Daemon:
             fs_kwargs["uid"] = c.uid
         if c.gid is not None:
             fs_kwargs["gid"] = c.gid
+        fs_kwargs["map_owner"] = c.uid is not None or c.gid is not None
         fs_config = FsConfig(**fs_kwargs)
         parts = Parts.build(fs_config)  # caches and staging, built here and passed in
         fs = Filesystem(remote, fs_config, session_id=c.session_id, ref=c.commit_id,

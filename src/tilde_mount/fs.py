@@ -25,7 +25,7 @@ rollback, status and unmount as the control plane sees them).
 
 Subtleties:
 1. State has three layers, consulted in order: local state (`LocalState`: staged files,
-   mkdir'ed directories, attribute overrides), then the metadata cache (TTL), then the
+   mkdir'ed directories with their attributes), then the metadata cache (TTL), then the
    remote. Local state is keyed by path and moved by rename.
 2. Every remote mutation (delete, copy, directory moves) is done synchronously inside the
    handler that causes it, so the session on the server is the truth as soon as the
@@ -54,25 +54,26 @@ import stat as S
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from tilde import _wire
 from tilde import exceptions as exc
+from tilde._wire import posix
 
-from . import crashpoints
+from . import attrs, crashpoints
 from .config import FsConfig
 from .data_cache import BlockCache, ObjectRef
 from .errors import FsError, is_transient, root_cause, to_fs_error
 from .inodes import ROOT_INO, Inode, InodeTable, basename, is_under, join, parent_of
-from .local_state import LocalState, Overrides, move_tree
+from .local_state import LocalState, move_tree, staged_stat
 from .meta_cache import DirEntry, DirPage, MetaCache, Stat
 from .prefetch import Prefetcher
 from .readdir import DOT_ENTRIES, DirHandle, to_dir_page, valid_name
 from .recovery import Recovery
-from .remote import CommitOutcome, Remote, View
+from .remote import BytesSource, CommitOutcome, Remote, View
 from .upload import DamagedFile, DamagedFiles, StagedFile, Staging, Uploader
 
 __all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "FreshSessionError",
@@ -392,14 +393,16 @@ class Filesystem:
             raise FsError(errno.ENOENT)
         try:
             try:
-                obj = await self.remote.head(path, self.view)
-                found = Stat(False, obj.size, obj.etag, obj.mtime_ns)
+                found = attrs.file_stat(await self.remote.head(path, self.view))
             except exc.NotFoundError:
                 page = await self.remote.list_page(path + "/", self.view, amount=1)
                 if not (page.objects or page.prefixes):
                     self._meta.put_negative(path)
                     raise FsError(errno.ENOENT) from None
-                found = Stat(True)
+                # the marker ``path/`` is the first key under the directory, if it exists
+                first = page.objects[0] if page.objects else None
+                found = attrs.dir_stat(first if first is not None
+                                       and first.path == posix.marker_key(path) else None)
         except exc.TildeError as e:
             if is_transient(e) and self._meta.stale_absent(parent, name):
                 log.info("%s: the server did not answer (%s); absent in the last listing",
@@ -413,21 +416,44 @@ class Filesystem:
         self._meta.put(path, found)
         return found
 
+    async def _with_marker(self, path: str, st: Stat) -> Stat:
+        """A directory seen as a prefix without its marker (a server that does not attach
+        markers to listings): its attributes, by one HEAD of ``path/``."""
+        if not st.is_dir or st.marker is not None or path == "":
+            return st
+        try:
+            found = attrs.dir_stat(await self.remote.head(posix.marker_key(path), self.view))
+        except exc.NotFoundError:
+            found = attrs.dir_stat(None)
+        except exc.TildeError as e:
+            log.info("attributes of directory %s unknown (%s): defaults shown", path, e)
+            return st
+        if self.local.stat(path) is None and self._meta.get(path) == st:
+            self._meta.put(path, found)
+        return found
+
     def _attr(self, node: Inode, st: Stat) -> Attr:
-        ov = self.local.overrides.get(node.path) or Overrides()
-        kind = S.S_IFDIR if st.is_dir else S.S_IFREG
-        perm = self.config.dir_mode if st.is_dir else self.config.file_mode
-        if ov.mode is not None:
-            perm = ov.mode & 0o7777
+        """What the kernel is told: the stored POSIX attributes, the defaults where none
+        are stored (attrs.py), the mount's owner for everything with ``-o uid=/gid=``."""
+        if st.is_dir:
+            kind, perm = S.S_IFDIR, self.config.dir_mode
+        elif st.is_symlink:
+            kind, perm = S.S_IFLNK, 0o777
+        else:
+            kind, perm = S.S_IFREG, self.config.file_mode
+        if st.mode:
+            perm = S.S_IMODE(st.mode)
         size = 0 if st.is_dir else st.size
-        mtime = ov.mtime_ns if ov.mtime_ns is not None else (st.mtime_ns or self._mount_ns)
+        mtime = st.mtime_ns if attrs.has_times(st) else self._mount_ns
+        mapped = self.config.map_owner
         return Attr(
             ino=node.ino, mode=kind | perm, nlink=2 if st.is_dir else 1,
-            uid=self.config.uid if ov.uid is None else ov.uid,
-            gid=self.config.gid if ov.gid is None else ov.gid,
+            uid=self.config.uid if mapped or st.uid is None else st.uid,
+            gid=self.config.gid if mapped or st.gid is None else st.gid,
             size=size, blocks=(size + 511) // 512,
-            atime_ns=ov.atime_ns if ov.atime_ns is not None else mtime,
-            mtime_ns=mtime, ctime_ns=mtime, generation=self._inodes.generation)
+            atime_ns=self.local.atimes.get(node.path, mtime),
+            mtime_ns=mtime, ctime_ns=st.ctime_ns or mtime,
+            generation=self._inodes.generation)
 
     def _changed(self, path: str) -> None:
         """Invalidate what a mutation of ``path`` touched (meta_cache subtlety 3)."""
@@ -454,7 +480,7 @@ class Filesystem:
         except FsError:
             raise FsError(errno.ENOENT) from None
         path = _fits(join(pnode.path, text))
-        st = await self._resolve(path)
+        st = await self._with_marker(path, await self._resolve(path))
         node = self._inodes.remember(path, st.is_dir)
         return self._attr(node, st)
 
@@ -469,12 +495,12 @@ class Filesystem:
         if node.detached:
             for h in self._handles.values():
                 if h.node is node and h.sf is not None:
-                    return Stat(False, h.sf.size, "", h.sf.mtime_ns)
+                    return staged_stat(h.sf)
             st = self._detached_stat.get(node.ino)
             if st is None:
                 raise FsError(errno.ENOENT)
             return st
-        return await self._resolve(node.path)
+        return await self._with_marker(node.path, await self._resolve(node.path))
 
     async def getattr(self, ino: int) -> Attr:
         node = self._node(ino)
@@ -503,20 +529,69 @@ class Filesystem:
             if sf.open_handles == 0:  # truncate(1) by path: acknowledged now
                 await self._journal(sf)
                 self._uploader.schedule(sf)
-            st = Stat(False, sf.size, "", sf.mtime_ns)
-        if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)):
-            ov = self.local.overrides.setdefault(node.path, Overrides())
-            if mode is not None:
-                ov.mode = mode & 0o7777
-            if uid is not None:
-                ov.uid = uid
-            if gid is not None:
-                ov.gid = gid
-            if atime_ns is not None:
-                ov.atime_ns = atime_ns
-            if mtime_ns is not None:
-                ov.mtime_ns = mtime_ns
+            st = staged_stat(sf)
+        if atime_ns is not None and not node.detached:
+            self.local.atimes[node.path] = atime_ns
+        if any(v is not None for v in (mode, uid, gid, mtime_ns)):
+            st = await self._change_attrs(node, st, mode=mode, uid=uid, gid=gid,
+                                          mtime_ns=mtime_ns, fh=fh)
         return self._attr(node, st)
+
+    async def _change_attrs(self, node: Inode, st: Stat, *, mode: int | None,
+                            uid: int | None, gid: int | None, mtime_ns: int | None,
+                            fh: int | None) -> Stat:
+        """chmod/chown/utimens, stored with the object (attrs.py). A directory's go into
+        its marker at the next sync; a staged file's into its next upload; an unchanged
+        file's by a metadata-only update (tilde-server's extension), or, on a server
+        without one, by uploading its bytes again (one download and one upload)."""
+        new = attrs.with_changes(
+            st, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, now_ns=_now_ns(),
+            default_mode=self.config.dir_mode if st.is_dir else self.config.file_mode)
+        path = node.path
+        if st.is_dir:
+            if not node.detached:
+                self.local.dirs[path] = new
+                self.local.pending_markers[path] = True
+                self._meta.invalidate(path)
+            return new
+        handle = self._handles.get(fh) if fh is not None else None
+        sf = handle.sf if handle is not None and node.detached else (
+            None if node.detached else self.local.files.get(path))
+        if node.detached and sf is None:
+            self._detached_stat[node.ino] = new
+            return new
+        if sf is None:
+            if await self._set_metadata(path, new):
+                return new
+            sf = await self._stage_for_write(path, keep=True)
+        # -- atomic: the staged copy holds them before any await (an upload that starts
+        # now carries them) --
+        sf.mode = new.mode or sf.mode
+        sf.uid, sf.gid, sf.mtime_ns, sf.ctime_ns = new.uid, new.gid, new.mtime_ns, \
+            new.ctime_ns
+        if sf.unlinked:
+            return staged_stat(sf)
+        clean = sf.ready and not sf.dirty and not sf.uploading and sf.uploaded_version > 0
+        if not (clean and await self._set_metadata(path, staged_stat(sf))):
+            sf.changed_attrs(_now_ns())
+            if sf.open_handles <= 0:
+                await self._journal(sf)
+                self._uploader.schedule(sf)
+        return staged_stat(sf)
+
+    async def _set_metadata(self, path: str, st: Stat) -> bool:
+        """Store ``st``'s attributes for the object at ``path`` without its bytes; False
+        when the server cannot (the caller uploads the content again)."""
+        md = attrs.metadata(st, default_mode=self.config.file_mode)
+        try:
+            done = await self.remote.set_metadata(path, md, session_id=self._sid())
+        except exc.TildeError as e:
+            raise to_fs_error(e) from e
+        if done:
+            self._changed(path)
+            if self.local.files.get(path) is None:
+                self._meta.put(path, st)
+        return done
 
     # ------------------------------------------------------------------ directories
     async def _dir_page(self, directory: str, after: str | None) -> DirPage:
@@ -529,12 +604,33 @@ class Filesystem:
                     amount=self.config.list_page_size)
             except exc.TildeError as e:
                 raise to_fs_error(e) from e
-            page = to_dir_page(directory, listed, self._warn_once)
+            page = await self._page_markers(directory,
+                                            to_dir_page(directory, listed, self._warn_once))
             # a page asked for before a change of the directory landed (an upload that
             # finished meanwhile) may lack it: use it once, never cache it
             if self.local.generation(directory) == gen:
                 self._meta.put_page(directory, after, page)
         return page
+
+    async def _page_markers(self, directory: str, page: DirPage) -> DirPage:
+        """Subdirectories whose attributes the listing did not carry get them by HEAD of
+        their markers, in parallel (readdir.py subtlety 7): ``ls -l`` shows them right."""
+        unknown = [e for e in page.entries if e.stat.is_dir and e.stat.marker is None]
+        if not unknown:
+            return page
+        found: dict[str, Stat] = {}
+        limiter = trio.CapacityLimiter(16)
+
+        async def one(entry: DirEntry) -> None:
+            async with limiter:
+                found[entry.name] = await self._with_marker(join(directory, entry.name),
+                                                            entry.stat)
+
+        async with trio.open_nursery() as nursery:
+            for entry in unknown:
+                nursery.start_soon(one, entry)
+        return replace(page, entries=tuple(DirEntry(e.name, found.get(e.name, e.stat))
+                                           for e in page.entries))
 
     async def opendir(self, ino: int) -> int:
         node = self._dir_node(ino)
@@ -600,22 +696,43 @@ class Filesystem:
             if node is not None:
                 self._inodes.closed(node)
 
-    async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
+    def _owner(self, uid: int | None, gid: int | None) -> tuple[int, int]:
+        """Who owns what a request creates: the caller the kernel names, else the mount's
+        owner (kernel-free callers)."""
+        return (self.config.uid if uid is None else uid,
+                self.config.gid if gid is None else gid)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, *, uid: int | None = None,
+                    gid: int | None = None) -> Attr:
         self._check_writable()
         pnode = self._dir_node(parent)
         path = join(pnode.path, _decode(name))
         if await self._exists(path):
             raise FsError(errno.EEXIST)
         _fits(path, room=2)
-        self.local.dirs[path] = _now_ns()
+        now = _now_ns()
+        owner, group = self._owner(uid, gid)
+        st = Stat(True, mtime_ns=now, mode=S.S_IFDIR | (mode & 0o7777), uid=owner, gid=group,
+                  ctime_ns=now, marker=False)
+        # -- atomic: known here at once; its marker is written at the next sync --
+        self.local.dirs[path] = st
+        self.local.pending_markers[path] = mode & 0o7777 != self.config.dir_mode or \
+            (owner, group) != (self.config.uid, self.config.gid)
         self.local.local_only.add(path)
         self.local.note_made(path)
         self.local.made_here[path] = set()
         self._created(path)
-        if mode & 0o7777 != self.config.dir_mode:
-            self.local.overrides[path] = Overrides(mode=mode & 0o7777)
+        self._touch_dir(pnode.path)
         node = self._inodes.remember(path, True)
-        return self._attr(node, Stat(True, mtime_ns=self.local.dirs[path]))
+        return self._attr(node, st)
+
+    def _touch_dir(self, directory: str) -> None:
+        """An entry of ``directory`` appeared or went: its mtime and ctime move, as on a
+        local filesystem (kept in memory; stored only by a marker written later)."""
+        st = self.local.dirs.get(directory)
+        if st is not None:
+            now = _now_ns()
+            self.local.dirs[directory] = replace(st, mtime_ns=now, ctime_ns=now)
 
     async def _exists(self, path: str) -> bool:
         try:
@@ -641,16 +758,24 @@ class Filesystem:
             raise FsError(errno.ENOTDIR)
         if not await self._is_empty_dir(path):
             raise FsError(errno.ENOTEMPTY)
+        if st.marker is not False:  # its marker, if the server holds one, goes with it
+            try:
+                await self.remote.delete(posix.marker_key(path), session_id=self._sid())
+            except exc.NotFoundError:
+                pass
+            except exc.TildeError as e:
+                raise to_fs_error(e) from e
         # -- atomic: forget the directory everywhere --
         self.local.dirs.pop(path, None)
+        self.local.pending_markers.pop(path, None)
+        self.local.atimes.pop(path, None)
         self.local.local_only.discard(path)
         self.local.made_here.pop(path, None)
-        self.local.overrides.pop(path, None)
         self._meta.invalidate_tree(path)
         self._changed(path)
         self._meta.put_negative(path)
         self._inodes.detach_path(path)
-        self.local.keep_parent(path)
+        self._keep_parent(path)
 
     # ------------------------------------------------------------------ files
     async def _stage_for_write(self, path: str, *, keep: bool) -> StagedFile:
@@ -667,7 +792,9 @@ class Filesystem:
             if sf is None:
                 base = ObjectRef(path, st.etag, st.size) if keep and st.size > 0 else None
                 # -- atomic: create and register in one step (subtlety 3) --
-                sf = self._staging.new(path, base=base, mtime_ns=st.mtime_ns or _now_ns())
+                sf = self._staging.new(path, base=base, mtime_ns=st.mtime_ns
+                                       if attrs.has_times(st) else _now_ns())
+                self._inherit(sf, st)
                 sf.on_remote = True
                 self.local.files[path] = sf
                 if base is not None:
@@ -677,6 +804,13 @@ class Filesystem:
             if not sf.ready:
                 raise FsError(errno.EIO, f"could not copy {path} into staging")
         return sf
+
+    def _inherit(self, sf: StagedFile, st: Stat) -> None:
+        """A rewrite keeps the object's mode, owner and other metadata (attrs.py)."""
+        sf.mode = st.mode or (S.S_IFREG | self.config.file_mode)
+        sf.uid, sf.gid = self._owner(st.uid, st.gid)
+        sf.ctime_ns = st.ctime_ns
+        sf.user_meta = st.user_meta
 
     async def _populate(self, sf: StagedFile) -> None:
         base = sf.base
@@ -722,8 +856,9 @@ class Filesystem:
             sf.open_handles += 1
         return OpenResult(fh, keep_cache=keep)
 
-    async def create(self, parent: int, name: bytes, mode: int,
-                     flags: int) -> tuple[OpenResult, Attr]:
+    async def create(self, parent: int, name: bytes, mode: int, flags: int, *,
+                     uid: int | None = None, gid: int | None = None
+                     ) -> tuple[OpenResult, Attr]:
         self._check_writable()
         pnode = self._dir_node(parent)
         path = _fits(join(pnode.path, _decode(name)))
@@ -743,16 +878,19 @@ class Filesystem:
         if sf is None:
             # -- atomic: create and register (subtlety 3) --
             sf = self._staging.new(path, mtime_ns=_now_ns())
+            if existing is not None:  # O_CREAT of an existing file keeps its attributes
+                self._inherit(sf, existing)
+            else:
+                sf.mode = S.S_IFREG | (mode & 0o7777)
+                sf.uid, sf.gid = self._owner(uid, gid)
             sf.on_remote = existing is not None
             self.local.files[path] = sf
         elif sf.size or sf.damaged:
             await self._truncate(sf, 0)
         sf.touch(_now_ns())
         self._created(path)
-        if mode & 0o7777 != self.config.file_mode:
-            self.local.overrides[path] = Overrides(mode=mode & 0o7777)
-        else:
-            self.local.overrides.pop(path, None)
+        if existing is None:
+            self._touch_dir(pnode.path)
         node = self._inodes.remember(path, False)
         fh = next(self._fh)
         self._handles[fh] = FileHandle(node, True, None, Prefetcher(
@@ -760,7 +898,57 @@ class Filesystem:
         self._inodes.opened(node)
         sf.open_handles += 1
         self._kernel_cache_key[node.ino] = ("staged", id(sf))
-        return OpenResult(fh, keep_cache=False), self._attr(node, Stat(False, 0, "", sf.mtime_ns))
+        return OpenResult(fh, keep_cache=False), self._attr(node, staged_stat(sf))
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, *,
+                      uid: int | None = None, gid: int | None = None) -> Attr:
+        """A symlink is an object whose metadata marks it and whose content is the target
+        (tilde._wire.posix); staged and uploaded like a file written and closed."""
+        self._check_writable()
+        pnode = self._dir_node(parent)
+        path = _fits(join(pnode.path, _decode(name)))
+        if not target or b"\0" in target or len(target) > 4095:
+            raise FsError(errno.ENAMETOOLONG if len(target) > 4095 else errno.EINVAL)
+        if await self._exists(path):
+            raise FsError(errno.EEXIST)
+        self.local.note_made(path)
+        # -- atomic: create and register (subtlety 3) --
+        sf = self._staging.new(path, mtime_ns=_now_ns())
+        sf.mode = S.S_IFLNK | 0o777
+        sf.uid, sf.gid = self._owner(uid, gid)
+        self.local.files[path] = sf
+        self._created(path)
+        self._touch_dir(pnode.path)
+        try:
+            await self._staging.write(sf, 0, target)
+        except OSError as e:
+            await self._damage(sf, e)
+            raise to_fs_error(e) from e
+        sf.touch(_now_ns())
+        await self._journal(sf)
+        self._uploader.schedule(sf)
+        node = self._inodes.remember(path, False)
+        return self._attr(node, staged_stat(sf))
+
+    async def readlink(self, ino: int) -> bytes:
+        node = self._node(ino)
+        st = await self._node_stat(node)
+        if not st.is_symlink:
+            raise FsError(errno.EINVAL)
+        sf = None if node.detached else self.local.files.get(node.path)
+        if sf is not None and sf.ready:
+            return await self._staging.read(sf, 0, sf.size)
+        ref = ObjectRef(node.path, st.etag, st.size)
+        view = self.view
+
+        async def fetch(start: int, end: int) -> bytes:
+            return await self.remote.read_range(node.path, start, end, view,
+                                                etag=ref.etag or None)
+
+        try:
+            return await self._blocks.read(ref, 0, st.size, fetch)
+        except exc.TildeError as e:
+            raise to_fs_error(e) from e
 
     def _handle(self, fh: int) -> FileHandle:
         h = self._handles.get(fh)
@@ -845,9 +1033,6 @@ class Filesystem:
             await self._damage(sf, e)
             raise to_fs_error(e) from e
         sf.touch(_now_ns())
-        ov = self.local.overrides.get(sf.path)
-        if ov is not None:
-            ov.mtime_ns = None
         self.counters.writes += 1
         self.counters.bytes_written += n
         return n
@@ -951,7 +1136,7 @@ class Filesystem:
 
     async def _on_uploaded(self, sf: StagedFile, etag: str, size: int, version: int) -> None:
         self.local.on_server(sf.path)
-        self._meta.put(sf.path, Stat(False, size, etag, sf.mtime_ns))
+        self._meta.put(sf.path, replace(staged_stat(sf), size=size, etag=etag))
         self._dir_changed(parent_of(sf.path), created=basename(sf.path))
         sf.on_remote = True
         if not sf.dirty:
@@ -998,11 +1183,17 @@ class Filesystem:
             sf.unlinked = True
             if sf.open_handles <= 0:
                 self._spawn(self._staging.discard, sf)
-        self.local.overrides.pop(path, None)
+        self.local.atimes.pop(path, None)
         self._changed(path)
         self._meta.put_negative(path)
         self._inodes.detach_path(path)
-        self.local.keep_parent(path)
+        self._keep_parent(path)
+
+    def _keep_parent(self, path: str) -> None:
+        """``path`` went: its directory stays (local_state.py subtlety 2) and changed."""
+        parent = parent_of(path)
+        self.local.keep_parent(path, self._meta.get(parent) if parent else None)
+        self._touch_dir(parent)
 
     def _sid(self) -> str:
         if self.view.session_id is None:
@@ -1041,7 +1232,7 @@ class Filesystem:
                 raise FsError(errno.ENOTEMPTY)
         try:
             if st.is_dir:
-                await self._rename_dir(src, dst, dst_st)
+                await self._rename_dir(src, dst, st, dst_st)
             else:
                 await self._rename_file(src, dst, st, dst_st)
         except exc.TildeError as e:
@@ -1081,14 +1272,16 @@ class Filesystem:
             if not moved_on_remote:
                 sf.on_remote = dst_st is not None
             self.local.files[dst] = sf
-        self.local.move_overrides(src, dst)
+        self.local.move_times(src, dst)
         self._inodes.rename(src, dst)
         self._changed(src)
         self._changed(dst)
         self._meta.put_negative(src)
         if moved_on_remote and st.etag:
             self._meta.put(dst, st)
-        self.local.keep_parent(src)
+        self._keep_parent(src)
+        if parent_of(src) != parent_of(dst):
+            self._touch_dir(parent_of(dst))
         if old is not None and old.open_handles <= 0:
             await self._staging.discard(old)
         if sf is not None and sf.journaled is not None:
@@ -1096,7 +1289,7 @@ class Filesystem:
         if sf is not None and sf.dirty and sf.open_handles <= 0:
             self._uploader.schedule(sf)
 
-    async def _rename_dir(self, src: str, dst: str, dst_st: Stat | None) -> None:
+    async def _rename_dir(self, src: str, dst: str, src_st: Stat, dst_st: Stat | None) -> None:
         prefix = src + "/"
         for sf in [f for p, f in self.local.files.items() if p.startswith(prefix)]:
             await sf.ready_event.wait()
@@ -1133,7 +1326,8 @@ class Filesystem:
         # -- atomic: move every piece of local state under src --
         move_tree(self.local.files, src, dst)
         move_tree(self.local.dirs, src, dst)
-        move_tree(self.local.overrides, src, dst)
+        move_tree(self.local.atimes, src, dst)
+        move_tree(self.local.pending_markers, src, dst)
         moved_local = {p for p in self.local.local_only if is_under(p, src)}
         self.local.local_only -= moved_local
         if not keys:
@@ -1141,14 +1335,17 @@ class Filesystem:
         for p, sf in self.local.files.items():
             if is_under(p, dst):
                 sf.path = p
-        self.local.dirs.setdefault(dst, _now_ns())
+        # the copies above moved the markers (``src/`` is under the listed prefix)
+        self.local.dirs.setdefault(dst, src_st)
         self._inodes.rename(src, dst)
         self._meta.invalidate_tree(src)
         self._meta.invalidate_tree(dst)
         self._changed(src)
         self._changed(dst)
         self._meta.put_negative(src)
-        self.local.keep_parent(src)
+        self._keep_parent(src)
+        if parent_of(src) != parent_of(dst):
+            self._touch_dir(parent_of(dst))
         for sf in list(self.local.files.values()):
             if is_under(sf.path, dst) and sf.journaled is not None:
                 await self._journal(sf)
@@ -1175,11 +1372,57 @@ class Filesystem:
             uploads_in_flight=len(self._uploader.pending))
 
     async def sync(self) -> None:
-        """Upload everything dirty (open files as they stand now) and wait for it."""
+        """Upload everything dirty (open files as they stand now) and the markers of the
+        directories made or changed here, and wait for it."""
         if self.read_only:
             return
         await self._ensure_session()
+        await self._write_markers()
         await self._uploader.sync(self._dirty_files())
+
+    async def _write_markers(self) -> None:
+        """Store each pending directory's attributes in its ``DIR/`` marker (so an empty
+        directory persists): in batches where the server has them, else one by one."""
+        pending = sorted(self.local.pending_markers.items())
+        if not pending:
+            return
+        sid = self._sid()
+        items: list[tuple[str, Stat]] = []
+        for d, keep in pending:
+            st = self.local.dirs.get(d)
+            if st is not None and (keep or await self._is_empty_dir(d)):
+                items.append((d, st))
+            elif st is None or self.local.pending_markers.get(d) is keep:
+                self.local.pending_markers.pop(d, None)  # gone, or has content: none needed
+        if not items:
+            return
+        metas = [attrs.metadata(st, default_mode=self.config.dir_mode) for _, st in items]
+        keys = [posix.marker_key(d) for d, _ in items]
+        if await self._uploader.batching():
+            for i in range(0, len(items), _wire.BATCH_UPLOAD_MAX_OBJECTS):
+                await self.remote.upload_batch(
+                    [(k, b"") for k in keys[i:i + _wire.BATCH_UPLOAD_MAX_OBJECTS]],
+                    session_id=sid, metadata=metas[i:i + _wire.BATCH_UPLOAD_MAX_OBJECTS])
+        else:
+            limiter = trio.CapacityLimiter(8)
+
+            async def one(key: str, md: dict[str, str]) -> None:
+                async with limiter:
+                    await self.remote.upload(key, BytesSource(b""), session_id=sid,
+                                             metadata=md)
+
+            async with trio.open_nursery() as nursery:
+                for key, md in zip(keys, metas, strict=True):
+                    nursery.start_soon(one, key, md)
+        # -- atomic: what was written is no longer pending (unless changed meanwhile) --
+        for d, st in items:
+            now = self.local.dirs.get(d)
+            if now == st:
+                self.local.pending_markers.pop(d, None)
+                self.local.dirs[d] = replace(st, marker=True)
+            self._meta.invalidate(d)
+            self.local.on_server(d)
+        log.debug("wrote %d directory markers", len(items))
 
     async def commit(self, message: str, metadata: dict[str, str] | None = None
                      ) -> CommitOutcome:
@@ -1251,6 +1494,8 @@ class Filesystem:
                 dropped = list(self.local.files.values())
                 self.local.files.clear()
                 self.local.dirs.clear()
+                self.local.pending_markers.clear()
+                self.local.atimes.clear()
                 self.local.local_only.clear()
                 self.local.made_here.clear()
                 self._meta.clear()

@@ -11,7 +11,10 @@ Subtleties:
    reaches pyfuse3's trio loop (whose default is to crash the mount).
 2. Entry and attribute timeouts are the metadata TTL: the kernel may answer ``stat`` from
    its own cache for that long, as our cache would.
-3. Hard links, symlinks and device nodes answer EPERM; xattrs answer ENOTSUP (documented).
+3. Hard links and device nodes answer EPERM; xattrs answer ENOTSUP (documented).
+4. What a request creates is owned by the caller the kernel names (``ctx.uid``/``gid``);
+   with ``default_permissions`` the kernel checks every access against the stored owner
+   and mode (docs/semantics.md).
 """
 
 from __future__ import annotations
@@ -139,7 +142,8 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> Any:
-        r, attr = await self.fs.create(parent_inode, name, mode, flags)
+        r, attr = await self.fs.create(parent_inode, name, mode, flags,
+                                       uid=ctx.uid, gid=ctx.gid)
         info = pyfuse3.FileInfo(fh=r.fh, keep_cache=r.keep_cache, direct_io=r.direct_io)
         return info, self._entry(attr)
 
@@ -165,7 +169,8 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
-        return self._entry(await self.fs.mkdir(parent_inode, name, mode))
+        return self._entry(await self.fs.mkdir(parent_inode, name, mode, uid=ctx.uid,
+                                               gid=ctx.gid))
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -179,6 +184,15 @@ class Operations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         await self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    @guarded
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        return self._entry(await self.fs.symlink(parent_inode, name, target, uid=ctx.uid,
+                                                 gid=ctx.gid))
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return await self.fs.readlink(inode)
 
     @guarded
     async def statfs(self, ctx: Any) -> Any:
@@ -200,18 +214,12 @@ class Operations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
         raise FsError(errno.EPERM)
 
-    @guarded
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
-        raise FsError(errno.EPERM)
 
     @guarded
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any) -> Any:
         raise FsError(errno.EPERM)
 
-    @guarded
-    async def readlink(self, inode: int, ctx: Any) -> bytes:
-        raise FsError(errno.EINVAL)
 
     @guarded
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:

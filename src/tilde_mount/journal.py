@@ -4,7 +4,8 @@ Layout under ``<cache_dir>/staging`` (one directory per daemon, ``<pid>-<hex>``)
 
     mount.json       {"repository", "endpoint", "session_id"}: rewritten at every session switch
     <n>              the staged content of one file (upload.py)
-    <n>.json         {"path", "damaged"}: the file was closed (or fsynced, truncated) while dirty
+    <n>.json         {"path", "damaged", "metadata"}: the file was closed (or fsynced,
+                     truncated) while dirty; metadata: its mode, owner, user metadata
 
 Subtleties:
 1. A record exists exactly while its file is dirty *and* acknowledged: written before
@@ -83,9 +84,12 @@ def record_path(local: Path) -> Path:
     return local.with_name(local.name + RECORD_SUFFIX)
 
 
-def write_record(local: Path, path: str, damaged: str | None) -> None:
-    """Blocking: journal the staged file ``local`` as the content of ``path``."""
-    write_json_atomic(record_path(local), {"path": path, "damaged": damaged})
+def write_record(local: Path, path: str, damaged: str | None,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Blocking: journal the staged file ``local`` as the content of ``path`` (with the
+    mode, owner and user metadata its upload must store)."""
+    write_json_atomic(record_path(local), {"path": path, "damaged": damaged,
+                                           "metadata": metadata or {}})
 
 
 def remove_record(local: Path) -> None:
@@ -102,6 +106,7 @@ class JournaledFile:
     path: str
     damaged: str | None
     size: int
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,9 +179,11 @@ def scan_dead(root: Path, own: Path) -> list[DeadMount]:
                 local.touch()
                 size = 0
             damaged = data.get("damaged")
+            meta = data.get("metadata")
+            meta = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
             dead.files.append(JournaledFile(local, data["path"],
                                             damaged if isinstance(damaged, str) else None,
-                                            size))
+                                            size, meta))
         if dead.files or dead.session_id:
             found.append(dead)  # even with nothing unsent, its session may hold uploads
         else:

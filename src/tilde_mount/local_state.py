@@ -13,7 +13,11 @@ Subtleties:
 4. ``made_here``: directories mkdir'ed here while absent on the server -> the names created
    in them since: another name there cannot exist in the session (stays true after
    uploads, unlike ``local_only``); cleared by rename, commit and rollback.
-5. ``overrides``: chmod/chown/utimens results, kept for the mount's life.
+5. ``pending_markers``: directories whose ``DIR/`` marker (tilde._wire.posix) may be
+   needed at the next sync: made or emptied here (False: written only if the directory is
+   empty then, so a tree copied in gets no markers), or given attributes to keep (True:
+   chmod/chown/utimens, mkdir with another mode than the default; always written). A
+   marker of a directory that gets content later is harmless and stays.
 6. ``dir_gen``: bumped by every change in a directory, so a listing page fetched while a
    change landed is used once and not cached.
 """
@@ -32,17 +36,6 @@ from .upload import StagedFile
 _T = TypeVar("_T")
 
 
-@dataclass
-class Overrides:
-    """chmod/chown/utimens results: kept for the mount's life, never sent to the server."""
-
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-
-
 def move_tree(table: dict[str, _T], src: str, dst: str) -> None:
     """Re-key every entry at or under ``src`` to the same place under ``dst``."""
     moved = {p: v for p, v in table.items() if is_under(p, src)}
@@ -55,8 +48,10 @@ def move_tree(table: dict[str, _T], src: str, dst: str) -> None:
 @dataclass
 class LocalState:
     files: dict[str, StagedFile] = field(default_factory=dict)
-    dirs: dict[str, int] = field(default_factory=dict)  # path -> mtime_ns
-    overrides: dict[str, Overrides] = field(default_factory=dict)
+    dirs: dict[str, Stat] = field(default_factory=dict)
+    pending_markers: dict[str, bool] = field(default_factory=dict)
+    #: access times set by utimens (not stored: the mount keeps no atime on the server)
+    atimes: dict[str, int] = field(default_factory=dict)
     local_only: set[str] = field(default_factory=set)
     made_here: dict[str, set[str]] = field(default_factory=dict)
     dir_gen: dict[str, int] = field(default_factory=dict)
@@ -65,11 +60,8 @@ class LocalState:
         """What local state says ``path`` is (None: ask the caches and the remote)."""
         sf = self.files.get(path)
         if sf is not None:
-            return Stat(False, sf.size if sf.ready else (sf.base.size if sf.base else 0),
-                        "", sf.mtime_ns)
-        if path in self.dirs:
-            return Stat(True, mtime_ns=self.dirs[path])
-        return None
+            return staged_stat(sf)
+        return self.dirs.get(path)
 
     def children(self, directory: str) -> dict[str, Stat]:
         out: dict[str, Stat] = {}
@@ -95,11 +87,14 @@ class LocalState:
         if made is not None:
             made.add(basename(path))
 
-    def keep_parent(self, path: str) -> None:
-        """``path`` went: its directory stays visible (subtlety 2)."""
+    def keep_parent(self, path: str, known: Stat | None = None) -> None:
+        """``path`` went: its directory stays visible (subtlety 2), with the attributes
+        ``known`` for it, and persists (its marker is written at the next sync)."""
         parent = parent_of(path)
         if parent and parent not in self.dirs:
-            self.dirs[parent] = time.time_ns()
+            self.dirs[parent] = known if known is not None and known.is_dir else \
+                Stat(True, mtime_ns=time.time_ns())
+            self.pending_markers.setdefault(parent, False)
 
     def bump(self, directory: str) -> None:
         self.dir_gen[directory] = self.dir_gen.get(directory, 0) + 1
@@ -107,8 +102,15 @@ class LocalState:
     def generation(self, directory: str) -> int:
         return self.dir_gen.get(directory, 0)
 
-    def move_overrides(self, src: str, dst: str) -> None:
-        ov = self.overrides.pop(src, None)
-        self.overrides.pop(dst, None)
-        if ov is not None:
-            self.overrides[dst] = ov
+    def move_times(self, src: str, dst: str) -> None:
+        atime = self.atimes.pop(src, None)
+        self.atimes.pop(dst, None)
+        if atime is not None:
+            self.atimes[dst] = atime
+
+
+def staged_stat(sf: StagedFile) -> Stat:
+    """What a staged file is, attributes included (the upload stores the same)."""
+    return Stat(False, sf.size if sf.ready else (sf.base.size if sf.base else 0), "",
+                sf.mtime_ns, mode=sf.mode, uid=sf.uid, gid=sf.gid, ctime_ns=sf.ctime_ns,
+                user_meta=sf.user_meta)

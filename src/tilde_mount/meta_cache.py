@@ -21,6 +21,7 @@ Subtleties:
 
 from __future__ import annotations
 
+import stat as S
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,26 @@ from cachetools import LRUCache, TTLCache
 
 @dataclass(frozen=True)
 class Stat:
-    """What the remote says about one path."""
+    """What the remote (or local state) says about one path. The POSIX fields come from
+    the object's metadata (tilde._wire.posix, attrs.py); unset ones take the defaults."""
 
     is_dir: bool
     size: int = 0
     etag: str = ""
     mtime_ns: int = 0
+    #: ``st_mode`` with its file type; 0: none stored (a file or directory by ``is_dir``)
+    mode: int = 0
+    uid: int | None = None
+    gid: int | None = None
+    ctime_ns: int = 0
+    #: the object's other user metadata, kept when the mount rewrites it
+    user_meta: tuple[tuple[str, str], ...] = ()
+    #: a directory: whether its ``DIR/`` marker object exists (None: not known yet)
+    marker: bool | None = None
+
+    @property
+    def is_symlink(self) -> bool:
+        return not self.is_dir and S.S_ISLNK(self.mode)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ Subtleties:
    the handle). Cookies: ``.`` is followed by cookie 1, ``..`` by 2, and ``entries[k]``
    by ``k + 1 + DOT_ENTRIES``; so a cookie still names one fixed place. The kernel takes
    no lookup reference for these two names, and neither does the inode table.
+7. A directory's own marker (the key ``DIR/``, tilde._wire.posix) is not an entry of it;
+   a subdirectory's marker, when the server attaches it to the prefix row, gives that
+   subdirectory's attributes. Without it they are unknown (``marker is None``) and fs.py
+   asks for them before it answers (one HEAD per such subdirectory, in parallel).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
+from .attrs import dir_stat, file_stat
 from .meta_cache import DirEntry, DirPage, Stat
 from .remote import ListPage
 
@@ -51,11 +56,13 @@ def to_dir_page(directory: str, page: ListPage, warn_once: Callable[[str, str], 
     prefix = f"{directory}/" if directory else ""
     entries: dict[str, DirEntry] = {}
     for obj in page.objects:
+        if obj.path == prefix:  # the directory's own marker (subtlety 7)
+            continue
         name = obj.path[len(prefix):] if obj.path.startswith(prefix) else ""
         if not valid_name(name):
             warn_once(obj.path, "key cannot be shown as a path")
             continue
-        entries[name] = DirEntry(name, Stat(False, obj.size, obj.etag, obj.mtime_ns))
+        entries[name] = DirEntry(name, file_stat(obj))
     for p in page.prefixes:
         name = p[len(prefix):-1] if p.startswith(prefix) and p.endswith("/") else ""
         if not valid_name(name):
@@ -64,7 +71,10 @@ def to_dir_page(directory: str, page: ListPage, warn_once: Callable[[str, str], 
         if name in entries:
             warn_once(p, "a file of the same name hides this directory")
             continue
-        entries[name] = DirEntry(name, Stat(True))
+        marker = page.markers.get(p)
+        entries[name] = DirEntry(name, dir_stat(marker) if marker is not None
+                                 else Stat(True, marker=False if page.markers_complete
+                                           else None))
     ordered = sorted(entries.values(), key=lambda e: sort_key(e.name, e.stat.is_dir))
     return DirPage(tuple(ordered), page.next_after is not None, page.next_after)
 

@@ -55,6 +55,10 @@ Subtleties:
      consumed) is checked by HEAD of the object in the session (the ETag the upload must
      have, and its size); when that cannot confirm it, the whole upload starts over.
    - session create: repeated; an extra, empty session may be left open (logged).
+11. POSIX attributes travel as user metadata (tilde._wire.posix): with the upload's last
+   step, in listings and HEAD answers; listings ask for directory markers
+   (``markers=true``, tilde-server's extension: a prefix row carries its ``DIR/`` marker
+   object); a server without it sends none and markers are asked for by HEAD.
 """
 
 
@@ -66,10 +70,10 @@ import logging
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote, urljoin
 
 import cachetools
 import httpx
@@ -99,6 +103,8 @@ class RemoteObject:
     size: int
     etag: str
     mtime_ns: int = 0
+    #: the object's user metadata (POSIX attributes among it: tilde._wire.posix)
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,10 @@ class ListPage:
     objects: list[RemoteObject]
     prefixes: list[str]          # common prefixes, delimiter included ("a/b/")
     next_after: str | None       # None: this was the last page
+    #: directory markers of those prefixes, where the server says (subtlety 11)
+    markers: Mapping[str, RemoteObject] = field(default_factory=dict)
+    #: the server attaches every marker: a prefix without one has none
+    markers_complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,14 @@ class Remote(Protocol):
                         amount: int = 1000, delimiter: str | None = "/") -> ListPage: ...
     async def read_range(self, path: str, start: int, end: int, view: View,
                          etag: str | None = None) -> bytes: ...
-    async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str: ...
+    async def upload(self, path: str, source: UploadSource, *, session_id: str,
+                     metadata: Mapping[str, str] | None = None) -> str: ...
     async def batch_upload_supported(self, session_id: str) -> bool: ...
-    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *,
-                           session_id: str) -> list[str]: ...
+    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *, session_id: str,
+                           metadata: Sequence[Mapping[str, str] | None] = ()) -> list[str]: ...
+    async def set_metadata(self, path: str, metadata: Mapping[str, str], *,
+                           session_id: str) -> bool: ...
+    async def rebase(self, session_id: str) -> str | None: ...
     async def copy(self, source: str, destination: str, *, session_id: str) -> None: ...
     async def delete(self, path: str, *, session_id: str) -> None: ...
     async def delete_many(self, paths: list[str], *, session_id: str) -> int: ...
@@ -177,6 +191,19 @@ def _ns(value: datetime | None) -> int:
     the same mtime, or a stat refreshed through HEAD looks like a change and the kernel
     drops the file's page cache (and rsync/make see the file as modified)."""
     return int(value.timestamp()) * 1_000_000_000 if value is not None else 0
+
+
+def _user_metadata(headers: httpx.Headers) -> dict[str, str]:
+    """``X-Tilde-Meta-<key>`` headers as metadata (keys arrive lowercased; a value the
+    server had to percent-encode is decoded)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower().startswith(_META_HEADER):
+            out[name[len(_META_HEADER):].lower()] = unquote(value) if "%" in value else value
+    return out
+
+
+_META_HEADER = "x-tilde-meta-"
 
 
 def _http_date_ns(value: str | None) -> int:
@@ -364,6 +391,8 @@ class HttpRemote:
         #: per session being committed: the head before its first commit attempt, and the
         #: ambiguous failures so far (subtlety 10; kept across calls until an outcome)
         self._commit_heads: dict[str, str | None] = {}
+        #: whether the server has the metadata-only update route (None: not known yet)
+        self._metadata_route: bool | None = None
         self._commit_lost: dict[str, list[exc.TildeError]] = {}
 
     # -- plumbing ---------------------------------------------------------------------
@@ -448,24 +477,34 @@ class HttpRemote:
                                                         session_id=view.session_id, ref=view.ref))
         meta = _wire.parse_object_metadata(r.headers)
         return RemoteObject(path, meta.content_length or 0, normalize_etag(meta.etag),
-                            _http_date_ns(r.headers.get("Last-Modified")))
+                            _http_date_ns(r.headers.get("Last-Modified")),
+                            _user_metadata(r.headers))
 
     async def list_page(self, prefix: str, view: View, *, after: str | None = None,
                         amount: int = 1000, delimiter: str | None = "/") -> ListPage:
         r = await self._send("list", _wire.list_objects(
             self.org, self.repo, prefix=prefix or None, delimiter=delimiter, after=after,
-            amount=amount, session_id=view.session_id, ref=view.ref))
-        page = _wire.parse_page(r.json(), _wire.parse_listing_entry)
-        objects, prefixes = [], []
+            amount=amount, session_id=view.session_id, ref=view.ref,
+            markers=delimiter is not None))
+        body = r.json()
+        page = _wire.parse_page(body, _wire.parse_listing_entry)
+        objects: list[RemoteObject] = []
+        prefixes: list[str] = []
+        markers: dict[str, RemoteObject] = {}
         for item in page.items:
+            e = item.entry
+            obj = RemoteObject(item.path, (e.size or 0) if e else 0,
+                               normalize_etag(e.e_tag if e else ""),
+                               _ns(e.last_modified) if e else 0,
+                               dict(e.metadata or {}) if e else {})
             if item.type == "prefix":
                 prefixes.append(item.path)
+                if e is not None:
+                    markers[item.path] = obj
             else:
-                e = item.entry
-                objects.append(RemoteObject(
-                    item.path, (e.size or 0) if e else 0, normalize_etag(e.e_tag if e else ""),
-                    _ns(e.last_modified) if e else 0))
-        return ListPage(objects, prefixes, page.next_after)
+                objects.append(obj)
+        return ListPage(objects, prefixes, page.next_after, markers,
+                        markers_complete=isinstance(body, dict) and body.get("markers") is True)
 
     async def read_range(self, path: str, start: int, end: int, view: View,
                          etag: str | None = None) -> bytes:
@@ -579,23 +618,26 @@ class HttpRemote:
         return r.status_code, r.headers, r.content
 
     # -- writes -----------------------------------------------------------------------
-    async def upload(self, path: str, source: UploadSource, *, session_id: str) -> str:
+    async def upload(self, path: str, source: UploadSource, *, session_id: str,
+                     metadata: Mapping[str, str] | None = None) -> str:
         """Upload ``source`` as ``path``; returns the new ETag (normalised). The requests,
         dialects and fallbacks are the plan of ``tilde._wire.uploads``, as in the client;
         an upload whose last step may or may not have landed starts over (subtlety 10)."""
         for again in range(3):
             try:
-                return await self._upload_once(path, source, session_id=session_id)
+                return await self._upload_once(path, source, session_id=session_id,
+                                               metadata=metadata)
             except _StartOver as e:
                 if again == 2:
                     raise exc.TransportError(f"upload of {path!r}: {e}") from None
                 log.warning("upload of %r: %s; uploading it again", path, e)
         raise AssertionError("unreachable")
 
-    async def _upload_once(self, path: str, source: UploadSource, *, session_id: str) -> str:
+    async def _upload_once(self, path: str, source: UploadSource, *, session_id: str,
+                           metadata: Mapping[str, str] | None) -> str:
         plan = _wire.put_plan(self.org, self.repo, path, session_id=session_id, base=self.base,
                               state=self._upload_state, size=source.size,
-                              single_limit=self.single_upload_limit)
+                              single_limit=self.single_upload_limit, metadata=metadata)
         reply: _wire.Reply | None = None
         error: BaseException | None = None
         #: the ETag the object gets if the last step lands (checked after a lost answer)
@@ -698,11 +740,11 @@ class HttpRemote:
             return False
         return True
 
-    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *,
-                           session_id: str) -> list[str]:
+    async def upload_batch(self, items: Sequence[tuple[str, bytes]], *, session_id: str,
+                           metadata: Sequence[Mapping[str, str] | None] = ()) -> list[str]:
         """Upload small objects in one request (tilde-server's extension, docs/api.md);
         returns their ETags (normalised) in order. Safe to retry: the same bytes again."""
-        body = _wire.encode_batch(items)
+        body = _wire.encode_batch(items, metadata)
 
         async def once() -> AsyncIterator[bytes]:
             yield body
@@ -715,6 +757,32 @@ class HttpRemote:
                     _wire.parse_batch_etags(r.json(), [p for p, _ in items])]
         except ValueError as e:
             raise exc.APIError(r.status_code, message=f"batch upload: {e}") from None
+
+    async def set_metadata(self, path: str, metadata: Mapping[str, str], *,
+                           session_id: str) -> bool:
+        """Replace ``path``'s user metadata in the session without sending its bytes
+        (tilde-server's extension, docs/api.md). False when the server has no such route
+        (remembered): the caller uploads the content again instead. Idempotent."""
+        if self._metadata_route is False:
+            return False
+        try:
+            await self._send("set_metadata", _wire.update_object_metadata(
+                self.org, self.repo, path, session_id=session_id, metadata=dict(metadata)))
+        except exc.APIError as e:
+            if e.status_code not in _wire.ROUTE_MISSING or self._metadata_route:
+                raise
+            log.info("no metadata-only updates (%s); attribute changes re-upload", e)
+            self._metadata_route = False
+            return False
+        self._metadata_route = True
+        return True
+
+    async def rebase(self, session_id: str) -> str | None:
+        """Move the session onto the latest commit (tilde-server's extension); its base
+        commit after that. A `tilde.exceptions.ConflictError` names the paths in the way;
+        a server without the route answers 404/405/501."""
+        r = await self._send("rebase", _wire.rebase_session(self.org, self.repo, session_id))
+        return _wire.parse_rebase(_json_body(r)) or None
 
     async def copy(self, source: str, destination: str, *, session_id: str) -> None:
         await self._send("copy", _wire.copy_object(self.org, self.repo, source, destination,

@@ -49,6 +49,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat as S
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from tilde import _wire
+from tilde._wire import posix
 
 from . import crashpoints, journal
 from .data_cache import ObjectRef
@@ -95,6 +97,16 @@ class StagedFile:
     #: the path its journal record names (None: no record); see journal.py
     journaled: str | None = None
     journal_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: POSIX attributes the upload stores with the content (tilde._wire.posix); ``mode``
+    #: includes the file type (a symlink's content is its target)
+    mode: int = S.S_IFREG | 0o644
+    uid: int | None = None
+    gid: int | None = None
+    ctime_ns: int = 0
+    #: the object's other user metadata, carried over when the mount rewrites it
+    user_meta: tuple[tuple[str, str], ...] = ()
+    #: the metadata its journal record holds (journal.py)
+    journaled_meta: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -108,6 +120,25 @@ class StagedFile:
     def touch(self, mtime_ns: int) -> None:
         self.version += 1
         self.mtime_ns = mtime_ns
+        self.ctime_ns = mtime_ns
+
+    def changed_attrs(self, now_ns: int) -> None:
+        """chmod/chown/utimens: the next upload must carry them (the content may not
+        have changed; the version still moves so an upload in flight is superseded)."""
+        self.version += 1
+        self.ctime_ns = now_ns
+
+    def lasting_metadata(self) -> dict[str, str]:
+        """The metadata a journal record keeps: mode, owner and the user's own keys (not
+        the times, which would make every close rewrite the record)."""
+        attrs = posix.PosixAttrs(mode=self.mode, uid=self.uid, gid=self.gid)
+        return {**dict(self.user_meta), **posix.encode(attrs)}
+
+    def metadata(self) -> dict[str, str]:
+        """What an upload of this file stores as its user metadata."""
+        attrs = posix.PosixAttrs(mode=self.mode, uid=self.uid, gid=self.gid,
+                                 mtime_ns=self.mtime_ns, ctime_ns=self.ctime_ns or None)
+        return {**dict(self.user_meta), **posix.encode(attrs)}
 
 
 class FileSource:
@@ -187,11 +218,13 @@ class Staging:
                                                   limiter=self.limiter)
                     sf.journaled = None
                 return
-            if sf.journaled == want and not sf.damaged:
+            meta = sf.lasting_metadata()
+            if sf.journaled == want and not sf.damaged and sf.journaled_meta == meta:
                 return
             await trio.to_thread.run_sync(journal.write_record, sf.local, want, sf.damaged,
-                                          limiter=self.limiter)
+                                          meta, limiter=self.limiter)
             sf.journaled = want
+            sf.journaled_meta = meta
 
     async def adopt(self, jf: journal.JournaledFile) -> StagedFile:
         """Take over a file journaled by a dead daemon: dirty, ready, journaled here."""
@@ -200,6 +233,10 @@ class Staging:
                                       limiter=self.limiter)
         sf = StagedFile(jf.path, local, size=jf.size, mtime_ns=time.time_ns(), version=1,
                         damaged=jf.damaged)
+        attrs, user = posix.split(jf.metadata)
+        if attrs.mode is not None:
+            sf.mode = attrs.mode
+        sf.uid, sf.gid, sf.user_meta = attrs.uid, attrs.gid, tuple(sorted(user.items()))
         sf.on_remote = True  # unknown: deletes then tolerate the 404
         self.bytes_used += jf.size
         await self.record(sf)
@@ -324,6 +361,7 @@ class _Batch:
     """Small files travelling in one batch-upload request; filled until it is sent."""
 
     items: list[tuple[str, bytes]] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
     size: int = 0
     sealed: bool = False
     #: files that reserved a place and whose bytes are still being read
@@ -391,7 +429,7 @@ class Uploader:
         try:
             while sf.dirty:
                 done = None
-                if sf.size <= self.batch_file_max and await self._batching():
+                if sf.size <= self.batch_file_max and await self.batching():
                     done = await self._upload_batched(sf)
                 if done is None:
                     done = await self._upload_single(sf)
@@ -426,13 +464,13 @@ class Uploader:
             if sid is None:  # after a commit whose fresh session failed: sync opens one
                 log.debug("upload of %s waits for a session", sf.path)
                 return None
-            version, path, size = sf.version, sf.path, sf.size
+            version, path, size, meta = sf.version, sf.path, sf.size, sf.metadata()
             log.debug("upload %s: %d bytes, version %d", path, size, version)
             self._active += 1
             try:
                 crashpoints.reached(crashpoints.UPLOAD_STARTED)
                 etag = await self._remote.upload(path, self._staging.source(sf, size),
-                                                 session_id=sid)
+                                                 session_id=sid, metadata=meta)
                 crashpoints.reached(crashpoints.UPLOAD_LANDED)
             finally:
                 self._active -= 1
@@ -440,7 +478,7 @@ class Uploader:
                     self._quiet.set()
         return etag, version, path, size
 
-    async def _batching(self) -> bool:
+    async def batching(self) -> bool:
         """Whether small files go in batches (asks the server once)."""
         if self._batch_ok is None:
             async with self._probe_lock:
@@ -455,7 +493,7 @@ class Uploader:
             await self._resume.wait()
         if not sf.dirty:
             return None
-        version, path, size = sf.version, sf.path, sf.size
+        version, path, size, meta = sf.version, sf.path, sf.size, sf.metadata()
         while True:
             # -- atomic: room in the open batch, or a new one if fewer than the bound exist --
             batch = self._batch
@@ -474,6 +512,7 @@ class Uploader:
         # -- atomic: reserve the place (the sender waits for every reserved file's bytes) --
         index = len(batch.items)
         batch.items.append((path, b""))
+        batch.metadata.append(meta)
         batch.size += size
         batch.reading += 1
         # -- end of atomic section --
@@ -518,7 +557,8 @@ class Uploader:
                         raise RuntimeError("the session changed while the batch was filled")
                     log.debug("batch upload: %d files, %d bytes", len(batch.items), batch.size)
                     crashpoints.reached(crashpoints.UPLOAD_STARTED)
-                    batch.etags = await self._remote.upload_batch(batch.items, session_id=sid)
+                    batch.etags = await self._remote.upload_batch(
+                        batch.items, session_id=sid, metadata=batch.metadata)
                     crashpoints.reached(crashpoints.UPLOAD_LANDED)
                 finally:
                     self._active -= 1

@@ -80,10 +80,11 @@ def test_batches_holding_bytes_are_bounded(server: Any, repo_ref: Any, tmp_path:
             up._batch_limiter = trio.CapacityLimiter(1)
             send = fs.remote.upload_batch
 
-            async def slow_send(items: Any, *, session_id: str) -> list[str]:
+            async def slow_send(items: Any, *, session_id: str, metadata: Any = ()
+                                ) -> list[str]:
                 alive.append(up._batches_alive)
                 await trio.sleep(0.05)  # let files pile up behind the one in flight
-                return await send(items, session_id=session_id)
+                return await send(items, session_id=session_id, metadata=metadata)
 
             fs.remote.upload_batch = slow_send  # type: ignore[method-assign]
             await _write_and_commit(fs, files, "bounded")

@@ -68,7 +68,7 @@ def test_posix_suite_then_commit(server: Any, repo_ref: Any, tmp_path: Path) -> 
     assert objects["bulk2/n039"] == b"n039"
     assert set(objects) == {"hello.txt", "o.txt", "log.txt", "r.bin", "t.txt", "c.txt",
                             "dst/one.txt", "dst/inner/two.txt", "m.sh", "big.bin", "open.txt",
-                            "conf.ini", "shared.bin",
+                            "conf.ini", "shared.bin", "dst/empty/",
                             *(f"bulk2/n{i:03d}" for i in range(20, 40))}
 
 

@@ -63,12 +63,15 @@ def request_upload_url(org: str, repo: str, path: str, *, session_id: str) -> Wi
 
 
 def finalize_upload(org: str, repo: str, path: str, *, session_id: str, upload_token: str,
-                    checksum: str | None = None, size_bytes: int | None = None) -> WireRequest:
+                    checksum: str | None = None, size_bytes: int | None = None,
+                    metadata: Mapping[str, str] | None = None) -> WireRequest:
     body: dict[str, Any] = {"upload_token": upload_token, "content_type": UPLOAD_CONTENT_TYPE}
     if checksum:
         body["checksum"] = checksum
     if size_bytes is not None:
         body["size_bytes"] = size_bytes
+    if metadata:
+        body["metadata"] = dict(metadata)
     return WireRequest("POST", f"{_r(org, repo)}/object/finalize",
                        _params(("session_id", session_id), ("path", path)), json=body)
 
@@ -81,12 +84,16 @@ def stage_object(org: str, repo: str, path: str, *, session_id: str) -> WireRequ
 
 
 def finalize_object(org: str, repo: str, path: str, *, session_id: str, physical_address: str,
-                    signature: str, expires_at: str) -> WireRequest:
+                    signature: str, expires_at: str,
+                    metadata: Mapping[str, str] | None = None) -> WireRequest:
+    body: dict[str, Any] = {"physical_address": physical_address, "signature": signature,
+                            "content_type": UPLOAD_CONTENT_TYPE}
+    if metadata:
+        body["metadata"] = dict(metadata)
     return WireRequest(
         "PUT", f"{_r(org, repo)}/object/finalize",
         _params(("session_id", session_id), ("path", path), ("expires_at", expires_at)),
-        json={"physical_address": physical_address, "signature": signature,
-              "content_type": UPLOAD_CONTENT_TYPE})
+        json=body)
 
 
 # --- requests: multipart, both dialects -----------------------------------------------
@@ -153,30 +160,36 @@ def part_upload_url(base: str, status: int, headers: Mapping[str, str], body: An
 
 def complete_multipart(org: str, repo: str, path: str, *, session_id: str, token: str,
                        upload_id: str, physical_address: str, parts: Iterable[tuple[int, str]],
-                       total_size: int) -> WireRequest:
+                       total_size: int, metadata: Mapping[str, str] | None = None
+                       ) -> WireRequest:
     """Legacy complete body."""
-    return WireRequest(
-        "POST", f"{_r(org, repo)}/object/multipart/complete",
-        _params(("session_id", session_id), ("path", path)),
-        json={"token": token, "upload_id": upload_id, "physical_address": physical_address,
-              "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
-              "total_size": total_size, "content_type": UPLOAD_CONTENT_TYPE})
+    body: dict[str, Any] = {
+        "token": token, "upload_id": upload_id, "physical_address": physical_address,
+        "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
+        "total_size": total_size, "content_type": UPLOAD_CONTENT_TYPE}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return WireRequest("POST", f"{_r(org, repo)}/object/multipart/complete",
+                       _params(("session_id", session_id), ("path", path)), json=body)
 
 
 def complete_request(org: str, repo: str, path: str, init: MultipartInit, *, session_id: str,
-                     parts: Iterable[tuple[int, str]], total_size: int) -> WireRequest:
+                     parts: Iterable[tuple[int, str]], total_size: int,
+                     metadata: Mapping[str, str] | None = None) -> WireRequest:
     """Complete in the initiate answer's dialect; part ETags are passed back verbatim."""
     if not init.current:
         return complete_multipart(org, repo, path, session_id=session_id, token=init.token,
                                   upload_id=init.upload_id,
                                   physical_address=init.physical_address, parts=parts,
-                                  total_size=total_size)
-    return WireRequest(
-        "POST", f"{_r(org, repo)}/object/multipart/complete",
-        _params(("session_id", session_id), ("path", path)),
-        json={"upload_id": init.upload_id, "upload_token": init.upload_token,
-              "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
-              "content_type": UPLOAD_CONTENT_TYPE, "size_bytes": total_size})
+                                  total_size=total_size, metadata=metadata)
+    body: dict[str, Any] = {
+        "upload_id": init.upload_id, "upload_token": init.upload_token,
+        "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
+        "content_type": UPLOAD_CONTENT_TYPE, "size_bytes": total_size}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return WireRequest("POST", f"{_r(org, repo)}/object/multipart/complete",
+                       _params(("session_id", session_id), ("path", path)), json=body)
 
 
 def abort_multipart(org: str, repo: str, path: str, *, session_id: str, token: str,
@@ -255,7 +268,8 @@ def _etag(headers: Mapping[str, str]) -> str:
 
 
 def single_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
-                state: UploadState, size: int | None) -> Plan:
+                state: UploadState, size: int | None,
+                metadata: Mapping[str, str] | None = None) -> Plan:
     """One single upload (subtleties 1, 2, 7)."""
     first: APIError | None = None
     if state.single != "legacy":
@@ -275,7 +289,7 @@ def single_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
                 checksum = _etag(put.headers)
                 fin = yield Call("finalize", finalize_upload(
                     org, repo, path, session_id=session_id, upload_token=token,
-                    checksum=checksum or None, size_bytes=size))
+                    checksum=checksum or None, size_bytes=size, metadata=metadata))
                 result = parse_put_result(fin.body)
                 return PutObjectResult(result.path or path, result.etag or checksum)
     try:
@@ -289,12 +303,13 @@ def single_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
     yield PutBody("put", resolve_upload_url(base, staged.upload_url))
     fin = yield Call("finalize", finalize_object(
         org, repo, path, session_id=session_id, physical_address=staged.physical_address,
-        signature=staged.signature, expires_at=staged.expires_at))
+        signature=staged.signature, expires_at=staged.expires_at, metadata=metadata))
     return parse_put_result(fin.body)
 
 
 def multipart_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
-                   state: UploadState, size: int | None) -> Plan:
+                   state: UploadState, size: int | None,
+                   metadata: Mapping[str, str] | None = None) -> Plan:
     """A multipart upload, falling back to one single upload on a 501 (subtleties 3-5)."""
     try:
         r = yield Call("multipart_init", initiate_multipart(org, repo, path,
@@ -304,7 +319,7 @@ def multipart_plan(org: str, repo: str, path: str, *, session_id: str, base: str
             raise
         state.multipart = False
         return (yield from single_plan(org, repo, path, session_id=session_id, base=base,
-                                       state=state, size=size))
+                                       state=state, size=size, metadata=metadata))
     init = parse_multipart_init(r.body)
     try:
         done = yield PutParts(lambda n: part_url_request(org, repo, path, init,
@@ -312,7 +327,8 @@ def multipart_plan(org: str, repo: str, path: str, *, session_id: str, base: str
                                                          part_number=n))
         parts, total = done.body
         fin = yield Call("multipart_complete", complete_request(
-            org, repo, path, init, session_id=session_id, parts=parts, total_size=total))
+            org, repo, path, init, session_id=session_id, parts=parts, total_size=total,
+            metadata=metadata))
     except GeneratorExit:
         raise
     except BaseException as err:
@@ -324,21 +340,23 @@ def multipart_plan(org: str, repo: str, path: str, *, session_id: str, base: str
         if isinstance(err, APIError) and err.status_code == 501:
             state.multipart = False
             return (yield from single_plan(org, repo, path, session_id=session_id, base=base,
-                                           state=state, size=size))
+                                           state=state, size=size, metadata=metadata))
         raise
     return parse_put_result(fin.body)
 
 
 def put_plan(org: str, repo: str, path: str, *, session_id: str, base: str,
              state: UploadState, size: int | None,
-             single_limit: int = SINGLE_UPLOAD_LIMIT) -> Plan:
+             single_limit: int = SINGLE_UPLOAD_LIMIT,
+             metadata: Mapping[str, str] | None = None) -> Plan:
     """The upload of one object: single below ``single_limit`` (known size) or when the
-    server has no multipart, multipart otherwise (2.5.4)."""
+    server has no multipart, multipart otherwise (2.5.4). ``metadata``: the object's user
+    metadata, sent with the step that makes it an object (finalize or complete)."""
     if not state.multipart or (size is not None and size < single_limit):
         return single_plan(org, repo, path, session_id=session_id, base=base, state=state,
-                           size=size)
+                           size=size, metadata=metadata)
     return multipart_plan(org, repo, path, session_id=session_id, base=base, state=state,
-                          size=size)
+                          size=size, metadata=metadata)
 
 
 #: tilde-server's batch upload extension (docs/api.md "Batch upload"): at most this many
@@ -355,10 +373,19 @@ def upload_batch(org: str, repo: str, *, session_id: str) -> WireRequest:
                        headers=(("Content-Type", BATCH_UPLOAD_CONTENT_TYPE),))
 
 
-def encode_batch(items: Sequence[tuple[str, bytes]]) -> bytes:
-    """Manifest (compact JSON, one line) + newline + every object's bytes in order."""
-    manifest = {"objects": [{"path": path, "size": len(data)} for path, data in items]}
-    head = _json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
+def encode_batch(items: Sequence[tuple[str, bytes]],
+                 metadata: Sequence[Mapping[str, str] | None] = ()) -> bytes:
+    """Manifest (compact JSON, one line) + newline + every object's bytes in order;
+    ``metadata[i]``, when given and not empty, is the i-th object's user metadata."""
+    objects: list[dict[str, Any]] = []
+    for i, (path, data) in enumerate(items):
+        obj: dict[str, Any] = {"path": path, "size": len(data)}
+        meta = metadata[i] if i < len(metadata) else None
+        if meta:
+            obj["metadata"] = dict(meta)
+        objects.append(obj)
+    head = _json.dumps({"objects": objects}, separators=(",", ":"),
+                       ensure_ascii=False).encode()
     return b"".join([head, b"\n", *(data for _, data in items)])
 
 
