@@ -79,6 +79,7 @@ def main() -> None:
     tilde-mount commit MOUNTPOINT -m MSG       commit everything written so far
     tilde-mount status MOUNTPOINT              show the session and pending changes
     tilde-mount rollback MOUNTPOINT            discard the session's changes
+    tilde-mount update MOUNTPOINT              move onto the latest commit (keeps changes)
     tilde-mount unmount MOUNTPOINT [-m MSG]    flush, apply --on-unmount, unmount
     """
 
@@ -584,6 +585,25 @@ def rollback_cmd(mountpoint: str) -> None:
     result = _control(mountpoint, {"op": "rollback"})
     click.echo(f"tilde-mount: rolled back; now on session {result.get('session_id', '?')}",
                err=True)
+
+
+@main.command("update", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("mountpoint", type=click.Path())
+def update_cmd(mountpoint: str) -> None:
+    """Move the mount onto the repository's latest commit.
+
+    Uncommitted changes are kept (rebased) when none of their paths changed in the
+    commits since; otherwise nothing changes and the conflicting paths are named (exit 1).
+    """
+    result = _control(mountpoint, {"op": "update"})
+    status = result.get("status")
+    commit = result.get("commit_id") or "(empty repository)"
+    if status == "up_to_date":
+        click.echo(f"tilde-mount: already at the latest commit {commit}", err=True)
+    elif status == "rebased":
+        click.echo(f"tilde-mount: changes kept, now on top of {commit}", err=True)
+    else:
+        click.echo(f"tilde-mount: now at {commit}", err=True)
 
 
 @main.command("unmount", context_settings={"help_option_names": ["-h", "--help"]})

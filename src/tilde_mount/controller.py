@@ -35,7 +35,7 @@ from tilde import exceptions as texc
 
 from . import control
 from .errors import root_cause
-from .fs import Filesystem, FreshSessionError
+from .fs import Filesystem, FreshSessionError, UpdateConflict, UpdateRefused
 from .options import MountConfig, format_size
 from .upload import DamagedFiles
 
@@ -124,6 +124,11 @@ class Controller:
             return result.to_json()
         if op == "rollback":
             return await self.rollback()
+        if op == "update":
+            if self.stopping:
+                raise control.ControlError(f"{self.config.mountpoint} is being unmounted",
+                                           "stopping")
+            return await self.update()
         if op == "unmount":
             return await self.unmount(req, send)
         raise control.ControlError(f"unknown request {op!r}", "protocol")
@@ -233,6 +238,24 @@ class Controller:
             raise control.ControlError(f"rollback failed: {e}; nothing was discarded",
                                        "rollback") from e
         return {"status": "rolled_back", "session_id": self.fs.session_id}
+
+    async def update(self) -> dict[str, Any]:
+        """`tilde-mount update`: onto the latest commit, or a clear refusal (nothing lost)."""
+        try:
+            outcome = await self.fs.update()
+        except UpdateConflict as e:
+            raise control.ControlError(
+                f"not updated: {e}; nothing changed (commit or roll back those paths "
+                "first)", "conflict", {"conflicts": e.paths}) from e
+        except UpdateRefused as e:
+            raise control.ControlError(f"not updated: {e}", "refused") from e
+        except Exception as raw:
+            e2 = _cause(raw)
+            log.warning("update failed: %s", e2)
+            raise control.ControlError(f"update failed: {e2}; nothing was lost",
+                                       "update") from e2
+        return {"status": outcome.status, "commit_id": outcome.commit_id,
+                "session_id": self.fs.session_id}
 
     async def status(self) -> dict[str, Any]:
         st = dict(await self.fs.status())

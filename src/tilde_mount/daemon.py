@@ -28,6 +28,7 @@ Lifecycle (``run``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -147,8 +148,9 @@ def _describe_transport(exc: Exception) -> str:
     return text
 
 
-def preflight(config: MountConfig) -> None:
-    """Check endpoint, key, repository, and --commit/--session before mounting anything."""
+def preflight(config: MountConfig) -> MountConfig:
+    """Check endpoint, key, repository, and --commit/--session before mounting anything;
+    returns ``config`` with ``--commit`` as the full id (a unique prefix may be given)."""
     from tilde import _wire
 
     base = _wire.base_url(config.endpoint)
@@ -181,6 +183,9 @@ def preflight(config: MountConfig) -> None:
             if config.commit_id:
                 r = send(_wire.get_commit(config.org, config.repo, config.commit_id))
                 _check(r, config, what=f"commit {config.commit_id} in {config.repo_path}")
+                full = _wire.parse_commit(r.json()).id
+                if full and full != config.commit_id:
+                    config = dataclasses.replace(config, commit_id=full)
             if config.session_id:
                 r = send(_wire.list_changes(config.org, config.repo,
                                             session_id=config.session_id, amount=1))
@@ -194,6 +199,7 @@ def preflight(config: MountConfig) -> None:
     except httpx.TransportError as exc:
         raise StartupError(
             f"cannot reach {config.endpoint}: {_describe_transport(exc)}") from None
+    return config
 
 
 def _check(r: httpx.Response, config: MountConfig, *, what: str, hint: str = "") -> None:
@@ -243,7 +249,7 @@ def run(config: MountConfig, ready_fd: int | None = None) -> int:
              "read-only" if config.read_only else
              f"session {config.session_id}" if config.session_id else "new session")
     try:
-        preflight(config)
+        config = preflight(config)
         raise_http_read_size()
         return trio.run(Daemon(config, readiness).main)
     except BaseException as exc:

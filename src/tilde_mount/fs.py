@@ -78,7 +78,7 @@ from .upload import DamagedFile, DamagedFiles, StagedFile, Staging, Uploader
 
 __all__ = ["ROOT_INO", "Attr", "CommitOutcome", "Filesystem", "FreshSessionError",
            "KernelForget", "OpenResult", "Parts",
-           "Progress", "StatFs"]
+           "Progress", "StatFs", "UpdateConflict", "UpdateOutcome", "UpdateRefused"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,29 @@ class FreshSessionError(Exception):
         super().__init__(f"committed, but opening a fresh session failed: {cause}")
         self.outcome = outcome
         self.cause = cause
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """``up_to_date``, ``updated`` (a fresh session, or a read-only mount's view) or
+    ``rebased`` (the session's changes now sit on ``commit_id``)."""
+
+    status: str
+    commit_id: str | None
+
+
+class UpdateRefused(Exception):
+    """``update`` cannot move this mount; nothing changed."""
+
+
+class UpdateConflict(UpdateRefused):
+    """Paths the session changed were also changed by the commits it would move onto."""
+
+    def __init__(self, paths: list[str], message: str = "") -> None:
+        shown = ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else "")
+        super().__init__(f"{len(paths)} path(s) changed both here and in the latest commit: "
+                         f"{shown}" if paths else (message or "conflicting changes"))
+        self.paths = paths
 
 
 @dataclass(frozen=True)
@@ -1517,6 +1540,72 @@ class Filesystem:
                 else:  # kept for its readers until release; not journaled any more
                     await self._staging.record(sf)
             return forget
+
+    async def update(self) -> UpdateOutcome:
+        """Move the mount onto the repository's latest commit (``tilde-mount update``).
+
+        A ``--read-only`` mount just reads the latest commit from then on. A session
+        without changes is replaced by a fresh one on top of the latest commit. One with
+        changes (local ones are uploaded first) is rebased by the server when none of its
+        paths changed since its base (tilde-server's extension): `UpdateConflict` names
+        them otherwise, and a server without the extension refuses (`UpdateRefused`);
+        either way nothing changes. Open handles stay valid; the kernel forgets what it
+        cached, as after a rollback.
+        """
+        if self._pinned_ref is not None:
+            raise UpdateRefused(f"mounted at commit {self._pinned_ref}: a fixed commit "
+                                "cannot move (mount again with another --commit)")
+        async with self._control_lock:
+            latest = await self.remote.latest_commit_id()
+            if self.read_only:
+                if latest == self.view.ref:
+                    return UpdateOutcome("up_to_date", latest)
+                self.view = View(ref=latest)
+                self.base_commit = latest
+                await self._after_update()
+                return UpdateOutcome("updated", latest)
+            await self._ensure_session()
+            self._refuse_damaged()
+            await self.sync()
+            async with self._uploader.paused():
+                sid = self._sid()
+                if latest == self.base_commit:
+                    return UpdateOutcome("up_to_date", latest)
+                if not await self.session_has_changes():
+                    new_sid = await self.remote.create_session()
+                    self.view = View(session_id=new_sid)
+                    try:
+                        await self.remote.rollback(sid)
+                    except exc.TildeError as e:  # empty: nothing is lost if it stays open
+                        log.info("closing the empty session %s failed: %s", sid, e)
+                    await self._note_session()
+                    status = "updated"
+                else:
+                    try:
+                        base = await self.remote.rebase(sid)
+                    except exc.ConflictError as e:
+                        raise UpdateConflict(_wire.rebase_conflicts(e), e.message) from e
+                    except exc.APIError as e:
+                        if e.status_code not in _wire.ROUTE_MISSING:
+                            raise
+                        raise UpdateRefused(
+                            "the server cannot rebase a session with changes (tilde-server's "
+                            "extension); commit or roll back first") from e
+                    latest = base or latest
+                    status = "rebased"
+                self.base_commit = latest
+                self.local.made_here.clear()
+            await self._after_update()
+            return UpdateOutcome(status, latest)
+
+    async def _after_update(self) -> None:
+        """The view moved to another commit: caches and the kernel's go (content differs)."""
+        forget = self._kernel_forget()
+        self._meta.clear()
+        self._reread_open_files()
+        for ino in forget.inodes:
+            self._kernel_cache_key.pop(ino, None)
+        await self._tell_kernel(forget)
 
     def _forget_waiting_changes(self) -> list[StagedFile]:
         """After a commit that waits for approval: the fresh session shows the base commit,
