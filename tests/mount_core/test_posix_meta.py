@@ -160,10 +160,14 @@ def test_modes_survive_commit(server: Any, repo_ref: Any, tmp_path: Path) -> Non
 
 
 def test_chmod_of_a_committed_file_sends_no_bytes(server: Any, repo_ref: Any,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path,
+                                                  pytestconfig: pytest.Config) -> None:
     """chmod of a file whose bytes are already in the repository changes its metadata
     only: after the commit its mode is the new one, its bytes the same, and no upload of
-    its content (single, multipart or batch) was sent."""
+    its content (single, multipart or batch) was sent. A server without the metadata-only
+    update (``--wire current``, as the hosted service) gets the bytes again instead: then
+    only the outcome is checked."""
+    extension = "--wire current" not in pytestconfig.getoption("--server-args")
     data = os.urandom(1024 * 1024)
     Http(server, repo_ref).put("tool.bin", data)
     uploads = ("put", "put_part", "upload_url", "stage", "multipart_init")
@@ -176,10 +180,12 @@ def test_chmod_of_a_committed_file_sends_no_bytes(server: Any, repo_ref: Any,
             before = fs.remote.stats()
             commit_id = await committed(fs, "chmod only")
             after = fs.remote.stats()
-            for kind in uploads:
+            for kind in uploads if extension else ():
                 assert after["by_kind"].get(kind, 0) == before["by_kind"].get(kind, 0), (
                     kind, before, after)
-            assert after["bytes_out"] - before["bytes_out"] < len(data) // 4, (before, after)
+            if extension:
+                assert after["bytes_out"] - before["bytes_out"] < len(data) // 4, (before,
+                                                                                 after)
         async with open_fs(server, repo_ref, tmp_path / "reader", ref=commit_id) as fs:
             assert (await walk(fs, "tool.bin")).mode == stat.S_IFREG | 0o700
             assert await CoreFs(fs).read_file("tool.bin") == data
