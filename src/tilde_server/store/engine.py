@@ -11,9 +11,10 @@ Subtleties:
    is proportional to the session's changes, not to the repository.
 3. A session sees its base commit plus its staged rows. At commit, paths that changed since the
    base are found with one indexed lookup per staged path. Such a path conflicts unless the
-   head's state equals the base's state (an intermediate change was undone) or equals the
-   session's own staged state (both made the same change). A conflict raises before anything is
-   written, so the session stays open and intact.
+   head's state equals the base's state (an intermediate change was undone) or holds the same
+   content as the session's staged state (both made the same change: the same bytes, or both
+   deleted it; the session's metadata, e.g. a mount's POSIX attributes, then wins). A conflict
+   raises before anything is written, so the session stays open and intact.
 4. Blob files are referenced from `entries` and `staged`. Unreferenced blobs (rolled-back or
    overwritten staged uploads) are deleted while holding the database write lock, the same lock
    under which every new reference is created, so a blob cannot vanish under a new reference.
@@ -157,6 +158,11 @@ class Obj:
 def _obj(row: sqlite3.Row | tuple[Any, ...], staged: bool = False) -> Obj:
     return Obj(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], staged,
                json.loads(row[7]) if row[7] else None)
+
+
+def _content(o: Obj | None) -> tuple[str, str] | None:
+    """The content of a version (bytes and type, not metadata): "the same change"."""
+    return None if o is None else (o.blob, o.content_type)
 
 
 def _state(o: Obj | None) -> tuple[str, str, str] | None:
@@ -559,8 +565,8 @@ class Store:
             if head_state == _state(self._at(c, r["id"], path, base)):
                 continue
             staged = self._staged(c, s["id"], path)
-            staged_state = _state(staged[1]) if staged else None
-            if head_state != staged_state:
+            if _content(self._at(c, r["id"], path, head)) != \
+                    _content(staged[1] if staged else None):
                 conflicts.append(path)
         return sorted(conflicts)
 
