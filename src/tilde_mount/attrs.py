@@ -33,7 +33,7 @@ def file_stat(obj: RemoteObject) -> Stat:
     return Stat(False, obj.size, obj.etag,
                 attrs.mtime_ns if attrs.mtime_ns is not None else obj.mtime_ns,
                 mode=mode, uid=attrs.uid, gid=attrs.gid, ctime_ns=attrs.ctime_ns or 0,
-                user_meta=_user(user))
+                user_meta=_user(user), rdev=attrs.rdev or 0)
 
 
 def dir_stat(marker: RemoteObject | None) -> Stat:
@@ -54,7 +54,7 @@ def metadata(st: Stat, *, default_mode: int) -> dict[str, str]:
     perm = S.S_IMODE(st.mode) if st.mode else default_mode
     attrs = posix.PosixAttrs(mode=kind | perm, uid=st.uid, gid=st.gid,
                              mtime_ns=st.mtime_ns if has_times(st) else None,
-                             ctime_ns=st.ctime_ns or None)
+                             ctime_ns=st.ctime_ns or None, rdev=st.rdev or None)
     return {**dict(st.user_meta), **posix.encode(attrs)}
 
 

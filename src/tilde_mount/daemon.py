@@ -381,7 +381,11 @@ class Daemon:
             fs_kwargs["uid"] = c.uid
         if c.gid is not None:
             fs_kwargs["gid"] = c.gid
-        fs_kwargs["map_owner"] = c.uid is not None or c.gid is not None
+        # a private mount (no allow_other) of a user: only they can reach it, so stored
+        # owners would only lock them out of files written by other uids (sandboxes,
+        # other machines); they own everything shown, as with -o uid=,gid=
+        fs_kwargs["map_owner"] = c.uid is not None or c.gid is not None or (
+            os.geteuid() != 0 and not c.allow_other)
         fs_config = FsConfig(**fs_kwargs)
         parts = Parts.build(fs_config)  # caches and staging, built here and passed in
         fs = Filesystem(remote, fs_config, session_id=c.session_id, ref=c.commit_id,
@@ -391,7 +395,10 @@ class Daemon:
 
     def _fuse_options(self) -> set[str]:
         c = self.config
-        opts = {"fsname=tilde:" + c.repo_path, "subtype=tilde", "default_permissions"}
+        # stored modes are honoured (default_permissions), but never a stored device number
+        # or setuid bit: a repository must not hand out /dev/mem or root shells
+        opts = {"fsname=tilde:" + c.repo_path, "subtype=tilde", "default_permissions",
+                "nodev", "nosuid"}
         if c.allow_other:
             opts.add("allow_other")
         if c.read_only:

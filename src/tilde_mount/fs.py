@@ -99,6 +99,7 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     generation: int
+    rdev: int = 0
 
 
 @dataclass
@@ -118,7 +119,7 @@ class StatFs:
     files: int = 1 << 32
     files_free: int = 1 << 32
     files_available: int = 1 << 32
-    name_max: int = 1024
+    name_max: int = 255
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,19 @@ def _decode(name: bytes) -> str:
     if not valid_name(text):
         raise FsError(errno.EINVAL, f"invalid name {text!r}")
     return text
+
+
+#: longest name a create may give (statfs says so, as ext4 does); a whole key is bounded
+#: by ``_wire.MAX_KEY_BYTES``. Longer names written by other clients can still be looked up.
+NAME_MAX = 255
+
+
+def _new_name(name: bytes) -> str:
+    """A name a create, mkdir, symlink, mknod or rename may give: ENAMETOOLONG past
+    ``NAME_MAX`` bytes, else as `_decode`."""
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG, f"names are at most {NAME_MAX} bytes")
+    return _decode(name)
 
 
 def _fits(path: str, *, room: int = 0) -> str:
@@ -462,21 +476,22 @@ class Filesystem:
             kind, perm = S.S_IFDIR, self.config.dir_mode
         elif st.is_symlink:
             kind, perm = S.S_IFLNK, 0o777
-        else:
-            kind, perm = S.S_IFREG, self.config.file_mode
+        else:  # a file, or a FIFO, socket or device file (their type is stored)
+            kind, perm = S.S_IFMT(st.mode) or S.S_IFREG, self.config.file_mode
         if st.mode:
             perm = S.S_IMODE(st.mode)
         size = 0 if st.is_dir else st.size
         mtime = st.mtime_ns if attrs.has_times(st) else self._mount_ns
         mapped = self.config.map_owner
         return Attr(
-            ino=node.ino, mode=kind | perm, nlink=2 if st.is_dir else 1,
+            ino=node.ino, mode=kind | perm,
+            nlink=0 if node.detached else 2 if st.is_dir else 1,
             uid=self.config.uid if mapped or st.uid is None else st.uid,
             gid=self.config.gid if mapped or st.gid is None else st.gid,
             size=size, blocks=(size + 511) // 512,
             atime_ns=self.local.atimes.get(node.path, mtime),
             mtime_ns=mtime, ctime_ns=st.ctime_ns or mtime,
-            generation=self._inodes.generation)
+            generation=self._inodes.generation, rdev=st.rdev)
 
     def _changed(self, path: str) -> None:
         """Invalidate what a mutation of ``path`` touched (meta_cache subtlety 3)."""
@@ -729,7 +744,7 @@ class Filesystem:
                     gid: int | None = None) -> Attr:
         self._check_writable()
         pnode = self._dir_node(parent)
-        path = join(pnode.path, _decode(name))
+        path = join(pnode.path, _new_name(name))
         if await self._exists(path):
             raise FsError(errno.EEXIST)
         _fits(path, room=2)
@@ -884,7 +899,7 @@ class Filesystem:
                      ) -> tuple[OpenResult, Attr]:
         self._check_writable()
         pnode = self._dir_node(parent)
-        path = _fits(join(pnode.path, _decode(name)))
+        path = _fits(join(pnode.path, _new_name(name)))
         existing: Stat | None = None
         try:
             existing = await self._resolve(path)
@@ -927,26 +942,44 @@ class Filesystem:
                       uid: int | None = None, gid: int | None = None) -> Attr:
         """A symlink is an object whose metadata marks it and whose content is the target
         (tilde._wire.posix); staged and uploaded like a file written and closed."""
+        if not target or b"\0" in target or len(target) > 4095:
+            raise FsError(errno.ENAMETOOLONG if len(target) > 4095 else errno.ENOENT)
+        return await self._make_node(parent, name, S.S_IFLNK | 0o777, target, uid=uid,
+                                     gid=gid)
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int = 0, *,
+                    uid: int | None = None, gid: int | None = None) -> Attr:
+        """A FIFO, socket, device or regular file made by mknod(2): an empty object whose
+        metadata gives its type (and a device's number); the kernel does the rest."""
+        kind = S.S_IFMT(mode) or S.S_IFREG
+        if kind not in (S.S_IFREG, S.S_IFIFO, S.S_IFSOCK, S.S_IFCHR, S.S_IFBLK):
+            raise FsError(errno.EINVAL)
+        return await self._make_node(parent, name, kind | (mode & 0o7777), b"", uid=uid,
+                                     gid=gid, rdev=rdev if kind in (S.S_IFCHR, S.S_IFBLK)
+                                     else 0)
+
+    async def _make_node(self, parent: int, name: bytes, mode: int, content: bytes, *,
+                         uid: int | None, gid: int | None, rdev: int = 0) -> Attr:
+        """A new object written whole and closed at once (symlink, mknod)."""
         self._check_writable()
         pnode = self._dir_node(parent)
-        path = _fits(join(pnode.path, _decode(name)))
-        if not target or b"\0" in target or len(target) > 4095:
-            raise FsError(errno.ENAMETOOLONG if len(target) > 4095 else errno.EINVAL)
+        path = _fits(join(pnode.path, _new_name(name)))
         if await self._exists(path):
             raise FsError(errno.EEXIST)
         self.local.note_made(path)
         # -- atomic: create and register (subtlety 3) --
         sf = self._staging.new(path, mtime_ns=_now_ns())
-        sf.mode = S.S_IFLNK | 0o777
+        sf.mode, sf.rdev = mode, rdev
         sf.uid, sf.gid = self._owner(uid, gid)
         self.local.files[path] = sf
         self._created(path)
         self._touch_dir(pnode.path)
-        try:
-            await self._staging.write(sf, 0, target)
-        except OSError as e:
-            await self._damage(sf, e)
-            raise to_fs_error(e) from e
+        if content:
+            try:
+                await self._staging.write(sf, 0, content)
+            except OSError as e:
+                await self._damage(sf, e)
+                raise to_fs_error(e) from e
         sf.touch(_now_ns())
         await self._journal(sf)
         self._uploader.schedule(sf)
@@ -1230,7 +1263,7 @@ class Filesystem:
         if flags & RENAME_EXCHANGE:
             raise FsError(errno.ENOTSUP)
         src = join(self._dir_node(parent_old).path, _decode(name_old))
-        dst = join(self._dir_node(parent_new).path, _decode(name_new))
+        dst = join(self._dir_node(parent_new).path, _new_name(name_new))
         self.local.made_here.clear()
         if src == dst:
             return

@@ -11,7 +11,8 @@ Subtleties:
    reaches pyfuse3's trio loop (whose default is to crash the mount).
 2. Entry and attribute timeouts are the metadata TTL: the kernel may answer ``stat`` from
    its own cache for that long, as our cache would.
-3. Hard links and device nodes answer EPERM; xattrs answer ENOTSUP (documented).
+3. Hard links answer EPERM; xattrs answer ENOTSUP (documented). FIFOs, sockets and
+   device files are objects whose metadata gives their type; the mount is ``nodev``.
 4. What a request creates is owned by the caller the kernel names (``ctx.uid``/``gid``);
    with ``default_permissions`` the kernel checks every access against the stored owner
    and mode (docs/semantics.md).
@@ -79,7 +80,7 @@ class Operations(pyfuse3.Operations):
         e.st_nlink = a.nlink
         e.st_uid = a.uid
         e.st_gid = a.gid
-        e.st_rdev = 0
+        e.st_rdev = a.rdev
         e.st_size = a.size
         e.st_blksize = 128 * 1024
         e.st_blocks = a.blocks
@@ -191,6 +192,12 @@ class Operations(pyfuse3.Operations):
                                                  gid=ctx.gid))
 
     @guarded
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> Any:
+        return self._entry(await self.fs.mknod(parent_inode, name, mode, rdev, uid=ctx.uid,
+                                               gid=ctx.gid))
+
+    @guarded
     async def readlink(self, inode: int, ctx: Any) -> bytes:
         return await self.fs.readlink(inode)
 
@@ -215,10 +222,6 @@ class Operations(pyfuse3.Operations):
         raise FsError(errno.EPERM)
 
 
-    @guarded
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any) -> Any:
-        raise FsError(errno.EPERM)
 
 
     @guarded

@@ -113,4 +113,4 @@ def staged_stat(sf: StagedFile) -> Stat:
     """What a staged file is, attributes included (the upload stores the same)."""
     return Stat(False, sf.size if sf.ready else (sf.base.size if sf.base else 0), "",
                 sf.mtime_ns, mode=sf.mode, uid=sf.uid, gid=sf.gid, ctime_ns=sf.ctime_ns,
-                user_meta=sf.user_meta)
+                user_meta=sf.user_meta, rdev=sf.rdev)

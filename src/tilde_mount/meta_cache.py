@@ -47,6 +47,8 @@ class Stat:
     user_meta: tuple[tuple[str, str], ...] = ()
     #: a directory: whether its ``DIR/`` marker object exists (None: not known yet)
     marker: bool | None = None
+    #: a device file's number
+    rdev: int = 0
 
     @property
     def is_symlink(self) -> bool:

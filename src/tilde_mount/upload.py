@@ -103,6 +103,7 @@ class StagedFile:
     uid: int | None = None
     gid: int | None = None
     ctime_ns: int = 0
+    rdev: int = 0
     #: the object's other user metadata, carried over when the mount rewrites it
     user_meta: tuple[tuple[str, str], ...] = ()
     #: the metadata its journal record holds (journal.py)
@@ -131,13 +132,15 @@ class StagedFile:
     def lasting_metadata(self) -> dict[str, str]:
         """The metadata a journal record keeps: mode, owner and the user's own keys (not
         the times, which would make every close rewrite the record)."""
-        attrs = posix.PosixAttrs(mode=self.mode, uid=self.uid, gid=self.gid)
+        attrs = posix.PosixAttrs(mode=self.mode, uid=self.uid, gid=self.gid,
+                                 rdev=self.rdev or None)
         return {**dict(self.user_meta), **posix.encode(attrs)}
 
     def metadata(self) -> dict[str, str]:
         """What an upload of this file stores as its user metadata."""
         attrs = posix.PosixAttrs(mode=self.mode, uid=self.uid, gid=self.gid,
-                                 mtime_ns=self.mtime_ns, ctime_ns=self.ctime_ns or None)
+                                 mtime_ns=self.mtime_ns, ctime_ns=self.ctime_ns or None,
+                                 rdev=self.rdev or None)
         return {**dict(self.user_meta), **posix.encode(attrs)}
 
 
@@ -237,6 +240,7 @@ class Staging:
         if attrs.mode is not None:
             sf.mode = attrs.mode
         sf.uid, sf.gid, sf.user_meta = attrs.uid, attrs.gid, tuple(sorted(user.items()))
+        sf.rdev = attrs.rdev or 0
         sf.on_remote = True  # unknown: deletes then tolerate the 404
         self.bytes_used += jf.size
         await self.record(sf)

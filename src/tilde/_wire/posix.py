@@ -13,6 +13,7 @@ ASCII so that they survive the trip through ``X-Tilde-Meta-*`` headers unchanged
 ``posix-mtime``           modification time, seconds since the epoch with nine
                           decimals (``1577836800.000000000``): nanoseconds exact
 ``posix-ctime``           status change time, same format
+``posix-rdev``            a device file's device number, decimal
 ========================  =====================================================
 
 Subtleties:
@@ -24,6 +25,8 @@ Subtleties:
    object written by another tool never makes a path unreadable. Unknown keys are the
    caller's own metadata and are kept apart (`split`).
 4. Values are plain ASCII, so a header carries them verbatim (no percent-encoding).
+5. FIFOs, sockets and device files are empty objects whose ``posix-mode`` gives the type
+   (and ``posix-rdev`` a device's number): the kernel gives them their meaning.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ UID = "posix-uid"
 GID = "posix-gid"
 MTIME = "posix-mtime"
 CTIME = "posix-ctime"
-KEYS = (MODE, UID, GID, MTIME, CTIME)
+RDEV = "posix-rdev"
+KEYS = (MODE, UID, GID, MTIME, CTIME, RDEV)
+_TYPES = (S.S_IFREG, S.S_IFDIR, S.S_IFLNK, S.S_IFIFO, S.S_IFSOCK, S.S_IFCHR, S.S_IFBLK)
 #: a directory's marker object is its key plus this (subtlety 2)
 MARKER_SUFFIX = "/"
 
@@ -53,6 +58,7 @@ class PosixAttrs:
     gid: int | None = None
     mtime_ns: int | None = None
     ctime_ns: int | None = None
+    rdev: int | None = None
 
     @property
     def is_symlink(self) -> bool:
@@ -96,7 +102,7 @@ def _parse_mode(text: str) -> int | None:
     except ValueError:
         return None
     kind = S.S_IFMT(mode)
-    if mode < 0 or mode > 0o177777 or kind not in (S.S_IFREG, S.S_IFDIR, S.S_IFLNK):
+    if mode < 0 or mode > 0o177777 or kind not in _TYPES:
         return None
     return mode
 
@@ -105,13 +111,14 @@ def parse(metadata: Mapping[str, str]) -> PosixAttrs:
     """The POSIX attributes in ``metadata`` (subtlety 3: bad values are ignored)."""
     get = metadata.get
     mode = get(MODE)
-    uid, gid, mtime, ctime = get(UID), get(GID), get(MTIME), get(CTIME)
+    uid, gid, mtime, ctime, rdev = get(UID), get(GID), get(MTIME), get(CTIME), get(RDEV)
     return PosixAttrs(
         mode=_parse_mode(mode) if mode else None,
         uid=_parse_id(uid) if uid else None,
         gid=_parse_id(gid) if gid else None,
         mtime_ns=parse_time(mtime) if mtime else None,
-        ctime_ns=parse_time(ctime) if ctime else None)
+        ctime_ns=parse_time(ctime) if ctime else None,
+        rdev=int(rdev) if rdev and rdev.isdigit() and int(rdev) < 2**64 else None)
 
 
 def encode(attrs: PosixAttrs) -> dict[str, str]:
@@ -127,6 +134,8 @@ def encode(attrs: PosixAttrs) -> dict[str, str]:
         out[MTIME] = format_time(attrs.mtime_ns)
     if attrs.ctime_ns is not None:
         out[CTIME] = format_time(attrs.ctime_ns)
+    if attrs.rdev:
+        out[RDEV] = str(attrs.rdev)
     return out
 
 
