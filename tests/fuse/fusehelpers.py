@@ -180,14 +180,29 @@ def check_daemon_logs(tmp: Path) -> None:
 
 
 def local_tree(root: Path) -> dict[str, bytes]:
-    """path -> bytes of every regular file under root (what a commit should hold)."""
+    """What a commit of ``root`` should hold: path -> bytes of every regular file, a
+    symlink's target as its content, and ``DIR/`` -> b"" for every empty directory (its
+    marker object)."""
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath) / name
-            if p.is_file() and not p.is_symlink():
-                out[p.relative_to(root).as_posix()] = p.read_bytes()
+    for dirpath, dirs, files in os.walk(root):
+        here = Path(dirpath)
+        if here != root and not dirs and not files:
+            out[here.relative_to(root).as_posix() + "/"] = b""
+        for name in files + [d for d in dirs if (here / d).is_symlink()]:
+            p = here / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = os.readlink(p).encode()
+            elif p.is_file():
+                out[rel] = p.read_bytes()
     return out
+
+
+def content_tree(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """``tree`` without the markers of directories that have content (a directory whose
+    attributes were set gets one; `local_tree` only has those of empty directories)."""
+    return {k: v for k, v in tree.items()
+            if not (k.endswith("/") and any(o != k and o.startswith(k) for o in tree))}
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> bool:

@@ -19,13 +19,13 @@ def test_unmount_command_commits(tool: Tool, api: Api, tmp_path: Path) -> None:
     tool.mount(api.ref.path, mnt)
     (mnt / "b.txt").write_bytes(b"b\n")
     (mnt / "a.txt").unlink()
-    (mnt / "empty-dir").mkdir()           # not persisted: directories are implied
+    (mnt / "empty-dir").mkdir()           # persisted as its marker object "empty-dir/"
     r = tool.tm("unmount", str(mnt), "-m", "from unmount")
     assert not is_mounted(mnt)
     commit_id = r.stdout.strip()
     assert api.head_commit() == commit_id
     assert api.log()[0]["message"] == "from unmount"
-    assert api.tree(commit_id) == {"b.txt": b"b\n"}
+    assert api.tree(commit_id) == {"b.txt": b"b\n", "empty-dir/": b""}
 
 
 @pytest.mark.parametrize("how", ["fusermount", "umount", "sigterm"])

@@ -3,7 +3,7 @@ HTTP that the new commit holds exactly the expected paths and bytes.
 
 The expected tree comes from running the very same script in a local directory: whatever
 the tools do there is what the repository must hold after the commit (empty directories
-aside, which are not persisted).
+as their DIR/ marker objects, symlinks as objects holding their targets).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from fusehelpers import Api, Tool, local_tree
+from fusehelpers import Api, Tool, content_tree, local_tree
 
 SHELL_SCRIPT = r"""
 mkdir -p a/b/c
@@ -102,7 +102,7 @@ def test_shell_tools_then_commit(tool: Tool, api: Api, tmp_path: Path) -> None:
     commit_id = r.stdout.strip()
     assert commit_id and "\n" not in commit_id
     assert api.head_commit() == commit_id
-    assert api.tree(commit_id) == expected
+    assert content_tree(api.tree(commit_id)) == expected
 
     # The mount goes on over a fresh session with nothing pending.
     st = tool.status(mnt)
@@ -110,7 +110,7 @@ def test_shell_tools_then_commit(tool: Tool, api: Api, tmp_path: Path) -> None:
     (mnt / "after.txt").write_text("after commit\n")
     commit2 = tool.tm("commit", str(mnt), "-m", "second").stdout.strip()
     assert commit2 != commit_id
-    assert api.tree(commit2) == {**expected, "after.txt": b"after commit\n"}
+    assert content_tree(api.tree(commit2)) == {**expected, "after.txt": b"after commit\n"}
 
 
 def python_io(root: Path) -> None:
@@ -162,7 +162,7 @@ def test_python_seek_write_truncate(tool: Tool, api: Api, tmp_path: Path) -> Non
     expected = local_tree(ref)
     assert local_tree(mnt) == expected
     commit_id = tool.tm("commit", str(mnt), "-m", "python io").stdout.strip()
-    assert api.tree(commit_id) == expected
+    assert content_tree(api.tree(commit_id)) == expected
 
 
 def test_sqlite_database_on_the_mount(tool: Tool, api: Api, tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_git_repository_inside_the_mount(tool: Tool, api: Api, tmp_path: Path) -
     expected = local_tree(mnt)
     commit_id = tool.tm("commit", str(mnt), "-m", "a git repository").stdout.strip()
     tree = api.tree(commit_id)
-    assert tree == expected
+    assert content_tree(tree) == expected
     assert "proj/.git/HEAD" in tree and "proj/pkg/mod.py" in tree
 
     # The committed repository is a working git repository: clone it from a read-only
