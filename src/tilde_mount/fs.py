@@ -63,7 +63,7 @@ from tilde import _wire
 from tilde import exceptions as exc
 from tilde._wire import posix
 
-from . import attrs, crashpoints
+from . import attrs, catchup, crashpoints
 from .config import FsConfig
 from .data_cache import BlockCache, ObjectRef
 from .errors import FsError, is_transient, root_cause, to_fs_error
@@ -518,7 +518,13 @@ class Filesystem:
         except FsError:
             raise FsError(errno.ENOENT) from None
         path = _fits(join(pnode.path, text))
-        st = await self._with_marker(path, await self._resolve(path))
+        try:
+            st = await self._with_marker(path, await self._resolve(path))
+        except FsError as e:
+            # a name no create could give: say so (another client's long name is found)
+            if e.errno == errno.ENOENT and len(name) > NAME_MAX:
+                raise FsError(errno.ENAMETOOLONG) from None
+            raise
         node = self._inodes.remember(path, st.is_dir)
         return self._attr(node, st)
 
@@ -1443,10 +1449,29 @@ class Filesystem:
         if not pending:
             return
         sid = self._sid()
+        needed: dict[str, bool] = {}
+        limiter = trio.CapacityLimiter(16)
+
+        async def check(d: str, keep: bool) -> None:
+            """A marker is needed for attributes to keep, or for an empty directory (one
+            made here with nothing on the server under it is known empty without asking)."""
+            if keep or self.local.has_under(d):
+                needed[d] = keep
+                return
+            if d in self.local.local_only:
+                needed[d] = True
+                return
+            async with limiter:
+                needed[d] = await self._is_empty_dir(d)
+
+        async with trio.open_nursery() as nursery:
+            for d, keep in pending:
+                if d in self.local.dirs:
+                    nursery.start_soon(check, d, keep)
         items: list[tuple[str, Stat]] = []
         for d, keep in pending:
             st = self.local.dirs.get(d)
-            if st is not None and (keep or await self._is_empty_dir(d)):
+            if st is not None and needed.get(d):
                 items.append((d, st))
             elif st is None or self.local.pending_markers.get(d) is keep:
                 self.local.pending_markers.pop(d, None)  # gone, or has content: none needed
@@ -1579,11 +1604,11 @@ class Filesystem:
 
         A ``--read-only`` mount just reads the latest commit from then on. A session
         without changes is replaced by a fresh one on top of the latest commit. One with
-        changes (local ones are uploaded first) is rebased by the server when none of its
-        paths changed since its base (tilde-server's extension): `UpdateConflict` names
-        them otherwise, and a server without the extension refuses (`UpdateRefused`);
-        either way nothing changes. Open handles stay valid; the kernel forgets what it
-        cached, as after a rollback.
+        changes (local ones are uploaded first) is rebased when none of its paths changed
+        since its base: by the server (tilde-server's extension), or else by the mount,
+        which copies the changes into a fresh session (catchup.py). `UpdateConflict` names
+        the paths in the way; then nothing changes. Open handles stay valid; the kernel
+        forgets what it cached, as after a rollback.
         """
         if self._pinned_ref is not None:
             raise UpdateRefused(f"mounted at commit {self._pinned_ref}: a fixed commit "
@@ -1607,29 +1632,60 @@ class Filesystem:
                 if not await self.session_has_changes():
                     new_sid = await self.remote.create_session()
                     self.view = View(session_id=new_sid)
-                    try:
-                        await self.remote.rollback(sid)
-                    except exc.TildeError as e:  # empty: nothing is lost if it stays open
-                        log.info("closing the empty session %s failed: %s", sid, e)
                     await self._note_session()
+                    await self._drop_session(sid)  # empty: nothing is lost if it stays open
                     status = "updated"
                 else:
                     try:
-                        base = await self.remote.rebase(sid)
+                        latest = await self.remote.rebase(sid) or latest
                     except exc.ConflictError as e:
                         raise UpdateConflict(_wire.rebase_conflicts(e), e.message) from e
                     except exc.APIError as e:
                         if e.status_code not in _wire.ROUTE_MISSING:
                             raise
-                        raise UpdateRefused(
-                            "the server cannot rebase a session with changes (tilde-server's "
-                            "extension); commit or roll back first") from e
-                    latest = base or latest
+                        log.info("no session rebase on the server (%s): moving the changes "
+                                 "into a fresh session", e)
+                        latest = await self._rebase_by_copy(sid)
                     status = "rebased"
                 self.base_commit = latest
                 self.local.made_here.clear()
             await self._after_update()
             return UpdateOutcome(status, latest)
+
+    async def _rebase_by_copy(self, sid: str) -> str | None:
+        """The rebase of ``sid``'s changes done by the mount (catchup.py): conflicts are
+        checked against the commit the fresh session is known to sit on, so a commit that
+        lands meanwhile is never overwritten unseen. Returns that commit."""
+        changes = await catchup.session_changes(self.remote, sid)
+        for _ in range(5):
+            latest = await self.remote.latest_commit_id()
+            new_sid = await self.remote.create_session()
+            if await self.remote.latest_commit_id() != latest:  # its base is unknown
+                await self._drop_session(new_sid)
+                continue
+            try:
+                moved = await self.remote.changed_between(self.base_commit, latest) \
+                    if latest else {}
+                bad = catchup.conflicts(changes, moved)
+                if bad:
+                    raise UpdateConflict(bad)
+                await catchup.move_changes(self.remote, changes, moved, sid, new_sid)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._drop_session(new_sid)
+                raise
+            self.view = View(session_id=new_sid)
+            await self._note_session()
+            await self._drop_session(sid)
+            return latest
+        raise UpdateRefused("the repository keeps moving; try again")
+
+    async def _drop_session(self, sid: str) -> None:
+        """Roll ``sid`` back, best effort (what it holds is elsewhere, or nothing)."""
+        try:
+            await self.remote.rollback(sid)
+        except exc.TildeError as e:
+            log.info("rolling back session %s failed (left open): %s", sid, e)
 
     async def _after_update(self) -> None:
         """The view moved to another commit: caches and the kernel's go (content differs)."""

@@ -170,6 +170,8 @@ class Remote(Protocol):
     async def rollback(self, session_id: str) -> None: ...
     async def list_changes(self, session_id: str, *, after: str | None = None,
                            amount: int = 1000) -> tuple[list[EntryRecord], str | None]: ...
+    async def changed_between(self, left: str | None,
+                              right: str) -> dict[str, str | None]: ...
     async def get_repository(self) -> dict[str, Any]: ...
     async def latest_commit_id(self) -> str | None: ...
     def stats(self) -> dict[str, Any]: ...
@@ -912,6 +914,23 @@ class HttpRemote:
             self.org, self.repo, session_id=session_id, after=after, amount=amount))
         page = _wire.parse_page(r.json(), _wire.parse_entry_record)
         return page.items, page.next_after
+
+    async def changed_between(self, left: str | None, right: str) -> dict[str, str | None]:
+        """Paths whose content differs between two commits (``left`` None: the empty
+        tree): path -> its ETag at ``right``, None where ``right`` has none."""
+        out: dict[str, str | None] = {}
+        after: str | None = None
+        while True:
+            r = await self._send("diff", _wire.diff(self.org, self.repo, left=left or "",
+                                                    right=right, after=after, amount=1000))
+            page = _wire.parse_page(r.json(), _wire.parse_listing_entry)
+            for item in page.items:
+                gone = item.status == "removed" or item.entry is None
+                out[item.path] = None if gone else normalize_etag(item.entry.e_tag
+                                                                  if item.entry else "")
+            after = page.next_after
+            if after is None:
+                return out
 
     async def get_repository(self) -> dict[str, Any]:
         r = await self._send("repository", _wire.get_repository(self.org, self.repo))
