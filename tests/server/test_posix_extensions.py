@@ -171,6 +171,7 @@ def test_listing_markers(api: Api) -> None:
         ("e/", "prefix", None)]
     assert api.ls(delimiter="/", markers="false") == plain
     marked = api.ls(delimiter="/", markers="true")
+    assert marked["markers"] is True and "markers" not in plain  # every marker is attached
     rows = {x["path"]: x for x in marked["results"]}
     assert list(rows) == ["a/", "b/", "d/", "e/", "top"]
     assert rows["a/"]["type"] == "prefix"
@@ -361,6 +362,7 @@ def test_wire_current_has_no_extensions(redirecting_server: ServerHandle) -> Non
         assert_error(rebase(a, sid), 404)
         r = a.http.get(f"{a.R}/objects", params={"delimiter": "/", "markers": "true"})
         assert r.status_code == 200 and r.json()["results"] == []
+        assert "markers" not in r.json()  # not honoured: the mount asks by HEAD
         assert a.http.get(f"{a.R}/objects", params={"markers": "maybe"}).status_code == 200
     finally:
         a.close()

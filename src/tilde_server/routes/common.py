@@ -181,11 +181,13 @@ def field_int(body: dict[str, Any], name: str, *, minimum: int = 0,
     return value
 
 
-def page_json(results: list[Any], page: Page) -> JSONResponse:
+def page_json(results: list[Any], page: Page, extra: dict[str, Any] | None = None
+              ) -> JSONResponse:
     return JSONResponse({
         "results": results,
         "pagination": {"has_more": page.has_more, "next_offset": page.next_offset,
                        "max_per_page": MAX_PER_PAGE},
+        **(extra or {}),
     })
 
 

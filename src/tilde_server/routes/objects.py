@@ -138,7 +138,10 @@ async def list_objects(request: Request) -> Response:
         else:
             results.append({"path": item.path, "type": "object",
                             "entry": entry_json(item.payload)})
-    return page_json(results, page)
+    if not (markers and query(request, "delimiter")):
+        return page_json(results, page)
+    # says every marker is attached: a prefix row without one has none (no HEAD needed)
+    return page_json(results, page, extra={"markers": True})
 
 
 async def _stream(f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
