@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,16 @@ def test_unsupported_operations_answer_the_documented_errno(tool: Tool, api: Api
     f.write_bytes(b"f")
     g.write_bytes(b"g")
     assert _errno_of(lambda: os.link(f, mnt / "hard")) == errno.EPERM
-    assert _errno_of(lambda: os.mkfifo(mnt / "fifo")) == errno.EPERM
-    assert _errno_of(lambda: os.mknod(mnt / "sock", 0o600 | 0o140000)) == errno.EPERM
+    # FIFOs and sockets are typed empty objects; the mount is nodev: no device opens
+    os.mkfifo(mnt / "fifo")
+    os.mknod(mnt / "sock", 0o600 | stat.S_IFSOCK)
+    os.mknod(mnt / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    assert stat.S_ISFIFO(os.lstat(mnt / "fifo").st_mode)
+    assert stat.S_ISSOCK(os.lstat(mnt / "sock").st_mode)
+    assert os.lstat(mnt / "null").st_rdev == os.makedev(1, 3)
+    assert _errno_of(lambda: os.open(mnt / "null", os.O_RDONLY)) == errno.EACCES
+    for name in ("fifo", "sock", "null"):
+        os.unlink(mnt / name)
     assert _errno_of(lambda: os.setxattr(f, "user.k", b"v")) == errno.ENOTSUP
     assert _errno_of(lambda: os.getxattr(f, "user.k")) == errno.ENOTSUP
     assert _errno_of(lambda: os.removexattr(f, "user.k")) == errno.ENOTSUP
