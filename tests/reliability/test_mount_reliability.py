@@ -109,6 +109,7 @@ def _payloads(tmp: Path) -> dict[str, bytes]:
     for name, data in files.items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(data)
+    (src / "d/a.txt").chmod(0o750)  # cp gives the copy this mode: journaled with it
     return files
 
 
@@ -136,8 +137,12 @@ def test_closed_files_survive_a_daemon_kill_resumed_with_session(rig: Rig) -> No
     assert "re-uploaded 3 file(s)" in r.stderr, r.stderr
     assert _read_tree(rig.mnt, list(files)) == files
     assert rig.tool.status(rig.mnt)["uploads_pending"] == 0
+    assert os.stat(rig.mnt / "d/a.txt").st_mode & 0o7777 == 0o750
     rig.tool.tm("commit", str(rig.mnt), "-m", "after the crash")
     assert rig.api.tree() == files
+    listed = rig.api.get("/objects", prefix="d/", amount=100).json()["results"]
+    modes = {x["path"]: x["entry"]["metadata"].get("posix-mode") for x in listed}
+    assert modes == {"d/a.txt": "100750", "d/b.bin": "100644", "d/empty": "100644"}, modes
     record("mount_regressions", daemon_kills=1, files_recovered=len(files),
            bytes_recovered=sum(map(len, files.values())), bytes_lost=0)
 
