@@ -204,6 +204,23 @@ def files_of(tree: Tree) -> dict[str, bytes]:
     return {p: b for p, b in tree.items() if b is not None}
 
 
+def persisted(tree: Tree) -> dict[str, bytes]:
+    """What a commit of ``tree`` holds: its files, and ``DIR/`` -> b"" for each empty
+    directory (its marker object, docs/semantics.md Namespace)."""
+    out = files_of(tree)
+    for path, data in tree.items():
+        if data is None and not any(p.startswith(path + "/") for p in tree):
+            out[path + "/"] = b""
+    return out
+
+
+def content_of(committed: dict[str, bytes]) -> dict[str, bytes]:
+    """A committed tree without the markers of directories that have content (a marker
+    written while a directory was empty stays when it gets content: harmless)."""
+    return {k: v for k, v in committed.items()
+            if not (k.endswith("/") and any(o != k and o.startswith(k) for o in committed))}
+
+
 def _show(value: Any) -> str:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes {value[:12]!r}{'...' if len(value) > 12 else ''}>"
@@ -237,18 +254,17 @@ class Checker:
 
     Session operations follow docs/semantics.md:
 
-    - commit: the committed tree is exactly the model's files; an empty directory is not
-      in it ("An empty directory is not persisted at commit", Namespace), and stays
-      visible in the mount ("Limits: Empty directories ... stay visible after
-      tilde-mount commit"), so the model keeps it. Open files stay open ("open file
-      handles ... stay valid").
+    - commit: the committed tree is exactly the model's files plus a marker ``DIR/`` per
+      empty directory ("An empty directory persists", Namespace); markers of directories
+      that have content are ignored. Open files stay open ("open file handles ... stay
+      valid").
     - rollback: back to the last commit, empty directories included (Lifetimes: "discards
       the session ... goes on over a fresh session at the latest commit"). Files are
       closed first: a file open across a rollback shows the committed content through its
       descriptor (Limits: "Files open across a rollback"), which no local filesystem does.
     - remount on a fresh session: the last commit, as rollback. Remount on the same session
-      (after everything was uploaded): the model's files, without the directories that
-      hold no file ("a remount does not show them", Limits: Empty directories).
+      (after a sync, which writes the markers): the model's tree, empty directories
+      included.
     """
 
     local: LocalSide
@@ -334,8 +350,8 @@ class Checker:
             self.fail(f"the tree differs after {why}:\n{_tree_diff(a, b)}")
 
     def commit(self) -> None:
-        tree = self.session.commit()
-        expected = files_of(walk(self.local))
+        tree = content_of(self.session.commit())
+        expected = persisted(walk(self.local))
         self.stats["steps"] += 1
         self._note(f"commit -> {len(tree)} files")
         if tree != expected:
@@ -365,7 +381,7 @@ class Checker:
         self.session.remount(keep_session)
         self._note(f"remount (keep_session={keep_session})")
         if keep_session:
-            self._reset_local(files_of(walk(self.local)))
+            self._reset_local(persisted(walk(self.local)))
         else:
             self._reset_local(self.committed)
         self.check_tree(f"remount (keep_session={keep_session})")
@@ -375,6 +391,9 @@ class Checker:
         shutil.rmtree(root)
         root.mkdir()
         for path, data in files.items():
+            if path.endswith("/"):  # an empty directory's marker
+                (root / path).mkdir(parents=True, exist_ok=True)
+                continue
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             (root / path).write_bytes(data)
 
