@@ -39,7 +39,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mountbench import env as E
 
 DEFAULT_DIRS = ["open", "mkdir", "rmdir", "rename", "truncate", "ftruncate", "unlink",
                 "chmod", "chown", "symlink", "link"]
@@ -67,22 +70,6 @@ def say(*a: Any) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def is_mounted(path: Path) -> bool:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            mnt = line.split(b" - ")[0].split()[4].decode("unicode_escape")
-            if mnt.encode("latin-1").decode(errors="replace") == real:
-                return True
-    return False
 
 
 def alive(pid: int) -> bool:
@@ -126,7 +113,7 @@ class Stack:
 
     # -- server
     def start_server(self) -> None:
-        port = free_port()
+        port = E.free_port()
         home = self.root / "server-home"
         home.mkdir()
         env = dict(os.environ, HOME=str(home), TILDE_SERVER_ADMIN_KEY=self.key)
@@ -193,7 +180,7 @@ class Stack:
                     "--cache-dir", str(cache), "--on-unmount", "rollback",
                     "--log-file", str(self.logs / f"tilde-mount-{self.generation}.log"),
                     "--pid-file", str(pid_file))
-        if r.returncode != 0 or not is_mounted(self.mnt):
+        if r.returncode != 0 or not E.is_mounted(self.mnt):
             raise RuntimeError(f"tilde-mount failed ({r.returncode}): {r.stdout}{r.stderr}")
         with contextlib.suppress(OSError, ValueError):
             self.mount_pid = int(pid_file.read_text().strip())
@@ -201,10 +188,10 @@ class Stack:
         os.chmod(self.mnt, 0o755)
 
     def healthy(self) -> bool:
-        return bool(self.mount_pid) and alive(self.mount_pid) and is_mounted(self.mnt)
+        return bool(self.mount_pid) and alive(self.mount_pid) and E.is_mounted(self.mnt)
 
     def unmount(self) -> None:
-        if is_mounted(self.mnt):
+        if E.is_mounted(self.mnt):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.tm("unmount", str(self.mnt), timeout=120)
         deadline = time.monotonic() + 20
@@ -214,7 +201,7 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.mount_pid, signal.SIGKILL)
         for cmd in (["fusermount3", "-u", "-z"], ["umount", "-l"]):
-            if is_mounted(self.mnt):
+            if E.is_mounted(self.mnt):
                 subprocess.run([*cmd, str(self.mnt)], capture_output=True, check=False)
         self.mount_pid = 0
 
