@@ -999,7 +999,15 @@ class Filesystem:
             raise FsError(errno.EINVAL)
         sf = None if node.detached else self.local.files.get(node.path)
         if sf is not None and sf.ready:
-            return await self._staging.read(sf, 0, sf.size)
+            # pinned like an open file: an upload finishing meanwhile must not drop the
+            # staged copy under the read (the link would read as empty: ENOENT)
+            sf.open_handles += 1
+            try:
+                return await self._staging.read(sf, 0, sf.size)
+            finally:
+                sf.open_handles -= 1
+                if sf.open_handles <= 0 and not sf.uploading:
+                    await self._drop_clean(sf)
         ref = ObjectRef(node.path, st.etag, st.size)
         view = self.view
 
