@@ -23,30 +23,51 @@ step() {
 
 step ruff .venv/bin/ruff check .
 step mypy .venv/bin/mypy
-# the reliability suite's figures (tests/figures.py) of this run only; printed at the end
-export TILDE_FIGURES="$PWD/build/reliability-figures.json"
-rm -f "$TILDE_FIGURES"
-step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors "$@"
 
 # The bundled client's and the mount's suites once more per wire dialect (docs/testing.md):
 # against a server that has only today's routes and redirects every download to signed URLs
 # on another origin (localhost instead of 127.0.0.1), as the hosted service does (and, as
 # it, no batch upload route: the batch tests, which test that extension, are left out
 # there), and against one that has only the 0.7.2-0.7.6 routes and streams. Both runs are
-# left out when arguments select a subset of the suite.
+# left out when arguments select a subset of the suite. They run in the background, one
+# after the other, while the main run goes: the suites wait on servers, mounts and sandboxes
+# most of the time, so two cores hold both (each has its own servers, mounts and pytest
+# temporary directory); their output is printed when the main run is done.
+mkdir -p build
+dialect_log=build/dialect-runs.log
+rm -f "$dialect_log" build/dialect-runs.failed
+dialect_pid=
 if [ $# -eq 0 ]; then
-    # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py for
-    # the modules that import from `conftest` if both were collected in one run
-    for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \
-                   "--wire legacy --downloads stream"; do
-        ignore=()
-        case $dialect in *current*) ignore=(--ignore=tests/mount_core/test_batch_upload.py);; esac
-        step "pytest client+mount_core+scenarios ($dialect)" .venv/bin/python -m pytest -q \
-            tests/client tests/mount_core tests/test_readme_scenarios.py "${ignore[@]}" \
-            --server-args "$dialect"
-        step "pytest fuse ($dialect)" .venv/bin/python -m pytest -q tests/fuse \
-            --server-args "$dialect"
-    done
+    (
+        # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
+        # for the modules that import from `conftest` if both were collected in one run
+        for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \
+                       "--wire legacy --downloads stream"; do
+            ignore=()
+            case $dialect in *current*) ignore=(--ignore=tests/mount_core/test_batch_upload.py);; esac
+            step "pytest client+mount_core+scenarios ($dialect)" .venv/bin/python -m pytest -q \
+                tests/client tests/mount_core tests/test_readme_scenarios.py "${ignore[@]}" \
+                --server-args "$dialect"
+            step "pytest fuse ($dialect)" .venv/bin/python -m pytest -q tests/fuse \
+                --server-args "$dialect"
+        done
+        if [ ${#failed[@]} -gt 0 ]; then printf '%s\n' "${failed[@]}" > build/dialect-runs.failed; fi
+    ) > "$dialect_log" 2>&1 &
+    dialect_pid=$!
+fi
+
+# the reliability suite's figures (tests/figures.py) of this run only; printed at the end
+export TILDE_FIGURES="$PWD/build/reliability-figures.json"
+rm -f "$TILDE_FIGURES"
+step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors "$@"
+
+if [ -n "$dialect_pid" ]; then
+    wait "$dialect_pid"
+    echo "=== the dialect runs (in the background meanwhile):"
+    cat "$dialect_log"
+    if [ -f build/dialect-runs.failed ]; then
+        while IFS= read -r name; do failed+=("$name"); done < build/dialect-runs.failed
+    fi
 fi
 
 if [ -f "$TILDE_FIGURES" ]; then
