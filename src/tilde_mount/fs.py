@@ -1469,6 +1469,10 @@ class Filesystem:
             if d in self.local.local_only:
                 needed[d] = True
                 return
+            made = self.local.made_here.get(d) or ()
+            if any(self._meta.get(join(d, n)) is not None for n in made):
+                needed[d] = False  # a name made here is known to exist in it
+                return
             async with limiter:
                 needed[d] = await self._is_empty_dir(d)
 
