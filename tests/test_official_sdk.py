@@ -14,6 +14,7 @@ API facts those choices rest on, read from each wheel's source.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -98,6 +99,17 @@ def _build(release: str) -> str:
     return ""
 
 
+def ensure(release: str) -> str:
+    """The release's venv, built unless it is valid: "" or why it could not be built. A
+    lock file serialises it across pytest processes (scripts/test.sh runs the dialect
+    suites beside the main run, and both may want the 0.7.2 venv)."""
+    lock = PROJECT / "build" / f"venv-official-{release}.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return "" if _valid(release, _probe(release)) else _build(release)
+
+
 @pytest.fixture(scope="session")
 def official_venvs() -> dict[str, str]:
     """release -> "" when its venv holds exactly that release, else why it could not be
@@ -106,7 +118,7 @@ def official_venvs() -> dict[str, str]:
     stale = [release for release in RELEASES if not _valid(release, _probe(release))]
     if stale:
         with ThreadPoolExecutor(max_workers=len(stale)) as pool:
-            problems.update(zip(stale, pool.map(_build, stale), strict=True))
+            problems.update(zip(stale, pool.map(ensure, stale), strict=True))
     return problems
 
 

@@ -263,10 +263,9 @@ def official_072() -> str:
     has not built it yet (never a skip: a venv that cannot be built fails the test)."""
     import test_official_sdk as sdk  # tests/ is on sys.path (tests/conftest.py)
 
-    if not sdk._valid("0.7.2", sdk._probe("0.7.2")):
-        problem = sdk._build("0.7.2")
-        if problem:
-            pytest.fail(f"could not build the official 0.7.2 virtualenv: {problem}")
+    problem = sdk.ensure("0.7.2")
+    if problem:
+        pytest.fail(f"could not build the official 0.7.2 virtualenv: {problem}")
     return str(sdk.venv_python("0.7.2"))
 
 
