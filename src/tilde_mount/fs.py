@@ -467,6 +467,8 @@ class Filesystem:
             return st
         if self.local.stat(path) is None and self._meta.get(path) == st:
             self._meta.put(path, found)
+        elif self.local.dirs.get(path) == st:  # kept here (emptied) without its attributes
+            self.local.dirs[path] = found
         return found
 
     def _attr(self, node: Inode, st: Stat) -> Attr:
@@ -1462,7 +1464,15 @@ class Filesystem:
 
         async def check(d: str, keep: bool) -> None:
             """A marker is needed for attributes to keep, or for an empty directory (one
-            made here with nothing on the server under it is known empty without asking)."""
+            made here with nothing on the server under it is known empty without asking);
+            a directory kept here whose marker is not known may have one already."""
+            st = self.local.dirs.get(d)
+            if not keep and st is not None and st.marker is None:
+                async with limiter:
+                    st = await self._with_marker(d, st)
+                if st.marker:
+                    needed[d] = False
+                    return
             if keep or self.local.has_under(d):
                 needed[d] = keep
                 return

@@ -409,6 +409,33 @@ def test_a_directory_keeps_its_mode_once_it_holds_files(server: Any, repo_ref: A
     assert "d/f" in Http(server, repo_ref).objects()
 
 
+def test_emptying_a_directory_keeps_its_stored_attributes(server: Any, repo_ref: Any,
+                                                         tmp_path: Path) -> None:
+    """A directory emptied here after its cached attributes expired stays, with the mode
+    its marker holds (shown, and stored again at commit), not the defaults."""
+    async def main() -> None:
+        async with open_fs(server, repo_ref, tmp_path / "a") as fs:
+            await mkdir(fs, "private", 0o700)
+            await create(fs, "private/f", b"f")
+            await committed(fs, "private with f")
+        async with open_fs(server, repo_ref, tmp_path / "b", attr_ttl=0.05,
+                           negative_ttl=0.05) as fs:
+            pino = (await walk(fs, "private")).ino
+            await fs.lookup(pino, b"f")
+            await trio.sleep(0.2)  # every cached attribute is gone
+            await fs.unlink(pino, b"f")
+            assert (await fs.getattr(pino)).mode == stat.S_IFDIR | 0o700
+            await committed(fs, "emptied")
+        async with open_fs(server, repo_ref, tmp_path / "c") as fs:
+            assert (await walk(fs, "private")).mode == stat.S_IFDIR | 0o700
+            assert await CoreFs(fs).listdir("private") == []
+
+    trio.run(main)
+    stored = Stored(server, repo_ref).attrs()
+    assert "private/f" not in stored
+    assert stored["private/"].mode == stat.S_IFDIR | 0o700
+
+
 # --- reading what another writer stored -----------------------------------------------
 
 @asynccontextmanager
