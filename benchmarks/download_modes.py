@@ -49,29 +49,6 @@ MODES = {
 }
 
 
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
-def start_server(root: Path, mode: str, key: str) -> tuple[E.Proc, str]:
-    port = E.free_port()
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HOME=str(home))
-    for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
-        env.pop(k, None)
-    exe = shutil.which("tilde-server", path=str(E.BIN))
-    cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
-    extra = [a.replace("{port}", str(port)) for a in MODES[mode]]
-    p = E.spawn(f"server-{mode}", [*cmd, "run", "--data", str(root / "data"), "--host",
-                                   "127.0.0.1", "--port", str(port), "--admin-key", key,
-                                   "--log-level", "warning", *extra], root, env)
-    endpoint = f"http://127.0.0.1:{port}"
-    E.wait_http(f"{endpoint}/api/v1/organizations", p,
-                headers={"Authorization": f"Bearer {key}"})
-    return p, endpoint
 
 
 def seed(endpoint: str, key: str, files: dict[str, Path]) -> None:
@@ -157,7 +134,7 @@ def one_run(root: Path, endpoint: str, key: str, run: int, size: int, n_random: 
         "seq_mib_s": size / MiB / seq_s,
         "seq_requests": delta(before, after_seq, reads),
         "seq_redirects": delta(before, after_seq, ("redirect",)),
-        "random_ms": median(lat) * 1000,
+        "random_ms": E.median(lat) * 1000,
         "random_requests": delta(after_seq, after, reads),
         "random_redirects": delta(after_seq, after, ("redirect",)),
     }
@@ -190,7 +167,7 @@ def main() -> int:
         for mode in modes:
             root = work / mode
             root.mkdir()
-            proc, endpoint = start_server(root, mode, key)
+            proc, endpoint = E.start_tilde_server(root, mode, key, MODES[mode])
             procs.append(proc)
             seed(endpoint, key, files)
             results[mode] = [one_run(root, endpoint, key, i, size, a.random, rnd_size)
@@ -207,13 +184,13 @@ def main() -> int:
         summary: dict[str, dict[str, float]] = {}
         for mode, runs in results.items():
             summary[mode] = {
-                "seq_mib_s": median([r["seq_mib_s"] for r in runs]),
-                "seq_requests_per_mib": median([r["seq_requests"] / a.size_mib for r in runs]),
-                "seq_redirects": median([r["seq_redirects"] for r in runs]),
-                "random_ms": median([r["random_ms"] for r in runs]),
-                "random_requests_per_read": median([r["random_requests"] / a.random
+                "seq_mib_s": E.median([r["seq_mib_s"] for r in runs]),
+                "seq_requests_per_mib": E.median([r["seq_requests"] / a.size_mib for r in runs]),
+                "seq_redirects": E.median([r["seq_redirects"] for r in runs]),
+                "random_ms": E.median([r["random_ms"] for r in runs]),
+                "random_requests_per_read": E.median([r["random_requests"] / a.random
                                                     for r in runs]),
-                "random_redirects": median([r["random_redirects"] for r in runs]),
+                "random_redirects": E.median([r["random_redirects"] for r in runs]),
             }
         keys = ["seq_mib_s", "seq_requests_per_mib", "seq_redirects", "random_ms",
                 "random_requests_per_read", "random_redirects"]

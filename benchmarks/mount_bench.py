@@ -41,13 +41,13 @@ from mountbench.direct import (
     HttpDirect,
     LocalDirect,
     TildeDirect,
-    median,
     read_file,
     read_parallel,
     timed,
 )
 
 MiB, GiB = E.MiB, E.GiB
+median = E.median
 
 PRESETS = {
     "smoke": E.Sizes(big=16 * MiB, ttfb_files=8, meta_files=200, meta_dirs=4, missing=200,

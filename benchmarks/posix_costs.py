@@ -49,33 +49,14 @@ SERVERS = {"default": [], "current": ["--wire", "current"]}
 VOLUME = ("total", "bytes_in", "bytes_out")
 
 
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def say(*a: Any) -> None:
     print(*a, file=sys.stderr, flush=True)
 
 
 def start_server(root: Path, name: str, key: str) -> tuple[E.Proc, str]:
     """tilde-server on a free loopback port, with bench/data created."""
-    port = E.free_port()
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HOME=str(home))
-    for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
-        env.pop(k, None)
-    exe = shutil.which("tilde-server", path=str(E.BIN))
-    cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
-    p = E.spawn(f"server-{name}", [*cmd, "run", "--data", str(root / "data"), "--host",
-                                   "127.0.0.1", "--port", str(port), "--admin-key", key,
-                                   "--log-level", "warning", *SERVERS[name]],
-                root / "logs", env)
-    endpoint = f"http://127.0.0.1:{port}"
+    p, endpoint = E.start_tilde_server(root, name, key, SERVERS[name], root / "logs")
     auth = {"Authorization": f"Bearer {key}"}
-    E.wait_http(f"{endpoint}/api/v1/organizations", p, headers=auth)
     base = f"{endpoint}/api/v1/organizations"
     httpx.post(base, json={"name": E.ORG, "display_name": E.ORG},
                headers=auth).raise_for_status()
@@ -271,7 +252,7 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], repeat: int) -
         keys = sorted({k for n in names for r in results[n][w] for k in r},
                       key=lambda k: (k not in ("time_ms", "total"), k in VOLUME, k))
         for k in keys:
-            med = {n: median([r.get(k, 0) for r in results[n][w]]) for n in names}
+            med = {n: E.median([r.get(k, 0) for r in results[n][w]]) for n in names}
             base, cur = med["default"], med["current"]
             ratio = f"{cur / base:.2f}x" if base else ("=" if cur == base else "new")
             print(f"{label(k):{width}}" + "".join(f"{fmt(k, med[n]):>12}" for n in names)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -259,5 +258,3 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")

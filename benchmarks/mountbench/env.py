@@ -31,6 +31,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -202,6 +203,34 @@ def wait_http(url: str, proc: Proc, timeout: float = 30.0, ok: tuple[int, ...] =
         if time.monotonic() > deadline:
             raise RuntimeError(f"{proc.name} did not come up:\n{proc.log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def start_tilde_server(root: Path, name: str, key: str, args: list[str],
+                       logdir: Path | None = None) -> tuple[Proc, str]:
+    """A tilde-server of its own on a free loopback port (data under ``root``, a HOME of
+    its own, no TILDE_* client settings inherited): (process, endpoint) once it answers.
+    ``{port}`` in ``args`` stands for its port."""
+    port = free_port()
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HOME=str(home))
+    for k in ("TILDE_API_KEY", "TILDE_ENDPOINT_URL", "TILDE_API_URL"):
+        env.pop(k, None)
+    exe = shutil.which("tilde-server", path=str(BIN))
+    cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
+    extra = [a.replace("{port}", str(port)) for a in args]
+    p = spawn(f"server-{name}", [*cmd, "run", "--data", str(root / "data"), "--host",
+                                 "127.0.0.1", "--port", str(port), "--admin-key", key,
+                                 "--log-level", "warning", *extra], logdir or root, env)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_http(f"{endpoint}/api/v1/organizations", p,
+              headers={"Authorization": f"Bearer {key}"})
+    return p, endpoint
+
+
+def median(values: list[float]) -> float:
+    """The median (NaN of nothing): benchmarks quote medians of noisy runs."""
+    return statistics.median(values) if values else float("nan")
 
 
 def force_unmount(path: Path) -> None:
