@@ -54,6 +54,12 @@ PART_REDIRECT_STATUSES = frozenset({301, 302, 307, 308})
 ROUTE_MISSING = frozenset({404, 405, 501})
 
 
+def _with_metadata(body: dict[str, Any], metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """``body`` with the object's user metadata, sent only when there is some: the step
+    that makes an upload an object carries it, in every dialect."""
+    return {**body, "metadata": dict(metadata)} if metadata else body
+
+
 # --- requests: current dialect (0.7.7+) ----------------------------------------------
 
 def request_upload_url(org: str, repo: str, path: str, *, session_id: str) -> WireRequest:
@@ -70,10 +76,9 @@ def finalize_upload(org: str, repo: str, path: str, *, session_id: str, upload_t
         body["checksum"] = checksum
     if size_bytes is not None:
         body["size_bytes"] = size_bytes
-    if metadata:
-        body["metadata"] = dict(metadata)
     return WireRequest("POST", f"{_r(org, repo)}/object/finalize",
-                       _params(("session_id", session_id), ("path", path)), json=body)
+                       _params(("session_id", session_id), ("path", path)),
+                       json=_with_metadata(body, metadata))
 
 
 # --- requests: legacy dialect (0.7.2-0.7.6) ----------------------------------------------
@@ -88,12 +93,10 @@ def finalize_object(org: str, repo: str, path: str, *, session_id: str, physical
                     metadata: Mapping[str, str] | None = None) -> WireRequest:
     body: dict[str, Any] = {"physical_address": physical_address, "signature": signature,
                             "content_type": UPLOAD_CONTENT_TYPE}
-    if metadata:
-        body["metadata"] = dict(metadata)
     return WireRequest(
         "PUT", f"{_r(org, repo)}/object/finalize",
         _params(("session_id", session_id), ("path", path), ("expires_at", expires_at)),
-        json=body)
+        json=_with_metadata(body, metadata))
 
 
 # --- requests: multipart, both dialects -----------------------------------------------
@@ -163,14 +166,10 @@ def complete_multipart(org: str, repo: str, path: str, *, session_id: str, token
                        total_size: int, metadata: Mapping[str, str] | None = None
                        ) -> WireRequest:
     """Legacy complete body."""
-    body: dict[str, Any] = {
+    return _complete(org, repo, path, session_id, metadata, {
         "token": token, "upload_id": upload_id, "physical_address": physical_address,
         "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
-        "total_size": total_size, "content_type": UPLOAD_CONTENT_TYPE}
-    if metadata:
-        body["metadata"] = dict(metadata)
-    return WireRequest("POST", f"{_r(org, repo)}/object/multipart/complete",
-                       _params(("session_id", session_id), ("path", path)), json=body)
+        "total_size": total_size, "content_type": UPLOAD_CONTENT_TYPE})
 
 
 def complete_request(org: str, repo: str, path: str, init: MultipartInit, *, session_id: str,
@@ -182,14 +181,17 @@ def complete_request(org: str, repo: str, path: str, init: MultipartInit, *, ses
                                   upload_id=init.upload_id,
                                   physical_address=init.physical_address, parts=parts,
                                   total_size=total_size, metadata=metadata)
-    body: dict[str, Any] = {
+    return _complete(org, repo, path, session_id, metadata, {
         "upload_id": init.upload_id, "upload_token": init.upload_token,
         "parts": [{"part_number": n, "etag": etag} for n, etag in parts],
-        "content_type": UPLOAD_CONTENT_TYPE, "size_bytes": total_size}
-    if metadata:
-        body["metadata"] = dict(metadata)
+        "content_type": UPLOAD_CONTENT_TYPE, "size_bytes": total_size})
+
+
+def _complete(org: str, repo: str, path: str, session_id: str,
+              metadata: Mapping[str, str] | None, body: dict[str, Any]) -> WireRequest:
     return WireRequest("POST", f"{_r(org, repo)}/object/multipart/complete",
-                       _params(("session_id", session_id), ("path", path)), json=body)
+                       _params(("session_id", session_id), ("path", path)),
+                       json=_with_metadata(body, metadata))
 
 
 def abort_multipart(org: str, repo: str, path: str, *, session_id: str, token: str,
