@@ -1206,32 +1206,32 @@ class Store:
                     destination: str) -> None:
         v.object_key(source, "source_path")
         v.object_key(destination, "destination_path")
-        with self.db.write() as c:
-            r = self._repo(c, org, repo)
-            s = self._session(c, r, session)
-            src = self._view_obj(c, r, s, s["base_seq"], source)
-            if src is None:
-                raise NotFound(f"object {source!r} not found", "object_not_found")
-            replaced = self._stage_put(c, s["id"], Obj(
-                destination, src.blob, src.size, src.etag, src.content_type, src.metadata,
-                now_rfc3339(), True))
-        if replaced:
-            self._collect([replaced])
+        self._restage(org, repo, session, source, destination)
 
     def update_metadata(self, org: str, repo: str, session: str, path: str,
                         metadata: dict[str, str]) -> Obj:
         """Replace the user metadata of `path` in the session's view without touching its
         bytes: a staged row on the same blob (as copy makes), returned as staged."""
         v.object_key(path)
+        return self._restage(org, repo, session, path, path, metadata)
+
+    def _restage(self, org: str, repo: str, session: str, source: str, destination: str,
+                 metadata: dict[str, str] | None = None) -> Obj:
+        """Stage ``destination`` as the version of ``source`` the session sees: the same
+        blob, no bytes moved (copy; with new ``metadata``, the metadata-only update, which
+        keeps an import's provenance as the object is the same one)."""
         with self.db.write() as c:
             r = self._repo(c, org, repo)
             s = self._session(c, r, session)
-            cur = self._view_obj(c, r, s, s["base_seq"], path)
-            if cur is None:
-                raise NotFound(f"object {path!r} not found", "object_not_found")
-            o = Obj(path, cur.blob, cur.size, cur.etag, cur.content_type, metadata,
-                    now_rfc3339(), True, cur.source)
-            self._stage_put(c, s["id"], o)  # the same blob: nothing to collect
+            src = self._view_obj(c, r, s, s["base_seq"], source)
+            if src is None:
+                raise NotFound(f"object {source!r} not found", "object_not_found")
+            o = Obj(destination, src.blob, src.size, src.etag, src.content_type,
+                    src.metadata if metadata is None else metadata, now_rfc3339(), True,
+                    src.source if metadata is not None else None)
+            replaced = self._stage_put(c, s["id"], o)
+        if replaced:
+            self._collect([replaced])
         return o
 
     def _stage_delete(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
