@@ -1,9 +1,9 @@
 """`tilde.posix`: POSIX attributes as a mount stores them, read and written with the client.
 
 Objects with metadata are written over plain HTTP (today's upload flow, or the 0.7.2 one a
-``--wire legacy`` server has): the bundled client's ``put`` sends no user metadata, and
-what the helpers must read is what a mount (or any other writer) stored, not what they
-wrote themselves.
+``--wire legacy`` server has): what the helpers must read is what a mount (or any other
+writer) stored, not what the client wrote (``put(metadata=)`` has tests of its own,
+test_put_metadata.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 import tilde
 import tilde.posix as posix
+from bypath import load
 from tilde._wire import posix as wire_posix
 from tilde.exceptions import NotFoundError
 from tilde.models import Entry, ListingEntry, Repository
@@ -34,44 +34,20 @@ def repo(client: tilde.Client, repo_ref: Any) -> Repository:
 
 
 class RawRepo:
-    """Plain-HTTP writes of objects with user metadata, committed in one session."""
+    """Plain-HTTP writes of objects with user metadata, committed in one session (the
+    mount tests' `Http`, no client code involved)."""
 
     def __init__(self, server: Any, ref: Any) -> None:
-        self.base = (f"{server.endpoint}/api/v1/organizations/{ref.org}/repositories/"
-                     f"{ref.repo}")
-        self.http = httpx.Client(headers={"Authorization": f"Bearer {server.api_key}"},
-                                 timeout=30)
+        self.raw = load("mount_core/harness.py", "tilde_tests_mount_core_harness").Http(
+            server, ref)
 
     def commit(self, objects: dict[str, tuple[bytes, dict[str, str]]]) -> str:
-        sid = self.http.post(f"{self.base}/sessions").json()["session_id"]
+        sid = self.raw.client.post(f"{self.raw.base}/sessions").json()["session_id"]
         for path, (data, meta) in objects.items():
-            self._put(sid, path, data, meta)
-        r = self.http.post(f"{self.base}/sessions/{sid}", json={"message": "raw"})
+            self.raw.put_in(sid, path, data, meta)
+        r = self.raw.commit(sid, "raw")
         r.raise_for_status()
         return str(r.json()["commit_id"])
-
-    def _put(self, sid: str, path: str, data: bytes, meta: dict[str, str]) -> None:
-        q = {"session_id": sid, "path": path}
-        octet = {"Content-Type": "application/octet-stream"}
-        u = self.http.put(f"{self.base}/object", params=q)
-        if u.status_code != 405:
-            u.raise_for_status()
-            httpx.put(u.json()["upload_url"], content=data, headers=octet).raise_for_status()
-            self.http.post(f"{self.base}/object/finalize", params=q, json={
-                "upload_token": u.json()["upload_token"],
-                "content_type": "application/octet-stream",
-                "metadata": meta}).raise_for_status()
-            return
-        st = self.http.post(f"{self.base}/object/stage", params=q)
-        st.raise_for_status()
-        s = st.json()
-        httpx.put(s["upload_url"], content=data, headers=octet).raise_for_status()
-        self.http.put(f"{self.base}/object/finalize",
-                      params={**q, "expires_at": s["expires_at"]},
-                      json={"physical_address": s["physical_address"],
-                            "signature": s["signature"],
-                            "content_type": "application/octet-stream",
-                            "metadata": meta}).raise_for_status()
 
 
 MTIME_NS = 1_577_934_245_123_456_789  # 2020-01-02T03:04:05.123456789Z

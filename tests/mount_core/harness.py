@@ -273,32 +273,32 @@ class Http:
         r.raise_for_status()
         return str(r.json()["commit_id"])
 
-    def put_in(self, sid: str, path: str, data: bytes) -> None:
-        """Stage one object: today's flow, or the 0.7.2 one where the server has only that
-        (tilde-server --wire legacy answers 405 to ``PUT {R}/object``)."""
+    def put_in(self, sid: str, path: str, data: bytes,
+               metadata: dict[str, str] | None = None) -> None:
+        """Stage one object (with user ``metadata``): today's flow, or the 0.7.2 one where
+        the server has only that (tilde-server --wire legacy answers 405 to ``PUT
+        {R}/object``)."""
         q = {"session_id": sid, "path": path}
+        octet = {"Content-Type": "application/octet-stream"}
+        extra = {"metadata": metadata} if metadata else {}
         u = self.client.put(f"{self.base}/object", params=q)
         if u.status_code != 405:
             u.raise_for_status()
-            httpx.put(u.json()["upload_url"], content=data,
-                      headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+            httpx.put(u.json()["upload_url"], content=data, headers=octet).raise_for_status()
             self.client.post(f"{self.base}/object/finalize", params=q, json={
                 "upload_token": u.json()["upload_token"],
-                "content_type": "application/octet-stream"}).raise_for_status()
+                "content_type": "application/octet-stream", **extra}).raise_for_status()
             return
-        st = self.client.post(f"{self.base}/object/stage",
-                              params={"session_id": sid, "path": path})
+        st = self.client.post(f"{self.base}/object/stage", params=q)
         st.raise_for_status()
         s = st.json()
-        httpx.put(s["upload_url"], content=data,
-                  headers={"Content-Type": "application/octet-stream"}).raise_for_status()
-        f = self.client.put(f"{self.base}/object/finalize",
-                            params={"session_id": sid, "path": path,
-                                    "expires_at": s["expires_at"]},
-                            json={"physical_address": s["physical_address"],
-                                  "signature": s["signature"],
-                                  "content_type": "application/octet-stream"})
-        f.raise_for_status()
+        httpx.put(s["upload_url"], content=data, headers=octet).raise_for_status()
+        self.client.put(f"{self.base}/object/finalize",
+                        params={**q, "expires_at": s["expires_at"]},
+                        json={"physical_address": s["physical_address"],
+                              "signature": s["signature"],
+                              "content_type": "application/octet-stream", **extra}
+                        ).raise_for_status()
 
     def commit(self, sid: str, message: str) -> httpx.Response:
         return self.client.post(f"{self.base}/sessions/{sid}", json={"message": message})

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -444,29 +443,6 @@ async def at_head(server: Any, repo: Any, tmp: Path) -> AsyncIterator[Filesystem
         yield fs
 
 
-def put_with_metadata(http: Http, sid: str, path: str, data: bytes,
-                      meta: dict[str, str]) -> None:
-    """Stage one object with user metadata: today's flow, or 0.7.2's (``--wire legacy``)."""
-    q = {"session_id": sid, "path": path}
-    octet = {"Content-Type": "application/octet-stream"}
-    u = http.client.put(f"{http.base}/object", params=q)
-    if u.status_code != 405:
-        u.raise_for_status()
-        httpx.put(u.json()["upload_url"], content=data, headers=octet).raise_for_status()
-        http.client.post(f"{http.base}/object/finalize", params=q, json={
-            "upload_token": u.json()["upload_token"], "metadata": meta,
-            "content_type": "application/octet-stream"}).raise_for_status()
-        return
-    st = http.client.post(f"{http.base}/object/stage", params=q)
-    st.raise_for_status()
-    s = st.json()
-    httpx.put(s["upload_url"], content=data, headers=octet).raise_for_status()
-    http.client.put(f"{http.base}/object/finalize", params={**q, "expires_at": s["expires_at"]},
-                    json={"physical_address": s["physical_address"],
-                          "signature": s["signature"], "metadata": meta,
-                          "content_type": "application/octet-stream"}).raise_for_status()
-
-
 def test_attributes_written_by_another_client_are_shown(server: Any, repo_ref: Any,
                                                         tmp_path: Path) -> None:
     """The mount reads what ``tilde.posix.posix_metadata`` writes (the same encoding)."""
@@ -474,12 +450,12 @@ def test_attributes_written_by_another_client_are_shown(server: Any, repo_ref: A
 
     http = Http(server, repo_ref)
     sid = http.client.post(f"{http.base}/sessions").json()["session_id"]
-    put_with_metadata(http, sid, "x.sh", b"#!/bin/sh\n", tilde.posix.posix_metadata(
+    http.put_in(sid, "x.sh", b"#!/bin/sh\n", tilde.posix.posix_metadata(
         mode=0o750, uid=7, gid=8, mtime_ns=MTIME_NS))
-    put_with_metadata(http, sid, "ln", b"x.sh", tilde.posix.symlink_metadata())
-    put_with_metadata(http, sid, "e/", b"",
+    http.put_in(sid, "ln", b"x.sh", tilde.posix.symlink_metadata())
+    http.put_in(sid, "e/", b"",
                       tilde.posix.posix_metadata(mode=stat.S_IFDIR | 0o711))
-    put_with_metadata(http, sid, "bad", b"b", {"posix-mode": "garbage", "posix-uid": "-1"})
+    http.put_in(sid, "bad", b"b", {"posix-mode": "garbage", "posix-uid": "-1"})
     http.commit(sid, "written by another client").raise_for_status()
 
     async def main() -> None:
