@@ -1560,11 +1560,7 @@ class Filesystem:
             else:  # awaiting approval: the new session does not see those changes yet
                 forget = self._kernel_forget()
                 dropped = self._forget_waiting_changes()
-                self._meta.clear()
-                self._reread_open_files()
-                for ino in forget.inodes:
-                    self._kernel_cache_key.pop(ino, None)
-                await self._tell_kernel(forget)
+                await self._view_moved(forget)
                 for sf in dropped:
                     await sf.idle.wait()
                     await self._staging.discard(sf)
@@ -1642,7 +1638,7 @@ class Filesystem:
                     return UpdateOutcome("up_to_date", latest)
                 self.view = View(ref=latest)
                 self.base_commit = latest
-                await self._after_update()
+                await self._view_moved()
                 return UpdateOutcome("updated", latest)
             await self._ensure_session()
             self._refuse_damaged()
@@ -1671,7 +1667,7 @@ class Filesystem:
                     status = "rebased"
                 self.base_commit = latest
                 self.local.made_here.clear()
-            await self._after_update()
+            await self._view_moved()
             return UpdateOutcome(status, latest)
 
     async def _rebase_by_copy(self, sid: str) -> str | None:
@@ -1709,9 +1705,11 @@ class Filesystem:
         except exc.TildeError as e:
             log.info("rolling back session %s failed (left open): %s", sid, e)
 
-    async def _after_update(self) -> None:
-        """The view moved to another commit: caches and the kernel's go (content differs)."""
-        forget = self._kernel_forget()
+    async def _view_moved(self, forget: KernelForget | None = None) -> None:
+        """The view shows other content now (update, a commit awaiting approval): the
+        metadata cache and what the kernel cached (``forget``, taken before local state
+        changed; else now) go, and open handles read what the view holds."""
+        forget = forget or self._kernel_forget()
         self._meta.clear()
         self._reread_open_files()
         for ino in forget.inodes:
