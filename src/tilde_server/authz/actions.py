@@ -42,6 +42,8 @@ ACTIONS: dict[str, str] = {
     "session:read": "open and roll back sessions; poll a pending approval",
     "session:write": "commit sessions, revert commits",
     "session:admin": "approve or reject commits waiting for approval",
+    "network:request": "an outbound HTTP(S) request from a sandbox (decided by the egress "
+                       "proxy; built-in role policies never grant it)",
 }
 
 # Actions that are not about one organization (the route has no {org}).

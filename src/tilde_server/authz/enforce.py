@@ -38,6 +38,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 # Whatever their policies say, agents and roles never approve commits (the approval exists
 # to put a person between an agent and the repository).
 HUMAN_ONLY = frozenset({"session:admin"})
+# The action of a sandbox's outbound request (sandbox/egress_rules.py, docs/sandboxes.md).
+NETWORK_ACTION = "network:request"
 # Where the guard leaves a route's `handler:` checks for `authorize_paths` (request scope).
 _DEFERRED = "tilde.authz.deferred"
 
@@ -94,6 +96,36 @@ class Authorizer:
             except Forbidden:
                 raise Forbidden(f"agent {who.username!r} may not exceed its creator "
                                 f"{creator.username!r}", "forbidden") from None
+
+
+    def network_verdict(self, who: Principal, org: str, repo: str | None,
+                        extra: dict[str, Any], depth: int = 0) -> tuple[bool | None, str]:
+        """The organization's network policies on one sandbox request (action
+        `network:request`, input extended by `extra`): (True, policy) allowed, (False, policy)
+        denied, (None, "") when no policy says anything.
+
+        The built-in role policies are left out (they grant by action suffix and would give
+        every owner an open network), and so are server admins' exemptions: egress is
+        granted only by policies someone wrote for it. An agent never exceeds its creator."""
+        ctx = self.identity.authz_context(org, who)
+        if ctx is None:
+            return None, ""
+        _, principal_doc, policies, creator = ctx
+        chosen = [p for p in policies if p.source != "role" and not p.is_builtin]
+        doc = {"principal": principal_doc, "action": NETWORK_ACTION, "organization": org,
+               "repository": repo, "path": None, **extra}
+        decisions = self.cache.evaluate_all([p.policy_text for p in chosen], doc)
+        denied = next((p for p, d in zip(chosen, decisions, strict=True) if d.deny), None)
+        if denied is not None:
+            return False, denied.policy_name
+        allowed = next((p for p, d in zip(chosen, decisions, strict=True) if d.allow), None)
+        if allowed is None:
+            return None, ""
+        if creator is not None and not creator.is_admin and depth <= 8:
+            verdict, name = self.network_verdict(creator, org, repo, extra, depth + 1)
+            if verdict is not True:
+                return verdict, name
+        return True, allowed.policy_name
 
 
 async def _paths(request: Request, source: str) -> list[str | None]:

@@ -1,8 +1,9 @@
-"""Runs INSIDE a sandbox (with the image's python3, standard library only): listen on
-127.0.0.1:PORT, forward every connection to the bind-mounted unix socket of the server, and run
-the sandbox command as a child, exiting with its status.
+"""Runs INSIDE a sandbox (with the image's python3, standard library only): for each PORT
+SOCKET pair, listen on 127.0.0.1:PORT and forward every connection to that bind-mounted unix
+socket of the server (the API, the egress proxy); then run the sandbox command as a child and
+exit with its status.
 
-    python3 -S forward.py PORT SOCKET -- COMMAND...
+    python3 -S forward.py PORT SOCKET [PORT SOCKET ...] -- COMMAND...
 """
 
 import os
@@ -54,16 +55,20 @@ def accept(listener, path):  # type: ignore[no-untyped-def]
 
 
 def main():  # type: ignore[no-untyped-def]
-    port, path = int(sys.argv[1]), sys.argv[2]
-    argv = sys.argv[4:]
-    try:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(64)
-        threading.Thread(target=accept, args=(listener, path), daemon=True).start()
-    except OSError as exc:
-        sys.stderr.write(f"tilde sandbox: API forwarder not available: {exc}\n")
+    cut = sys.argv.index("--")
+    pairs = sys.argv[1:cut]
+    argv = sys.argv[cut + 1:]
+    for i in range(0, len(pairs) - 1, 2):
+        port, path = int(pairs[i]), pairs[i + 1]
+        try:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.listen(64)
+            threading.Thread(target=accept, args=(listener, path), daemon=True).start()
+        except OSError as exc:
+            sys.stderr.write(f"tilde sandbox: forwarder for port {port} not available: "
+                             f"{exc}\n")
     try:
         child = subprocess.Popen(argv)
     except OSError as exc:

@@ -185,6 +185,14 @@ def active_sandboxes(db: Database) -> list[SandboxRow]:
         return [_sb(r) for r in rows.fetchall()]
 
 
+def finished_before(db: Database, cutoff: str) -> list[str]:
+    """Ids of sandboxes that finished before `cutoff` (an RFC 3339 time as now_rfc3339)."""
+    with db.read() as c:
+        rows = c.execute("SELECT id FROM sandboxes WHERE finished_at IS NOT NULL "
+                         "AND finished_at < ?", (cutoff,))
+        return [r[0] for r in rows.fetchall()]
+
+
 # ---------------------------------------------------------------- images
 
 
