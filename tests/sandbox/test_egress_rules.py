@@ -4,11 +4,15 @@ of the rules, and that a name is resolved only once policies allowed it."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import socket
+from pathlib import Path
 
 import pytest
 
-from tilde_server.sandbox.egress import _Refused, parse_target
+from tilde_server.sandbox.egress import EgressProxy, NetworkLog, _Refused, parse_target
 from tilde_server.sandbox.egress_rules import (
+    Decision,
     EgressRules,
     HostPattern,
     PolicyVerdict,
@@ -153,3 +157,38 @@ def test_request_targets() -> None:
                            ("GET", "http://x.example:99999/")):
         with pytest.raises(_Refused):
             parse_target(method, target)
+
+
+def test_the_proxy_answers_malformed_and_origin_form_requests_and_keeps_serving(
+        tmp_path: Path) -> None:
+    """In-process (no sandbox): garbage gets a 400, a request without an absolute URL a 400
+    that says why, and each is one connection that ends; the proxy goes on serving."""
+    netlog = NetworkLog(tmp_path / "net.ndjson")
+    decided: list[Target] = []
+
+    def decide(t: Target) -> Decision:
+        decided.append(t)
+        return Decision(False, "default", None, "no")
+
+    proxy = EgressProxy(str(tmp_path / "e.sock"), decide, netlog)
+    proxy.start()
+    try:
+        answers = []
+        for raw in (b"\x16\x03\x01garbage\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                    b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(str(tmp_path / "e.sock"))
+                s.sendall(raw)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            answers.append(data)
+    finally:
+        proxy.stop()
+    assert answers[0].startswith(b"HTTP/1.1 400 "), answers[0]
+    assert answers[1].startswith(b"HTTP/1.1 400 ") and b"absolute URLs" in answers[1]
+    assert answers[2].startswith(b"HTTP/1.1 403 ") and b"denied (default)" in answers[2]
+    assert [t.host for t in decided] == ["a.example"]
+    lines = [json.loads(x) for x in (tmp_path / "net.ndjson").read_text().splitlines()]
+    assert [(x["rule"], x["status"]) for x in lines] == [("invalid", 400), ("default", 403)]

@@ -245,7 +245,10 @@ class EgressProxy:
                     h.start_next_cycle()
                 else:
                     break
-        except (OSError, h11.RemoteProtocolError):
+        except h11.RemoteProtocolError as exc:
+            self._refuse(h, conn, exc.error_status_hint,
+                         f"tilde sandbox egress: malformed request: {exc}")
+        except OSError:
             pass
         except Exception:
             log.exception("egress proxy: unexpected error; closing the connection")
@@ -296,7 +299,7 @@ class EgressProxy:
     def _refuse(self, h: h11.Connection, conn: socket.socket, status: int,
                 message: str) -> None:
         body = (message + "\n").encode()
-        if h.our_state is not h11.SEND_RESPONSE:
+        if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         with contextlib.suppress(OSError, h11.ProtocolError):
             conn.sendall(h.send(h11.Response(status_code=status, headers=[
