@@ -16,7 +16,8 @@ Subtleties:
    cgroup. No backend: `detect` returns None and says why; sandboxes keep their rlimits only.
 2. Layout `<parent>/tilde-sandboxes/<tag>/<sandbox id>`, `tag` derived from the data
    directory: servers sharing a machine (tests run many) never touch each other's cgroups, and
-   a server's recovery removes only the leftovers of its own earlier process.
+   a server's recovery removes only the leftovers of its own earlier process (and, at
+   start, the empty directories other servers left: rmdir cannot remove one in use).
 3. Violations are read from the kernel's counters, never guessed from exit codes: an OOM kill
    (v2 memory.events, v1 memory.oom_control `oom_kill`), a fork refused at the pids limit
    (pids.events `max`), the CPU time of the whole cgroup (v2 cpu.stat usage_usec, v1
@@ -277,15 +278,22 @@ class Backend:
         return [SandboxCgroup(self.version, {c: b / n for c, b in self.bases.items()},
                               unlimited) for n in sorted(names)]
 
-    def prune(self) -> None:
-        """Remove the server's directory and tilde-sandboxes when empty (nothing else)."""
+    def prune(self, others: bool = False) -> None:
+        """Remove the server's directory and tilde-sandboxes when empty; with `others`, also
+        the empty directories of other servers (a killed one leaves its own behind). rmdir
+        removes only a cgroup without processes and children, and a live server makes its
+        directory again when it needs it (`create` retries), so this never harms one."""
         with self._lock:
             for base in dict.fromkeys(self.bases.values()):
-                for d in (base, base.parent):
-                    try:
+                dirs = [base]
+                if others:
+                    with contextlib.suppress(OSError):
+                        dirs += [p for p in base.parent.iterdir() if p.is_dir() and p != base]
+                for d in dirs:
+                    with contextlib.suppress(OSError):
                         d.rmdir()
-                    except OSError:
-                        break
+                with contextlib.suppress(OSError):
+                    base.parent.rmdir()
 
 
 def _enable(d: Path) -> None:
@@ -345,6 +353,7 @@ def _probe(backend: Backend) -> None:
     finally:
         if not cg.destroy():
             raise OSError(errno.EBUSY, f"could not remove the probe cgroup {cg.paths[0]}")
+        backend.prune(others=True)  # made again by the first sandbox when it is needed
 
 
 def _v2_parents(mount: _Mount, own: str, move_self: bool) -> list[tuple[Path, bool]]:
