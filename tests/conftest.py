@@ -263,3 +263,57 @@ def new_repo(server: ServerHandle) -> RepoRef:
                    json={"name": repo, "visibility": "private"}, headers=h)
     assert r.status_code in (200, 201), r.text
     return RepoRef(org, repo)
+
+
+# A package index "outside" for the sandboxes' `pip install` (README quick start).
+WHEELHOUSE = Path(__file__).resolve().parents[1] / "build" / "wheelhouse"  # scripts/setup.sh
+PIP_INDEX_HOST = "pypi.test"
+PIP_CA_IN_REPO = ".test-ca.pem"  # where a scenario commits the test CA (PIP_CERT points there)
+
+
+@dataclass
+class PipIndexServer:
+    """A tilde-server whose sandboxes reach a local PEP 503 index (tests/outside.py) over TLS
+    through the egress proxy, the way an operator allows a package index: pip finds it by
+    PIP_INDEX_URL=https://pypi.test:<port>/simple/ (--sandbox-env) and trusts the test CA
+    at /sandbox/.test-ca.pem (PIP_CERT), which the test commits there first."""
+
+    server: ServerHandle
+    index: Any  # outside.OutsideServer: what pip asked for is in index.requests
+    ca_file: Path  # the test CA's PEM on the host
+
+
+def pip_index_args(index_port: int) -> list[str]:
+    """`tilde-server run` options that let sandboxes reach the index on 127.0.0.1:index_port
+    as https://pypi.test:<port>/ (the test-only options resolve the name and exempt that
+    loopback port from the egress baseline; the allow-list entry is what an operator
+    writes for a real index). PIP_CONFIG_FILE=/dev/null: the host's pip configuration
+    (/etc is the sandbox's) must not add indexes or constraints of its own."""
+    host = f"{PIP_INDEX_HOST}:{index_port}"
+    return ["--sandbox-network", "proxy", "--sandbox-allow-host", host,
+            "--unsafe-egress-test-resolve", f"{PIP_INDEX_HOST}=127.0.0.1",
+            "--unsafe-egress-test-exempt", f"127.0.0.1:{index_port}",
+            "--sandbox-env", f"PIP_INDEX_URL=https://{host}/simple/",
+            "--sandbox-env", f"PIP_CERT=/sandbox/{PIP_CA_IN_REPO}",
+            "--sandbox-env", "PIP_CONFIG_FILE=/dev/null"]
+
+
+@pytest.fixture(scope="session")
+def pip_index_server(tmp_path_factory: pytest.TempPathFactory,
+                     pytestconfig: pytest.Config) -> Iterator[PipIndexServer]:
+    """One index (serving build/wheelhouse) and one server allowed to reach it, for the
+    session; started only for the tests that ask for it, with `--server-args` appended."""
+    from outside import TestCA, package_index
+
+    if not list(WHEELHOUSE.glob("pandas-*.whl")):
+        pytest.fail(f"no pandas wheel in {WHEELHOUSE}: run scripts/setup.sh")
+    tmp = tmp_path_factory.mktemp("pip-index")
+    ca = TestCA()
+    with package_index(ca, WHEELHOUSE, [PIP_INDEX_HOST]) as index:
+        h = start_server(tmp, args=[*pip_index_args(index.port),
+                                    *shlex.split(pytestconfig.getoption("--server-args"))])
+        try:
+            yield PipIndexServer(h, index, ca.write(tmp / "test-ca.pem"))
+        finally:
+            stop_server(h)
+    assert "Traceback" not in h.log(), h.log()

@@ -5,6 +5,11 @@ test server and runs in its own interpreter with a clean environment (only TILDE
 TILDE_ENDPOINT_URL, TILDE_TEST_REPO and CLIENT set, HOME empty). tests/test_official_sdk.py
 runs the very same scripts with several official tilde-sdk releases (CLIENT=official and
 TILDE_SDK_VERSION).
+
+The scenarios of PIP_SCENARIOS (the README's `pip install pandas`) run against the
+`pip_index_server` fixture instead of the session server: its sandboxes reach a local
+package index through the egress proxy, and TILDE_TEST_PIP_CA (the test CA's PEM, which
+the scenario commits for pip to trust) tells the scenario that the install must succeed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # not at run time: tests/*/conftest.py modules share the name "conftest"
-    from conftest import RepoRef, ServerHandle
+    from conftest import PipIndexServer, RepoRef, ServerHandle
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -48,6 +53,9 @@ SCENARIOS = [
     "policies",
 ]
 
+# Scenarios whose README code runs `pip install`: against the pip_index_server fixture.
+PIP_SCENARIOS = {"shell"}
+
 # Variables that would change what the scripts test if they leaked in from the caller.
 _DROP = {"PYTHONPATH", "PYTHONHOME", "PYTHONOPTIMIZE", "PYTHONSTARTUP", "PYTHONSAFEPATH"}
 
@@ -73,12 +81,13 @@ def scenario_user(server: ServerHandle) -> tuple[str, str]:
 
 def run_scenario(
     python: str, name: str, server: ServerHandle, repo: RepoRef, client: str, workdir: Path,
-    sdk_version: str = "",
+    sdk_version: str = "", pip_ca: Path | None = None,
 ) -> None:
     """Run one scenario script; fail with its output unless it ran to its end.
 
     `sdk_version` (official client only) becomes TILDE_SDK_VERSION: the release the
-    interpreter holds, which picks the form the scenario runs (tests/scenarios/_common.py)."""
+    interpreter holds, which picks the form the scenario runs (tests/scenarios/_common.py).
+    `pip_ca` becomes TILDE_TEST_PIP_CA: `server` is a pip_index_server's."""
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILDE_") and k not in _DROP}
@@ -94,6 +103,8 @@ def run_scenario(
     )
     if sdk_version:
         env["TILDE_SDK_VERSION"] = sdk_version
+    if pip_ca is not None:
+        env["TILDE_TEST_PIP_CA"] = str(pip_ca)
     label = f"{client} {sdk_version}" if sdk_version else client
     proc = subprocess.run(
         [python, str(SCENARIO_DIR / f"{name}.py")],
@@ -113,8 +124,20 @@ def test_every_scenario_is_listed() -> None:
     assert on_disk == sorted(SCENARIOS)
 
 
+def scenario_target(request: pytest.FixtureRequest, name: str, with_pip: bool = True
+                    ) -> tuple[ServerHandle, RepoRef, Path | None]:
+    """(server, fresh repository, pip_ca) a scenario runs against: the pip_index_server
+    for PIP_SCENARIOS (unless `with_pip` is False), else the session server."""
+    if with_pip and name in PIP_SCENARIOS:
+        pip: PipIndexServer = request.getfixturevalue("pip_index_server")
+        return pip.server, pip.server.new_repo(), pip.ca_file
+    server: ServerHandle = request.getfixturevalue("server")
+    return server, server.new_repo(), None
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_readme_scenario_bundled_client(
-    name: str, server: ServerHandle, repo_ref: RepoRef, tmp_path: Path
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    run_scenario(sys.executable, name, server, repo_ref, "bundled", tmp_path)
+    server, repo, pip_ca = scenario_target(request, name)
+    run_scenario(sys.executable, name, server, repo, "bundled", tmp_path, pip_ca=pip_ca)

@@ -2,10 +2,21 @@
 
 The README runs `python train.py` and then reads `/sandbox/results.csv`; the script itself is
 the user's, so the scenarios supply one. It uses pandas when it can import it and the csv
-module otherwise, and says which: the sandbox has no network unless the operator turns it on
-(`tilde-server run --sandbox-network`), so the README's `pip install pandas` cannot download
-anything there, and the scenarios check that honestly instead of pretending it worked.
+module otherwise, and says which: the README's `pip install pandas` works only where the
+server's egress policy lets sandboxes reach a package index, and the scenarios check what
+happened honestly instead of pretending it worked.
+
+TILDE_TEST_PIP_CA (set by the harness, tests/test_readme_scenarios.py): the server is one
+whose sandboxes reach a local package index (tests/conftest.py, `pip_index_server`), whose
+certificate is signed by the test CA in that PEM file. `repository_files()` then adds the CA
+at PIP_CA_PATH, where the server's PIP_CERT points pip, and `pip install pandas` must work.
 """
+
+import os
+from pathlib import Path
+
+PIP_CA = os.environ.get("TILDE_TEST_PIP_CA", "")
+PIP_CA_PATH = ".test-ca.pem"  # conftest.PIP_CA_IN_REPO
 
 TRAIN_PY = b'''\
 import csv
@@ -26,3 +37,11 @@ print(f"trained 3 epochs with python {sys.version_info[0]}.{sys.version_info[1]}
 '''
 
 RESULTS_CSV_LINES = ["epoch,loss", "1,0.9", "2,0.5", "3,0.25"]
+
+
+def repository_files() -> dict[str, bytes]:
+    """What a sandbox scenario commits first: train.py, and the test CA with an index."""
+    files = {"train.py": TRAIN_PY}
+    if PIP_CA:
+        files[PIP_CA_PATH] = Path(PIP_CA).read_bytes()
+    return files

@@ -4,13 +4,15 @@ The README code runs unchanged. What it relies on and how this project meets it:
 - `image="python-312"` resolves through the server's alias table (default: the host image).
 - `python train.py`: train.py is committed first (see _sandbox_fixtures); the shell starts in
   the mountpoint /sandbox, so the relative path works.
-- `pip install pandas` cannot succeed in the default set-up, for two reasons: the host
-  image's Python is Debian's, which refuses pip installs into the system (PEP 668,
-  "externally-managed-environment", exit 1), and sandboxes have no network unless the
-  operator starts the server with --sandbox-network. The run has check=False (the default
-  of sh.run), so the README goes on, as it would with the official service when an install
-  fails. pandas is there only if the image has it (an operator image, or python3-pandas on
-  the host); train.py uses it when it can and says so. Checked after the README block.
+- `pip install pandas` installs into the sandbox's user site (/tmp/.local, docs/sandboxes.md
+  "Installing packages"), which every run of the sandbox sees and which goes with it. It
+  needs a package index the server's egress rules allow. With TILDE_TEST_PIP_CA the harness
+  runs this against such a server (a local index, tests/conftest.py `pip_index_server`):
+  the install must work and train.py must use pandas ("pandas: yes"); the next sandbox starts
+  without it. Without it (the session server: no index allowed) the install fails; the run
+  has check=False (the default of sh.run), so the README goes on, as it would with the
+  official service when an install fails, and pandas is there only if the image has it;
+  train.py uses it when it can and says so. Both checked after the README block.
 - The shell's clean exit commits the sandbox's session: results.csv lands in one commit.
 
 Official releases: the image is `python-312` up to 0.7.4 and `python:3.12` from 0.7.5
@@ -35,13 +37,13 @@ from _common import (
     printed,
     read_head,
 )
-from _sandbox_fixtures import RESULTS_CSV_LINES, TRAIN_PY
+from _sandbox_fixtures import PIP_CA, RESULTS_CSV_LINES, repository_files
 
 import tilde
 from tilde.exceptions import CommandError
 
 check_client()
-commit_files(tilde.repository(REPO), {"train.py": TRAIN_PY}, "add train.py")
+commit_files(tilde.repository(REPO), repository_files(), "add train.py")
 RAW = official_since("0.7.6")  # raw /exec output: a final newline, stderr on its own
 
 with printed() as out:
@@ -63,6 +65,8 @@ with printed() as out:
 train_lines = 2 if RAW else 1  # the printed text's own final newline, then print's
 assert len(out) == train_lines + len(RESULTS_CSV_LINES), out
 assert out[0].startswith("trained 3 epochs with python 3."), out
+if PIP_CA:  # the index is reachable: pip installed pandas and the next run imported it
+    assert out[0].endswith("; pandas: yes"), out
 assert out[1:train_lines] == [""] * (train_lines - 1), out
 assert out[train_lines:] == RESULTS_CSV_LINES, out
 assert result.exit_code == 0, result
@@ -89,11 +93,15 @@ if NEW_README:
     assert read_head(repo, "results.csv").decode().splitlines() == RESULTS_CSV_LINES
 commits = len(log(repo))
 
-# pip: no network in the sandbox, so no pandas (see the module docstring).
+# pip (see the module docstring): with the index, what the README installed went with its
+# sandbox; without it, no pandas unless the image has it.
 pandas_line = out[0].rsplit("pandas: ", 1)[1]
 with repo.shell(image=PYTHON_IMAGE) as sh:
-    pip = sh.run("pip install pandas")
-    probe = sh.run("python -c 'import pandas'")
+    if PIP_CA:
+        leftover = sh.run("ls -A /tmp/.local 2>&1 || echo none")
+    else:
+        pip = sh.run("pip install pandas")
+        probe = sh.run("python -c 'import pandas'")
     if CLIENT == "official":
         sh.run("cd /tmp && export X=1")
         state = sh.run("pwd; echo ${X:-unset}")
@@ -105,11 +113,14 @@ with repo.shell(image=PYTHON_IMAGE) as sh:
                 failed = e
             else:
                 raise AssertionError("check=True did not raise on exit 3")
-pip_output = pip.stdout.text() + (pip.stderr.text() if RAW else "")
-print(f"pip install pandas -> exit {pip.exit_code}: {pip_output[-300:]!r}")
-# train.py reported exactly what the image offers; a failed pip says why.
-assert (probe.exit_code == 0) == (pandas_line == "yes"), (probe, out)
-assert pip.exit_code == 0 or pip_output.strip(), pip
+if PIP_CA:
+    assert leftover.stdout.text().strip().endswith("none"), leftover.stdout.text()
+else:
+    pip_output = pip.stdout.text() + (pip.stderr.text() if RAW else "")
+    print(f"pip install pandas -> exit {pip.exit_code}: {pip_output[-300:]!r}")
+    # train.py reported exactly what the image offers; a failed pip says why.
+    assert (probe.exit_code == 0) == (pandas_line == "yes"), (probe, out)
+    assert pip.exit_code == 0 or pip_output.strip(), pip
 assert len(log(repo)) == commits, log(repo)  # that shell wrote nothing: no commit
 if CLIENT == "official" and RAW:
     # Each run is a child process of its own: cd and export are gone by the next run.

@@ -44,11 +44,19 @@ from tilde_server.routes.common import (
 )
 from tilde_server.routes.identity import approval_url
 from tilde_server.sandbox import records
-from tilde_server.sandbox.manager import CHUNK, TERMINAL, LiveSandbox, SandboxManager, utf8_cut
+from tilde_server.sandbox.manager import (
+    CHUNK,
+    NETWORK_LOG,
+    TERMINAL,
+    LiveSandbox,
+    SandboxManager,
+    utf8_cut,
+)
 from tilde_server.sandbox.spec import SandboxSpec, check_command, check_env, parse_create
 from tilde_server.store import (
     BadRequest,
     Conflict,
+    Gone,
     Principal,
     Store,
     StoreError,
@@ -114,7 +122,7 @@ def sandbox_json(row: records.SandboxRow, v079: bool, web_url: str = "") -> dict
         "command": spec.command or [], "mountpoint": spec.mountpoint,
         "path_prefix": spec.path_prefix, "timeout_seconds": spec.timeout_seconds,
         "interactive": spec.interactive, "mode": spec.mode, "env_vars": spec.env_vars,
-        "session_id": row.session_id,
+        "session_id": row.session_id, "resources": spec.resources,
         "created_by_type": getattr(who, "type", "user"), "created_by": who.user_id,
         "created_at": row.created_at, "updated_at": row.updated_at,
         "finished_at": row.finished_at,
@@ -132,7 +140,7 @@ async def create(request: Request) -> Response:
     org, repo = org_repo(request)
     mgr = manager(request)
     body = await json_body(request)
-    spec = parse_create(body)
+    spec = parse_create(body, resources=mgr.resources)
     sid = await run(mgr.create, org, repo, spec, principal(request))
     return JSONResponse({"sandbox_id": sid}, status_code=201)
 
@@ -203,21 +211,32 @@ def _read_file(path: str) -> bytes:
         return b""
 
 
-async def logs_stdout(request: Request) -> Response:
-    """What there is so far, then the response ends (no long-poll, spec 2.8.3)."""
+async def _log(request: Request, name: str, media_type: str) -> Response:
+    """What there is so far, then the response ends (no long-poll, spec 2.8.3); 410 once
+    the server deleted the sandbox's logs (`--sandbox-log-retention`)."""
     row = await _row(request)
     mgr = manager(request)
-    data = await run(_read_file, str(mgr.data_root / row.id / "stdout.log"))
-    return Response(data, media_type="text/plain; charset=utf-8")
+    if mgr.logs_expired(row.id):
+        raise Gone(f"the logs of sandbox {row.id} are no longer available (they are kept "
+                   f"{_days(mgr.log_retention)} after the sandbox ends)", "logs_gone")
+    data = await run(_read_file, str(mgr.data_root / row.id / name))
+    return Response(data, media_type=media_type)
+
+
+def _days(seconds: float | None) -> str:
+    if seconds is None:
+        return "for ever"
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
+
+
+async def logs_stdout(request: Request) -> Response:
+    return await _log(request, "stdout.log", "text/plain; charset=utf-8")
 
 
 async def logs_network(request: Request) -> Response:
-    """NDJSON of outbound connections. The server does not proxy sandbox traffic, so there is
-    nothing to log: empty without network, and empty (not audited) with --sandbox-network."""
-    row = await _row(request)
-    mgr = manager(request)
-    data = await run(_read_file, str(mgr.data_root / row.id / "network.ndjson"))
-    return Response(data, media_type="application/x-ndjson")
+    """NDJSON, one line per request or tunnel through the sandbox's egress proxy
+    (sandbox/egress.py; docs/sandboxes.md has the fields)."""
+    return await _log(request, NETWORK_LOG, "application/x-ndjson")
 
 
 # ---------------------------------------------------------------- credentials (2.17)

@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tilde_server.sandbox import records, triggers
 from tilde_server.sandbox.bwrap import Limits
+from tilde_server.sandbox.egress_rules import EgressRules
 from tilde_server.sandbox.manager import SandboxManager
+from tilde_server.sandbox.spec import ResourcePolicy
 from tilde_server.store import Principal, Store, Unauthorized
 
 __all__ = ["Limits", "SandboxManager", "setup"]
@@ -24,11 +26,20 @@ __all__ = ["Limits", "SandboxManager", "setup"]
 API_PREFIX = "/api/v1"
 
 
-def setup(app: Starlette, store: Store, endpoint: str, *, network: bool = False,
-          limits: Limits | None = None) -> SandboxManager:
+def setup(app: Starlette, store: Store, endpoint: str, *, network: str = "proxy",
+          limits: Limits | None = None, egress_rules: EgressRules | None = None,
+          sandbox_env: dict[str, str] | None = None,
+          log_retention: float | None = None,
+          resources: ResourcePolicy | None = None) -> SandboxManager:
+    authorizer = getattr(app.state, "authorizer", None)
     mgr = SandboxManager(store, endpoint, network=network, limits=limits,
-                         identity=getattr(app.state, "identity", None))
+                         identity=getattr(app.state, "identity", None),
+                         egress_rules=egress_rules,
+                         network_policies=authorizer.network_verdict if authorizer else None,
+                         sandbox_env=sandbox_env, log_retention=log_retention,
+                         resources=resources)
     mgr.recover()
+    mgr.start_sweeper()
     app.state.sandboxes = mgr
     from tilde_server.routes.sandboxes import ws_routes
 

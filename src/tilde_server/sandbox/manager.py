@@ -8,7 +8,8 @@ Subtleties:
    `initializing` while the mount comes up), `running`, then exactly one terminal write:
    `committed` (`committed` + commit_id, or `no_changes` + ""), `error` (`exit_non_zero`),
    `failed` (`timeout`, `image_not_found`, `internal_error`, `commit_failed`,
-   `sandbox_lost`), `cancelled` (`cancelled_by_user`), `awaiting_approval` (subtlety 6).
+   `sandbox_lost`, `memory_limit`, `pids_limit`, `cpu_limit`), `cancelled`
+   (`cancelled_by_user`), `awaiting_approval` (subtlety 6).
    The 0.7.9 names are a view (routes).
 2. The terminal decision is taken under `LiveSandbox.lock`: a cancel that arrives after the
    lifecycle decided to commit is refused (409) and a commit never starts after a cancel.
@@ -28,13 +29,23 @@ Subtleties:
    `POST {R}/sessions/{session}/approve`. The session is not rolled back. The status turns
    `committed` (approved) or `cancelled` / `approval_rejected` once a person decided
    (records.resolve_approval, read lazily).
+7. Resource limits (cgroups.py): every process of a sandbox (the main one and each exec run)
+   is in the sandbox's cgroup before it can fork: spawn starts it behind GATE, a shell that
+   waits for one line on its stdin, moves it into the cgroup and only then writes the line
+   (a one-shot's stdin is then an empty pipe instead of /dev/null). preexec_fn would run
+   after the switch to the sandbox uid, which may not move itself. The wait loops poll the
+   cgroup's counters with the process, and once more after it ended (an OOM-killed hog
+   exits with signal 9): a hit limit ends the sandbox `failed` with `memory_limit`,
+   `pids_limit` or `cpu_limit`. Without a backend, sandboxes run with the rlimits only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -49,9 +60,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tilde_server.sandbox import bwrap, images, records
+from tilde_server.sandbox import bwrap, cgroups, egress, images, records
+from tilde_server.sandbox.egress_rules import Decision, EgressRules, PolicyVerdict, Target
 from tilde_server.sandbox.proxy import ApiSocketProxy
-from tilde_server.sandbox.spec import SandboxSpec
+from tilde_server.sandbox.spec import ResourcePolicy, SandboxSpec
 from tilde_server.store import BadRequest, Conflict, NotFound, Principal, Store
 from tilde_server.store.engine import now_rfc3339
 from tilde_server.store.identity import Identity
@@ -65,6 +77,10 @@ MOUNT_TOKEN_SLACK = 3600.0
 CREDENTIAL_TTL = 1800.0
 CHUNK = 64 * 1024
 TERMINAL = ("committed", "awaiting_approval", "failed", "error", "cancelled")
+LIMIT_POLL = 0.5  # seconds between two looks at a sandbox's cgroup counters
+# Subtlety 7: holds the process until the parent wrote a line to its stdin (dash's `read`
+# takes its input byte by byte, so nothing after the line is consumed).
+GATE = ["/bin/sh", "-c", 'read _ || exit 111; exec "$@"', "sh"]
 
 
 class OutputHub:
@@ -145,6 +161,7 @@ class LiveSandbox:
     repo_dir: str = ""
     exit_code: int | None = None
     proxy: ApiSocketProxy | None = None
+    egress: egress.EgressProxy | None = None
     credentials_secret: str = ""
     secret_env: dict[str, str] = field(default_factory=dict)
 
@@ -157,8 +174,17 @@ class LiveSandbox:
         return self.runtime_dir / "mnt"
 
     @property
+    def scratch(self) -> Path:
+        """The sandbox's /tmp, shared by all its processes (bwrap.py, subtlety 6)."""
+        return self.runtime_dir / "tmp"
+
+    @property
     def log_path(self) -> Path:
         return self.private_dir / "stdout.log"
+
+    @property
+    def network_log_path(self) -> Path:
+        return self.private_dir / NETWORK_LOG
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -180,18 +206,42 @@ def default_runtime_root(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"tilde-sandboxes-{os.geteuid()}-{tag}"
 
 
-class SandboxManager:
-    """Owns the live sandboxes of one server process."""
+NETWORK_MODES = ("proxy", "off", "unsafe-host")
+NETWORK_LOG = "network.ndjson"
+LOGS_EXPIRED = "logs-expired"  # left in a sandbox's private dir once its logs are deleted
+SWEEP_INTERVAL = 3600.0
 
-    def __init__(self, store: Store, endpoint: str, *, network: bool = False,
+
+class SandboxManager:
+    """Owns the live sandboxes of one server process.
+
+    `network`: "proxy" (the egress proxy is the only way out, egress.py), "off" (no egress
+    at all) or "unsafe-host" (the host's network, unfiltered and unlogged: an operator's
+    explicit choice). `egress_rules` holds the allow-list; `network_policies(who, org, repo,
+    extra)` answers for the organization's policies (authz.enforce.Authorizer.network_verdict).
+    `sandbox_env` is given to every sandbox, below the request's own env_vars."""
+
+    def __init__(self, store: Store, endpoint: str, *, network: str = "proxy",
                  limits: bwrap.Limits | None = None, runtime_root: Path | None = None,
                  on_finished: Callable[[records.SandboxRow], None] | None = None,
-                 identity: Identity | None = None) -> None:
+                 identity: Identity | None = None, egress_rules: EgressRules | None = None,
+                 network_policies: Callable[..., tuple[bool | None, str]] | None = None,
+                 sandbox_env: dict[str, str] | None = None,
+                 log_retention: float | None = None,
+                 resources: ResourcePolicy | None = None) -> None:
+        if network not in NETWORK_MODES:
+            raise ValueError(f"network must be one of {NETWORK_MODES}, not {network!r}")
         self.store = store
         self.identity = identity  # commit approval (store/identity.py); None: never required
         self.db = store.db
         self.endpoint = endpoint.rstrip("/")
         self.network = network
+        self.host_network = network == "unsafe-host"
+        self.egress_rules = egress_rules or EgressRules()
+        self.network_policies = network_policies
+        self.extra_env = dict(sandbox_env or {})
+        self.log_retention = log_retention
+        self._sweep_wake = threading.Event()
         self.limits = limits or bwrap.Limits()
         self.data_root = store.root / "sandboxes"
         self.runtime_root = runtime_root or default_runtime_root(store.root)
@@ -200,6 +250,14 @@ class SandboxManager:
         self._lock = threading.Lock()
         self._closing = False
         records.ensure_schema(self.db)
+        self.resources = resources or ResourcePolicy()
+        self.cgroups, found = cgroups.detect(cgroups.tag_for(store.root), move_self=True)
+        if self.cgroups is None:
+            log.warning("sandbox CPU, memory and process limits are NOT enforced: no usable "
+                        "cgroup backend (%s); sandboxes run with rlimits only", found)
+        else:
+            log.info("sandbox resource limits: %s", found)
+        self._cgroups: dict[str, cgroups.SandboxCgroup] = {}
 
     # ------------------------------------------------------------------ startup / shutdown
     def recover(self) -> None:
@@ -226,10 +284,56 @@ class SandboxManager:
             if child.is_dir():
                 _force_unmount(str(child / "mnt"))
                 shutil.rmtree(child, ignore_errors=True)
+        for cg in self.cgroups.leftovers() if self.cgroups is not None else []:
+            log.warning("removing the cgroup %s that an earlier server process left",
+                        cg.paths[0])
+            if not cg.destroy():
+                log.warning("could not remove the cgroup %s", cg.paths[0])
+
+    def sweep_logs(self) -> int:
+        """Delete the logs of sandboxes that finished more than `log_retention` seconds ago
+        (their status stays); `GET {S}/logs/...` answers 410 for them from then on. Returns
+        how many sandboxes' logs went."""
+        if self.log_retention is None:
+            return 0
+        cutoff = datetime.datetime.fromtimestamp(time.time() - self.log_retention,
+                                                 datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        swept = 0
+        for sid in records.finished_before(self.db, cutoff):
+            private = self.data_root / sid
+            if not private.is_dir() or (private / LOGS_EXPIRED).exists():
+                continue
+            for name in ("stdout.log", NETWORK_LOG, "mount.log"):
+                with contextlib.suppress(FileNotFoundError):
+                    (private / name).unlink()
+            (private / LOGS_EXPIRED).touch()
+            swept += 1
+        return swept
+
+    def logs_expired(self, sandbox_id: str) -> bool:
+        return (self.data_root / sandbox_id / LOGS_EXPIRED).exists()
+
+    def start_sweeper(self) -> None:
+        """Sweep the logs now and then every SWEEP_INTERVAL seconds (a daemon thread)."""
+        if self.log_retention is None:
+            return
+        interval = min(SWEEP_INTERVAL, max(1.0, self.log_retention / 4))
+
+        def loop() -> None:
+            while not self._closing:
+                try:
+                    self.sweep_logs()
+                except Exception:
+                    log.exception("sandbox log sweep failed")
+                self._sweep_wake.wait(interval)
+                self._sweep_wake.clear()
+
+        threading.Thread(target=loop, daemon=True, name="sandbox-log-sweeper").start()
 
     def shutdown(self) -> None:
         """Cancel every live sandbox and wait for their teardown (server stop)."""
         self._closing = True
+        self._sweep_wake.set()
         with self._lock:
             live = list(self._live.values())
         for sb in live:
@@ -362,6 +466,9 @@ class SandboxManager:
         sb.runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(sb.runtime_dir, 0o711)
         sb.mnt.mkdir(mode=0o755, exist_ok=True)
+        sb.scratch.mkdir(mode=0o700, exist_ok=True)
+        if bwrap.drop_privileges():
+            os.chown(sb.scratch, bwrap.SANDBOX_UID, bwrap.SANDBOX_GID)
         ttl = sb.spec.effective_timeout + MOUNT_TOKEN_SLACK
         token, _ = records.issue_token(self.db, sb.id, sb.row.org, sb.row.repo, sb.who, ttl)
         self._mount(sb, token)
@@ -371,11 +478,16 @@ class SandboxManager:
             os.makedirs(repo_dir, exist_ok=True)
         sb.repo_dir = repo_dir
         sb.secret_env = self._secrets(sb)
-        if not self.network:
+        if not self.host_network:
             shutil.copyfile(FORWARDER_FILE, sb.runtime_dir / "forward.py")
             os.chmod(sb.runtime_dir / "forward.py", 0o644)
             sb.proxy = ApiSocketProxy(str(sb.runtime_dir / "api.sock"), self.endpoint)
             sb.proxy.start()
+        if self.network == "proxy":
+            netlog = egress.NetworkLog(sb.network_log_path)
+            sb.egress = egress.EgressProxy(str(sb.runtime_dir / "egress.sock"),
+                                           functools.partial(self.decide_egress, sb), netlog)
+            sb.egress.start()
 
     def _mount(self, sb: LiveSandbox, token: str) -> None:
         env = dict(os.environ, TILDE_API_KEY=token)
@@ -410,17 +522,38 @@ class SandboxManager:
         except NotFound:
             return dict(fn(sb.row.org, sb.row.repo))
 
+    def decide_egress(self, sb: LiveSandbox, target: Target) -> Decision:
+        """One outbound request of `sb` (egress_rules.py has the order of the rules)."""
+        def ask(t: Target) -> PolicyVerdict:
+            if self.network_policies is None:
+                return PolicyVerdict(None)
+            extra = {"request": t.policy_input(),
+                     "sandbox": {"id": sb.id, "image": sb.spec.image}}
+            try:
+                return PolicyVerdict(*self.network_policies(sb.who, sb.row.org, sb.row.repo,
+                                                            extra))
+            except Exception:
+                log.exception("sandbox %s: network policy evaluation failed", sb.id)
+                return PolicyVerdict(False, "(evaluation failed)")
+        return self.egress_rules.decide(target, ask)
+
     def sandbox_env(self, sb: LiveSandbox) -> dict[str, str]:
         extra = {"TILDE_SANDBOX_ID": sb.id, "TILDE_REPOSITORY": f"{sb.row.org}/{sb.row.repo}"}
-        api_url = self.endpoint if self.network else f"http://127.0.0.1:{PROXY_PORT}"
-        if self.network or (sb.image is not None and _forwarder_for(sb.image)):
+        api_url = self.endpoint if self.host_network else f"http://127.0.0.1:{PROXY_PORT}"
+        forwarder = sb.image is not None and _forwarder_for(sb.image) is not None
+        if self.host_network or forwarder:
             extra["TILDE_API_URL"] = api_url
             extra["TILDE_SANDBOX_CREDENTIALS_URI"] = (
                 f"{api_url}/_tilde/sandbox-credentials/{sb.id}/{self._cred_secret(sb)}")
+        if self.network == "proxy" and forwarder:
+            proxy_url = f"http://127.0.0.1:{egress.PORT}"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                extra[name] = proxy_url
+            extra["NO_PROXY"] = extra["no_proxy"] = "127.0.0.1,localhost"
         if sb.image is not None and sb.image.name == images.HOST and _client_binds():
             extra["PYTHONPATH"] = CLIENT_PYTHONPATH
-        return bwrap.environment(sb.spec.mountpoint, {**sb.secret_env, **sb.spec.env_vars},
-                                 extra)
+        return bwrap.environment(sb.spec.mountpoint,
+                                 {**self.extra_env, **sb.secret_env, **sb.spec.env_vars}, extra)
 
     def _cred_secret(self, sb: LiveSandbox) -> str:
         if not sb.credentials_secret:
@@ -432,7 +565,8 @@ class SandboxManager:
         return self.store.signer.sign("sandbox-credentials", sandbox_id)
 
     def build_argv(self, sb: LiveSandbox, argv: list[str], cwd: str | None = None,
-                   info_fd: int | None = None, seccomp_fd: int | None = None) -> list[str]:
+                   info_fd: int | None = None, seccomp_fd: int | None = None,
+                   setenv: dict[str, str] | None = None) -> list[str]:
         assert sb.image is not None
         binds: list[tuple[str, str]] = []
         wrapped = argv
@@ -441,62 +575,150 @@ class SandboxManager:
             if helper is not None:
                 binds.append((str(sb.runtime_dir / "api.sock"), "/run/tilde/api.sock"))
                 binds.append((str(sb.runtime_dir / "forward.py"), "/run/tilde/forward.py"))
-                wrapped = [helper, "-S", "/run/tilde/forward.py", str(PROXY_PORT),
-                           "/run/tilde/api.sock", "--", *argv]
+                pairs = [str(PROXY_PORT), "/run/tilde/api.sock"]
+                if sb.egress is not None:
+                    binds.append((str(sb.runtime_dir / "egress.sock"),
+                                  "/run/tilde/egress.sock"))
+                    pairs += [str(egress.PORT), "/run/tilde/egress.sock"]
+                wrapped = [helper, "-S", "/run/tilde/forward.py", *pairs, "--", *argv]
         if sb.image.name == images.HOST:
             binds += _client_binds()
         return bwrap.command(image=sb.image, repo_dir=sb.repo_dir,
                              mountpoint=sb.spec.mountpoint, argv=wrapped,
-                             network=self.network, limits=self.limits, cwd=cwd,
-                             extra_binds=binds, info_fd=info_fd, seccomp=seccomp_fd)
+                             network=self.host_network, limits=self.limits, cwd=cwd,
+                             extra_binds=binds, info_fd=info_fd, seccomp=seccomp_fd,
+                             scratch=str(sb.scratch), setenv=setenv)
 
     def spawn(self, sb: LiveSandbox, argv: list[str], *, stdin: int | IO[bytes] | None,
               stderr_separate: bool = False, env: dict[str, str] | None = None,
               cwd: str | None = None, info: list[int] | None = None
               ) -> subprocess.Popen[bytes]:
         """Start argv in the sandbox. With `info` (a list), the read end of bwrap's --info-fd
-        pipe is appended to it: it stays empty when bwrap could not set the sandbox up."""
-        info_r = info_w = -1
+        pipe is appended to it: it stays empty when bwrap could not set the sandbox up. With
+        a cgroup, the process waits at GATE until it is in it (subtlety 7); `stdin` must then
+        be PIPE or DEVNULL."""
+        cg = self._cgroups.get(sb.id)
+        info_r = info_w = gate_r = gate_w = -1
         if info is not None:
             info_r, info_w = os.pipe()
         filter_fd = bwrap.seccomp_fd()
+        host_env, loader_env = bwrap.split_host_env(env or self.sandbox_env(sb))
         full = self.build_argv(sb, argv, cwd, info_fd=info_w if info is not None else None,
-                               seccomp_fd=filter_fd)
+                               seccomp_fd=filter_fd, setenv=loader_env)
         kwargs: dict[str, Any] = {}
         if bwrap.drop_privileges():
             kwargs.update(user=bwrap.SANDBOX_UID, group=bwrap.SANDBOX_GID, extra_groups=[])
         passed = (filter_fd, info_w) if info is not None else (filter_fd,)
+        child_stdin = stdin
+        if cg is not None:
+            full = [*GATE, *full]
+            if stdin in (None, subprocess.DEVNULL):
+                gate_r, gate_w = os.pipe()
+                child_stdin = gate_r
+            elif stdin != subprocess.PIPE:
+                raise ValueError("a sandbox with a cgroup takes stdin PIPE or DEVNULL")
         try:
             proc = subprocess.Popen(
-                full, stdin=stdin, stdout=subprocess.PIPE,
+                full, stdin=child_stdin, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if stderr_separate else subprocess.STDOUT,
-                env=env or self.sandbox_env(sb), start_new_session=True, cwd="/",
+                env=host_env, start_new_session=True, cwd="/",
                 close_fds=True, pass_fds=passed, **kwargs)
         except BaseException:
             if info is not None:
                 os.close(info_r)
+            if gate_w >= 0:
+                os.close(gate_w)
             raise
         finally:
             os.close(filter_fd)
             if info is not None:
                 os.close(info_w)
+            if gate_r >= 0:
+                os.close(gate_r)
+        if cg is not None:
+            self._admit(cg, proc, gate_w, info_r)
         if info is not None:
             info.append(info_r)
         return proc
+
+    def _admit(self, cg: cgroups.SandboxCgroup, proc: subprocess.Popen[bytes], gate_w: int,
+               info_r: int) -> None:
+        """Move the gated process into the cgroup, then open the gate (subtlety 7). When it
+        cannot be moved, it is killed without having run anything."""
+        try:
+            cg.add(proc.pid)
+        except OSError as exc:
+            kill_tree(proc)
+            proc.wait()
+            for fd in (gate_w, info_r):
+                if fd >= 0:
+                    os.close(fd)
+            raise RuntimeError(f"could not put the process into the sandbox's cgroup: "
+                               f"{exc}") from exc
+        with contextlib.suppress(OSError, ValueError):  # a child that died: seen by the waiter
+            if gate_w >= 0:
+                os.write(gate_w, b"\n")
+            else:
+                assert proc.stdin is not None
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+        if gate_w >= 0:
+            os.close(gate_w)
+
+    def _limit(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
+        """Record the sandbox's effective limits and make its cgroup (cgroups.py); the failure
+        outcome when the cgroup cannot be made (nothing runs unlimited by accident)."""
+        res = self.resources.resolve(sb.spec.resources, strict=False)
+        if res != sb.spec.resources:  # a trigger's (shape-checked only) or an old spec
+            sb.spec.resources = res
+            self._set(sb, spec=json.dumps(sb.spec.to_json()))
+        if self.cgroups is None:
+            return None
+        try:
+            self._cgroups[sb.id] = self.cgroups.create(sb.id, cgroups.Resources(**res))
+        except OSError as exc:
+            log.exception("sandbox %s: could not create its cgroup", sb.id)
+            return ("failed", "internal_error", f"could not create the sandbox's cgroup: {exc}")
+        return None
+
+    def _over_limit(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
+        """The failure outcome of a limit the sandbox hit (cgroup counters), else None."""
+        cg = self._cgroups.get(sb.id)
+        hit = cg.violation() if cg is not None else None
+        return ("failed", *hit) if hit is not None else None
+
+    def _drop_cgroup(self, sb: LiveSandbox) -> None:
+        """Remove the sandbox's cgroup once its processes are gone (killing stragglers), and
+        the server's cgroup directories when no other sandbox is live."""
+        cg = self._cgroups.pop(sb.id, None)
+        if cg is None or self.cgroups is None:
+            return
+        if not cg.destroy():
+            log.warning("sandbox %s: could not remove its cgroup %s", sb.id, cg.paths[0])
+        if not self._cgroups:
+            self.cgroups.prune()
 
     def _run_main(self, sb: LiveSandbox) -> tuple[str, str, str] | None:
         """Run the main process (or, for a service sandbox, wait for finish). Returns None when
         the sandbox should commit, else the failure outcome."""
         spec = sb.spec
         deadline = time.monotonic() + spec.effective_timeout
+        limit_failed = self._limit(sb)
+        if limit_failed is not None:
+            return limit_failed
         if spec.mode == "service":
             self._set(sb, status="running", status_reason="")
+            poll = LIMIT_POLL if sb.id in self._cgroups else 5.0
             while not (sb.finish_requested.is_set() or sb.cancelled):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return ("failed", "timeout",
                             f"the sandbox exceeded its timeout of {spec.effective_timeout}s")
-                sb.wake.wait(min(left, 5.0))
+                hit = self._over_limit(sb)
+                if hit is not None:
+                    self._kill_all(sb)
+                    return hit
+                sb.wake.wait(min(left, poll))
                 sb.wake.clear()
             return None
         argv = spec.command or ["/bin/sh"]
@@ -511,21 +733,29 @@ class SandboxManager:
         reader.start()
         self._set(sb, status="running", status_reason="")
         timed_out = False
+        over: tuple[str, str, str] | None = None
         while True:
             try:
-                code = sb.proc.wait(timeout=0.5)
+                code = sb.proc.wait(timeout=LIMIT_POLL)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if time.monotonic() > deadline:
+            over = over or self._over_limit(sb)
+            if over is not None:
+                self._kill_all(sb)
+            elif time.monotonic() > deadline:
                 timed_out = True
                 kill_tree(sb.proc)
             elif sb.finish_requested.is_set():
                 kill_tree(sb.proc)
+        over = over or self._over_limit(sb)  # subtlety 7: counters outlive the process
         reader.join(10)
         sb.output.close()
         with os.fdopen(info[0], "rb") as f:
             set_up = bool(f.read())
+        if over is not None and not sb.cancelled:
+            sb.exit_code = code
+            return over
         if not set_up and not sb.cancelled:
             log_tail = sb.log_path.read_bytes()[-500:].decode(errors="replace").strip()
             return ("failed", "internal_error", f"could not set the sandbox up: {log_tail}")
@@ -620,9 +850,12 @@ class SandboxManager:
         with sb.lock:
             sb.deciding = True
             cancelled = sb.cancelled
+        self._drop_cgroup(sb)  # after `deciding`: no exec run starts any more; kills stragglers
         unmount_error = self._unmount(sb)
         if sb.proxy is not None:
             sb.proxy.stop()
+        if sb.egress is not None:
+            sb.egress.stop()
         changes: dict[str, Any] = {"exit_code": sb.exit_code, "finished_at": now_rfc3339()}
         if cancelled:
             changes.update(status="cancelled", status_reason="cancelled_by_user",

@@ -2,10 +2,17 @@
 
 Everything here is pure: a bad body raises `BadRequest` with a message that names the field,
 before anything is started. The result is a `SandboxSpec`, stored as JSON with the sandbox.
+
+`resources` (an extension: CPU, memory, process-count and CPU-time limits, cgroups.py) is
+checked against the operator's `ResourcePolicy` when one is given (the create route): above a
+maximum is a 400, and the spec then holds the effective limits. Without a policy (a trigger's
+sandbox_config) only the shape is checked and the manager fills in defaults and clamps to the
+maxima when the sandbox starts.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field
@@ -28,6 +35,84 @@ RESERVED_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
                  "/proc", "/dev", "/sys", "/tmp", "/run", "/var", "/opt/tilde")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# `resources` fields: (type, smallest value, unit shown in messages).
+RESOURCE_FIELDS: dict[str, tuple[type, float, str]] = {
+    "cpus": (float, 0.01, " CPUs"), "memory_mb": (int, 16, " MiB"), "pids": (int, 8, ""),
+    "cpu_seconds": (float, 1, " s")}
+
+
+@dataclass(frozen=True)
+class ResourcePolicy:
+    """The operator's per-sandbox defaults and maxima (`tilde-server run --sandbox-...`).
+    `cpu_seconds` None: no CPU-time budget; `max_cpu_seconds` None: any budget may be asked
+    for (with a maximum but no default, the maximum is the default)."""
+
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    pids: int = 512
+    cpu_seconds: float | None = None
+    max_cpus: float = float(os.cpu_count() or 1)
+    max_memory_mb: int = 16 * 1024
+    max_pids: int = 1024
+    max_cpu_seconds: float | None = None
+
+    def check(self) -> None:
+        """Defaults within the maxima (ValueError names the option pair otherwise)."""
+        for name in RESOURCE_FIELDS:
+            default, top = getattr(self, name), getattr(self, "max_" + name)
+            if default is not None and top is not None and default > top:
+                raise ValueError(f"the default {name} ({default:g}) is above its maximum "
+                                 f"({top:g})")
+
+    def resolve(self, requested: dict[str, Any] | None, strict: bool) -> dict[str, Any]:
+        """The effective limits: the defaults, overridden by `requested`. Above a maximum:
+        BadRequest when `strict`, else the maximum."""
+        out: dict[str, Any] = {}
+        for name, (_, _, unit) in RESOURCE_FIELDS.items():
+            top = getattr(self, "max_" + name)
+            value = (requested or {}).get(name)
+            if value is None:
+                value = getattr(self, name)
+                if value is None:
+                    value = top
+            if value is not None and top is not None and value > top:
+                if strict:
+                    raise BadRequest(f"resources.{name} is {value:g}{unit}; this server allows "
+                                     f"at most {top:g}{unit}", "invalid_input")
+                value = top
+            out[name] = value
+        return out
+
+
+def check_resources(value: Any) -> dict[str, Any] | None:
+    """The shape of a `resources` object: known fields, numbers, at least the minimum."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest("field 'resources' must be an object", "invalid_input")
+    unknown = sorted(set(value) - set(RESOURCE_FIELDS))
+    if unknown:
+        raise BadRequest(f"resources: unknown field {unknown[0]!r} (known: "
+                         f"{', '.join(RESOURCE_FIELDS)})", "invalid_input")
+    out: dict[str, Any] = {}
+    for name, (kind, least, unit) in RESOURCE_FIELDS.items():
+        x = value.get(name)
+        if x is None:
+            continue
+        ok = isinstance(x, int) or (kind is float and isinstance(x, float))
+        if isinstance(x, bool) or not ok:
+            what = "a number" if kind is float else "an integer"
+            raise BadRequest(f"resources.{name} must be {what}", "invalid_input")
+        if x != x or x in (float("inf"), float("-inf")):
+            raise BadRequest(f"resources.{name} must be a finite number", "invalid_input")
+        if x <= 0:
+            raise BadRequest(f"resources.{name} must be greater than 0", "invalid_input")
+        if x < least:
+            raise BadRequest(f"resources.{name} must be at least {least:g}{unit}",
+                             "invalid_input")
+        out[name] = float(x) if kind is float else x
+    return out
+
 
 @dataclass
 class SandboxSpec:
@@ -39,6 +124,7 @@ class SandboxSpec:
     path_prefix: str = ""
     timeout_seconds: int | None = None
     run_as: dict[str, str] | None = None
+    resources: dict[str, Any] | None = None  # module docstring; None in rows before it
 
     @property
     def interactive(self) -> bool:
@@ -159,8 +245,10 @@ def check_timeout(value: Any, name: str = "timeout_seconds") -> int | None:
     return value
 
 
-def parse_create(body: dict[str, Any], default_image: str = "ubuntu") -> SandboxSpec:
-    """The body of `POST {R}/sandboxes`, checked field by field."""
+def parse_create(body: dict[str, Any], default_image: str = "ubuntu",
+                 resources: ResourcePolicy | None = None) -> SandboxSpec:
+    """The body of `POST {R}/sandboxes`, checked field by field (`resources`: the operator's
+    policy, see the module docstring)."""
     image = _str(body, "image")
     if image is None:
         image = default_image
@@ -184,6 +272,9 @@ def parse_create(body: dict[str, Any], default_image: str = "ubuntu") -> Sandbox
     if run_as is not None and mode == "interactive":
         raise BadRequest("'run_as' cannot be combined with an interactive sandbox",
                          "invalid_input")
+    wanted = check_resources(body.get("resources"))
+    if resources is not None:
+        wanted = resources.resolve(wanted, strict=True)
     return SandboxSpec(
         image=image, command=command, mode=mode,
         env_vars=check_env(_str_map(body, "env_vars")),
@@ -191,6 +282,7 @@ def parse_create(body: dict[str, Any], default_image: str = "ubuntu") -> Sandbox
         path_prefix=check_path_prefix(_str(body, "path_prefix")),
         timeout_seconds=check_timeout(body.get("timeout_seconds")),
         run_as=run_as,
+        resources=wanted or None,
     )
 
 
@@ -201,7 +293,7 @@ def parse_trigger_config(value: Any) -> dict[str, Any]:
     if not isinstance(value.get("image"), str) or not value["image"].strip():
         raise BadRequest("sandbox_config.image must be a non-empty string", "invalid_input")
     body = {k: value.get(k) for k in ("image", "command", "mountpoint", "path_prefix",
-                                      "timeout_seconds", "env_vars")}
+                                      "timeout_seconds", "env_vars", "resources")}
     try:
         parse_create(body)
     except BadRequest as exc:
