@@ -36,3 +36,15 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+
+# Wheels of the local package index that the sandbox quick-start tests serve on loopback
+# (`pip install pandas` in a sandbox, tests/conftest.py pip_index_server): fetched once here,
+# so no test reaches anything off this machine. cp311 manylinux wheels fit Debian's python3.
+if ! ls build/wheelhouse/pandas-*.whl >/dev/null 2>&1; then
+    echo "setup: fetching the sandbox tests' wheels into build/wheelhouse" >&2
+    mkdir -p build/wheelhouse
+    .venv/bin/pip download -q --disable-pip-version-check --only-binary=:all: \
+        --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d build/wheelhouse pandas >/dev/null
+fi
