@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # ordinary programs the FUSE tests drive for real; bubblewrap (+ util-linux prlimit) runs
 # the sandboxes; python-is-python3 gives the host image the `python` command that the
 # README's sandbox examples run (`python train.py`).
-PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3"
+PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3 python3-pip"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
