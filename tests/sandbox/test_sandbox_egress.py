@@ -65,10 +65,8 @@ class Egress:
         args = ["--sandbox-allow-host", f"allowed.test:{self.web.port}",
                 "--sandbox-allow-host", f"tls.test:{self.tls.port}",
                 "--sandbox-allow-host", f"rebind.test:{self.trap.port}",
-                "--sandbox-allow-host", "private.test",
                 "--unsafe-egress-test-exempt", f"127.0.0.1:{self.web.port}",
-                "--unsafe-egress-test-exempt", f"127.0.0.1:{self.tls.port}",
-                "--unsafe-egress-test-resolve", "private.test=10.9.9.9"]
+                "--unsafe-egress-test-exempt", f"127.0.0.1:{self.tls.port}"]
         for n in names:
             args += ["--unsafe-egress-test-resolve", f"{n}=127.0.0.1"]
         self.server = start_server(tmp, args=args)
@@ -178,16 +176,12 @@ def test_denied_targets_get_403_and_are_never_connected(eg: Egress) -> None:
         (f"http://rebind.test:{eg.trap.port}/", "GET", "baseline:loopback", "127.0.0.1"),
         (f"http://127.0.0.1:{server_port}/api/v1/organizations", "GET", "baseline:loopback",
          "127.0.0.1"),
-        ("http://10.1.2.3/", "GET", "baseline:private", "10.1.2.3"),
-        ("http://private.test/", "GET", "baseline:private", "10.9.9.9"),
-        ("http://169.254.169.254/latest/meta-data/", "GET", "baseline:link-local",
-         "169.254.169.254"),
+        # Names only (never resolved): private, metadata and other ranges are decided on
+        # addresses by test_egress_rules.py, so no request here names an address beyond
+        # loopback, not even one that is sure to be refused.
         ("http://metadata.google.internal/", "GET", "baseline:link-local", None),
-        ("https://169.254.169.254/", "CONNECT", "baseline:link-local", "169.254.169.254"),
         (f"https://localhost:{server_port}/", "CONNECT", "baseline:loopback", None),
-        ("http://100.64.1.1/", "GET", "baseline:cgnat", "100.64.1.1"),
-        ("http://[fd00::1]/", "GET", "baseline:unique-local", "fd00::1"),
-        ("http://0.0.0.0/", "GET", "baseline:unspecified", "0.0.0.0"),
+        (f"https://127.0.0.2:{eg.trap.port}/", "CONNECT", "baseline:loopback", "127.0.0.2"),
     ]
     results, _, lines = eg.probe([{"url": url} for url, *_ in cases])
     assert len(results) == len(cases) == len(lines), (results, lines)
@@ -262,7 +256,7 @@ try:
     print("dns: yes")
 except OSError as e:
     print("dns: no")
-for addr in ("127.0.0.1", "10.9.9.9"):
+for addr in ("127.0.0.1",):
     try:
         socket.create_connection((addr, {eg.web.port}), timeout=3).close()
         print(addr, "connected")
@@ -273,8 +267,7 @@ print(sorted(n for _, n in socket.if_nameindex()))
     st, out = eg.api.run({"image": "python-312", "command": ["python3", "-c", script],
                           "timeout_seconds": 60})
     assert st["status"] == "committed", (st, out)
-    assert out.decode().split("\n")[:4] == ["dns: no", "127.0.0.1 failed", "10.9.9.9 failed",
-                                            "['lo']"], out
+    assert out.decode().split("\n")[:3] == ["dns: no", "127.0.0.1 failed", "['lo']"], out
     assert len(eg.web.connections) == before
 
 
