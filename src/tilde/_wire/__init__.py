@@ -246,6 +246,8 @@ from .uploads import (
     stage_object,
     upload_batch,
 )
+from .urls import PREFIX as URL_PREFIX
+from .urls import TildeURL, is_tilde_url, parse_url, strip_scheme
 
 __all__ = [
     "API_PREFIX",
@@ -268,6 +270,7 @@ __all__ = [
     "SINGLE_UPLOAD_LIMIT",
     "UPDATABLE_REPOSITORY_FIELDS",
     "UPLOAD_CONTENT_TYPE",
+    "URL_PREFIX",
     "USER_AGENT",
     "Call",
     "MultipartInit",
@@ -277,6 +280,7 @@ __all__ = [
     "PutParts",
     "Reply",
     "Step",
+    "TildeURL",
     "UploadState",
     "WireRequest",
     "abort_multipart",
@@ -342,6 +346,7 @@ __all__ = [
     "get_trigger",
     "head_object",
     "initiate_multipart",
+    "is_tilde_url",
     "list_api_keys",
     "list_attachments",
     "list_changes",
@@ -407,6 +412,7 @@ __all__ = [
     "parse_trigger_condition",
     "parse_trigger_config",
     "parse_trigger_run",
+    "parse_url",
     "parse_validation_result",
     "parse_web_url",
     "part_location",
@@ -441,6 +447,7 @@ __all__ = [
     "stage_object",
     "start_import_from_connector",
     "start_import_from_repository",
+    "strip_scheme",
     "toggle_trigger",
     "update_agent",
     "update_group",
