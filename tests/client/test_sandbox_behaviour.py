@@ -128,6 +128,20 @@ def test_cancel_rolls_back(repo: Repository) -> None:
     assert history(repo) == []
 
 
+def test_cancel_during_setup_ends_every_process(repo: Repository) -> None:
+    """A cancel that lands while bwrap is still setting up (the state turns running as soon
+    as bwrap is started) must still end the sandbox: seen once in CI under load, when the
+    inner processes outlived bwrap and held its pipes open for the whole `sleep`."""
+    boxes = [repo.sandboxes.create(image="ubuntu", command=["sh", "-c", "sleep 120"])
+             for _ in range(4)]
+    for sandbox in boxes:
+        wait_state(sandbox, {"running"})
+        sandbox.cancel()
+    assert [wait_state(sandbox, {"cancelled"}, timeout=30) for sandbox in boxes] == \
+        ["cancelled"] * 4
+    assert history(repo) == []
+
+
 def test_status_and_logs(repo: Repository, vocabulary: str) -> None:
     sandbox = repo.sandboxes.create(image="ubuntu", command=["sh", "-c", "echo one; echo two >&2"],
                                     env={"GREETING": "hi"})

@@ -14,8 +14,13 @@ Subtleties:
 2. The terminal decision is taken under `LiveSandbox.lock`: a cancel that arrives after the
    lifecycle decided to commit is refused (409) and a commit never starts after a cancel.
 3. The process tree dies with the bwrap process: bwrap runs the command in a new pid
-   namespace (its pid 1 is bwrap's reaper), so SIGKILL to the process group of bwrap ends
-   every process in the sandbox, and --die-with-parent covers a dying server.
+   namespace (its pid 1 is bwrap's reaper) and --die-with-parent ends that namespace when
+   the outer bwrap dies, so SIGKILL to bwrap's process group ends every process in the
+   sandbox. Not quite always: a kill that lands while bwrap is still setting up can beat the
+   child's parent-death signal, and the inner processes (another session, --new-session)
+   then live on, holding the output and --info-fd pipes open. So a kill also empties the
+   sandbox's cgroup when it has one (every process of the sandbox is in it, forks
+   included), and the --info-fd read is bounded.
 4. Output of the main process (stdout and stderr merged, one pipe) is appended to
    `<data>/sandboxes/<id>/stdout.log` by a reader thread and fanned out to terminal
    subscribers; UTF-8 sequences are never split across the chunks handed to subscribers.
@@ -48,6 +53,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -78,6 +84,7 @@ CREDENTIAL_TTL = 1800.0
 CHUNK = 64 * 1024
 TERMINAL = ("committed", "awaiting_approval", "failed", "error", "cancelled")
 LIMIT_POLL = 0.5  # seconds between two looks at a sandbox's cgroup counters
+INFO_WAIT = 10.0  # seconds to wait for bwrap's --info-fd pipe to close after the main process
 # Subtlety 7: holds the process until the parent wrote a line to its stdin (dash's `read`
 # takes its input byte by byte, so nothing after the line is consumed).
 GATE = ["/bin/sh", "-c", 'read _ || exit 111; exec "$@"', "sh"]
@@ -195,6 +202,22 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+def read_info(fd: int, wait: float) -> bool:
+    """Whether bwrap wrote its --info-fd record (it did once the sandbox was set up); closes
+    fd. Waits at most `wait` seconds for the pipe to close (subtlety 3)."""
+    data = b""
+    deadline = time.monotonic() + wait
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([f], [], [], left)[0]:
+                break
+            chunk = f.read(4096)
+            if not chunk:
+                break
+            data += chunk
+    return bool(data)
 
 
 def default_runtime_root(data_dir: Path) -> Path:
@@ -414,10 +437,15 @@ class SandboxManager:
         return True
 
     def _kill_all(self, sb: LiveSandbox) -> None:
+        """SIGKILL every process of the sandbox: bwrap's process groups, then whatever is
+        left in its cgroup (subtlety 3)."""
         if sb.proc is not None:
             kill_tree(sb.proc)
         for p in list(sb.exec_procs):
             kill_tree(p)
+        cg = self._cgroups.get(sb.id)
+        if cg is not None and not cg.kill_all():
+            log.warning("sandbox %s: processes survived SIGKILL in %s", sb.id, cg.paths[0])
 
     # ------------------------------------------------------------------ stdin of the shell
     def write_stdin(self, sb: LiveSandbox, data: bytes) -> None:
@@ -745,14 +773,13 @@ class SandboxManager:
                 self._kill_all(sb)
             elif time.monotonic() > deadline:
                 timed_out = True
-                kill_tree(sb.proc)
+                self._kill_all(sb)
             elif sb.finish_requested.is_set():
                 kill_tree(sb.proc)
         over = over or self._over_limit(sb)  # subtlety 7: counters outlive the process
         reader.join(10)
         sb.output.close()
-        with os.fdopen(info[0], "rb") as f:
-            set_up = bool(f.read())
+        set_up = read_info(info[0], INFO_WAIT)
         if over is not None and not sb.cancelled:
             sb.exit_code = code
             return over
