@@ -1,0 +1,672 @@
+"""``tilde://ORG/REPO[@REF]/PATH`` as an fsspec filesystem (docs/fsspec.md).
+
+``fsspec.filesystem("tilde")`` and ``pd.read_parquet("tilde://...")`` find this class through
+the ``fsspec.specs`` entry point; nothing needs importing. Subtleties:
+
+1. Paths are ``org/repo[@ref]/key`` after ``_strip_protocol``; the ``@ref`` stays in every
+   name this filesystem returns, so a listing at a commit names paths at that commit.
+2. Which version a read sees: ``@ref`` -> that commit (``ref=`` on the wire, a unique prefix
+   is resolved by the server); otherwise the write session of this filesystem for that
+   repository (a transaction's, or the ``session_id`` storage option), so a transaction
+   reads its own staged writes; otherwise the latest commit.
+3. Writes: inside ``with fs.transaction`` every write goes to one session per repository,
+   committed at exit (rolled back on an exception). With ``session_id=`` nothing is ever
+   committed by us. Otherwise each write call (pipe, put_file, a closed "wb" file, one rm
+   call, cp) is its own session and commit. A URL with ``@ref`` is read-only.
+4. Directories are key prefixes: listings use ``delimiter=/`` and ``type: "prefix"`` rows
+   are directories. There are no empty directories, so ``mkdir`` sends nothing.
+5. Listing cache: entries listed at an ``@ref`` are kept for the instance's life (a commit
+   never changes); the latest commit and session views expire after ``listings_ttl``
+   seconds. Every write through this instance drops the repository's entries.
+6. ``e_tag`` is the md5 hex of the content for objects stored by a single upload (tilde-server
+   and the service); ``put_file`` skips a file whose md5 and size match the target's, a
+   multipart ETag (``...-N``) never matches so such files are always sent.
+7. Pickling keeps only the constructor arguments (fsspec's ``__reduce__``): no client, no
+   transaction. An unpickled instance in another process opens its own ``AsyncClient``.
+8. Reads opened with ``open`` check each range answer's ETag against the one seen at open,
+   so a file replaced between two range reads raises instead of splicing two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import io
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.callbacks import DEFAULT_CALLBACK
+from fsspec.spec import AbstractBufferedFile
+from fsspec.transaction import Transaction
+
+from . import _aio, _config, _wire
+from ._values import ListingEntry
+from ._wire.urls import TildeURL
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+)
+
+__all__ = ["TildeFile", "TildeFileSystem", "TildeTransaction"]
+
+LIST_PAGE = 1000
+DELETE_BATCH = 1000
+DEFAULT_BLOCK_SIZE = 1024 * 1024
+#: write-mode files stay in memory up to this size, then spill to a temporary file
+SPOOL_MEMORY = 8 * 1024 * 1024
+
+
+def translate(err: Exception, path: str) -> Exception:
+    """The one table from API errors to the ``OSError``s fsspec users catch."""
+    if isinstance(err, NotFoundError):
+        return FileNotFoundError(errno.ENOENT, err.message or "not found", path)
+    if isinstance(err, (AuthenticationError, ForbiddenError)):
+        return PermissionError(errno.EACCES, err.message or "permission denied", path)
+    if isinstance(err, ConflictError):
+        return FileExistsError(errno.EEXIST, err.message or "conflict", path)
+    return err
+
+
+def _read_only(path: str) -> PermissionError:
+    return PermissionError(errno.EROFS, "a tilde:// URL at a commit (@ref) is read-only", path)
+
+
+class TildeTransaction(Transaction):
+    """One session per repository written, one commit each at exit (subtlety 3).
+
+    ``message`` and ``metadata`` may be set before the block ends; after it,
+    ``commit_ids`` maps ``"org/repo"`` to the commit made.
+    """
+
+    def __init__(self, fs: TildeFileSystem, message: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(fs)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.commit_ids: dict[str, str] = {}
+        self.tfs = fs
+
+    def start(self) -> None:
+        if not self.tfs._intrans:
+            self.tfs._tx_sessions = {}
+        super().start()
+
+    def complete(self, commit: bool = True) -> None:
+        fs = self.tfs
+        try:
+            super().complete(commit)  # files: no-ops, they uploaded at close
+        finally:
+            sessions, fs._tx_sessions = fs._tx_sessions, {}
+            self.commit_ids = sync(fs.loop, fs._finish_sessions, sessions, commit,
+                                   self.message, self.metadata)
+            fs._intrans = False
+            fs._transaction = None
+
+
+class TildeFileSystem(AsyncFileSystem):
+    """fsspec filesystem over a Tilde endpoint (see the module docstring and docs/fsspec.md).
+
+    Storage options: ``api_key``, ``endpoint_url`` (else env, then ``~/.tilde/config.yaml``),
+    ``session_id`` (write into, and read from, an existing session; never commit),
+    ``commit_message`` (message of the commits this instance makes), ``listings_ttl``
+    (seconds; latest-commit listings), ``block_size``, ``cache_type`` (of ``open`` in read
+    mode), ``multipart_threshold``/``part_size`` (uploads), plus fsspec's own.
+    """
+
+    protocol = ("tilde",)
+    root_marker = ""
+    async_impl = True
+    transaction_type = TildeTransaction
+    _transaction: TildeTransaction | None
+
+    def __init__(self, api_key: str | None = None, endpoint_url: str | None = None, *,
+                 session_id: str | None = None, commit_message: str | None = None,
+                 listings_ttl: float = 10.0, block_size: int = DEFAULT_BLOCK_SIZE,
+                 cache_type: str = "readahead",
+                 multipart_threshold: int = _wire.SINGLE_UPLOAD_LIMIT,
+                 part_size: int = _wire.MULTIPART_PART_SIZE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        settings = _config.resolve(endpoint_url=endpoint_url, api_key=api_key)
+        self.endpoint_url = settings.endpoint_url
+        self.api = _aio.AsyncAPI(settings.endpoint_url, settings.api_key)
+        self.session_id = session_id
+        self.commit_message = commit_message
+        self.listings_ttl = listings_ttl
+        self.blocksize = block_size
+        self.cache_type = cache_type
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self._listings: dict[tuple[str, str, str | None, str | None, str],
+                             tuple[float, list[dict[str, Any]]]] = {}
+        self._tx_sessions: dict[tuple[str, str], asyncio.Task[str]] = {}
+
+    # --- paths --------------------------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        return _wire.strip_scheme(str(path)).strip("/")
+
+    @staticmethod
+    def _url(path: str) -> TildeURL:
+        return _wire.parse_url(path)
+
+    @staticmethod
+    def _name(url: TildeURL, key: str) -> str:
+        ref = f"@{url.ref}" if url.ref else ""
+        return f"{url.org}/{url.repo}{ref}" + (f"/{key}" if key else "")
+
+    def __reduce__(self) -> Any:
+        """Constructor arguments only (subtlety 7); fsspec's instance cache applies."""
+        from fsspec.spec import make_instance
+
+        return make_instance, (type(self), self.storage_args, self.storage_options)
+
+    # --- sessions and requests ------------------------------------------------------
+
+    def _read_view(self, url: TildeURL) -> tuple[str | None, str | None]:
+        """(session_id, ref) for a read (subtlety 2)."""
+        if url.ref:
+            return None, url.ref
+        if self.session_id:
+            return self.session_id, None
+        task = self._tx_sessions.get((url.org, url.repo))
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            return task.result(), None
+        return None, None
+
+    async def _send(self, wire: _wire.WireRequest, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return await self.api.send(wire, **kw)
+        except APIError as err:
+            raise translate(err, path) from err
+
+    async def _call(self, wire: _wire.WireRequest, path: str) -> Any:
+        try:
+            return await self.api.call(wire)
+        except APIError as err:
+            raise translate(err, path) from err
+
+    async def _tx_session(self, org: str, repo: str) -> str:
+        """The transaction's session for this repository, created on first use (one
+        creation even when many writes start at once)."""
+        key = (org, repo)
+        task = self._tx_sessions.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._create_session(org, repo))
+            self._tx_sessions[key] = task
+        return await task
+
+    async def _create_session(self, org: str, repo: str) -> str:
+        body = await self._call(_wire.create_session(org, repo), f"{org}/{repo}")
+        return _wire.parse_session_id(body)
+
+    @asynccontextmanager
+    async def _writing(self, path: str, what: str) -> AsyncIterator[tuple[TildeURL, str]]:
+        """(url, session id) to stage one write call in, committed after it when it is
+        its own session (subtlety 3)."""
+        url = self._url(path)
+        if url.ref:
+            raise _read_only(path)
+        self._drop_listings(url)
+        if self.session_id:
+            yield url, self.session_id
+        elif self._intrans:
+            yield url, await self._tx_session(url.org, url.repo)
+        else:
+            sid = await self._create_session(url.org, url.repo)
+            try:
+                yield url, sid
+            except BaseException:
+                await self._rollback(url.org, url.repo, sid)
+                raise
+            message = self.commit_message or f"fsspec: {what} {url.path}".rstrip()
+            await self._commit(url.org, url.repo, sid, message, {})
+        self._drop_listings(url)
+
+    async def _commit(self, org: str, repo: str, sid: str, message: str,
+                      metadata: Mapping[str, str]) -> str:
+        """Commit; a session with nothing staged (e.g. every write was a no-op) is rolled
+        back instead and gives ""."""
+        try:
+            body = await self.api.call(_wire.commit_session(org, repo, sid, message, metadata))
+        except BadRequestError as err:
+            if err.code != "no_changes":
+                raise
+            await self._rollback(org, repo, sid)
+            return ""
+        except APIError as err:
+            raise translate(err, f"{org}/{repo}") from err
+        return _wire.parse_commit_id(body)
+
+    async def _rollback(self, org: str, repo: str, sid: str) -> None:
+        try:
+            await self.api.send(_wire.rollback_session(org, repo, sid))
+        except Exception:  # the error that made us roll back is the one to report
+            pass
+
+    async def _finish_sessions(self, sessions: dict[tuple[str, str], asyncio.Task[str]],
+                               commit: bool, message: str | None,
+                               metadata: Mapping[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for (org, repo), task in sessions.items():
+            try:
+                sid = await task
+            except Exception:
+                continue
+            self._drop_listings(TildeURL(org, repo, None, ""))
+            if commit:
+                msg = message or self.commit_message or "fsspec transaction"
+                out[f"{org}/{repo}"] = await self._commit(org, repo, sid, msg, metadata)
+            else:
+                await self._rollback(org, repo, sid)
+        return out
+
+    def start_transaction(self, message: str | None = None,
+                          metadata: Mapping[str, str] | None = None) -> TildeTransaction:
+        """Begin a transaction (also usable as ``with fs.start_transaction(message=...)``)."""
+        tx = TildeTransaction(self, message, metadata)
+        self._transaction = tx
+        tx.start()
+        return tx
+
+    def end_transaction(self) -> None:
+        """Commit the current transaction (fsspec's non-context form)."""
+        if self._transaction is not None:
+            self._transaction.complete(commit=True)
+
+    # --- listing cache ------------------------------------------------------------------
+
+    def _drop_listings(self, url: TildeURL) -> None:
+        for k in [k for k in self._listings if k[0] == url.org and k[1] == url.repo]:
+            del self._listings[k]
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        if path is None:
+            self._listings.clear()
+            return
+        try:
+            url = self._url(self._strip_protocol(path))
+        except ValueError:
+            self._listings.clear()
+            return
+        self._drop_listings(url)
+
+    def _cached_listing(self, key: tuple[str, str, str | None, str | None, str]
+                ) -> list[dict[str, Any]] | None:
+        hit = self._listings.get(key)
+        if hit is None:
+            return None
+        stamp, entries = hit
+        if key[2] is None and time.monotonic() - stamp > self.listings_ttl:
+            del self._listings[key]
+            return None
+        return entries
+
+    # --- listing ------------------------------------------------------------------------
+
+    def _file_info(self, url: TildeURL, key: str, size: int | None, etag: str,
+                   last_modified: Any = None, metadata: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
+        return {"name": self._name(url, key), "size": size or 0, "type": "file",
+                "etag": etag.strip('"'), "last_modified": last_modified,
+                "metadata": dict(metadata or {})}
+
+    def _dir_info(self, url: TildeURL, key: str) -> dict[str, Any]:
+        return {"name": self._name(url, key), "size": 0, "type": "directory"}
+
+    async def _list(self, url: TildeURL, prefix: str, delimiter: str | None
+                    ) -> AsyncIterator[ListingEntry]:
+        session_id, ref = self._read_view(url)
+        after: str | None = None
+        while True:
+            body = await self._call(_wire.list_objects(
+                url.org, url.repo, session_id=session_id, ref=ref, prefix=prefix or None,
+                delimiter=delimiter, after=after, amount=LIST_PAGE), self._name(url, prefix))
+            page = _wire.parse_page(body, _wire.parse_listing_entry)
+            for item in page.items:
+                yield item
+            after = page.next_after
+            if after is None:
+                return
+
+    def _entry_info(self, url: TildeURL, item: ListingEntry) -> dict[str, Any]:
+        if item.type == "prefix":
+            return self._dir_info(url, item.path.rstrip("/"))
+        e = item.entry
+        return self._file_info(url, item.path, e.size if e else 0, e.e_tag if e else "",
+                               e.last_modified if e else None, e.metadata if e else None)
+
+    async def _ls_dir(self, url: TildeURL, refresh: bool) -> list[dict[str, Any]]:
+        """The directory's children, [] when it has none (cached, subtlety 5)."""
+        session_id, ref = self._read_view(url)
+        key = (url.org, url.repo, ref, session_id, url.path)
+        if not refresh:
+            hit = self._cached_listing(key)
+            if hit is not None:
+                return hit
+        prefix = url.path + "/" if url.path else ""
+        entries = [self._entry_info(url, item) async for item in self._list(url, prefix, "/")]
+        self._listings[key] = (time.monotonic(), entries)
+        return entries
+
+    async def _ls(self, path: str, detail: bool = True, refresh: bool = False,
+                  **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        url = self._url(path)
+        entries = await self._ls_dir(url, refresh)
+        if not entries and url.path:
+            info = await self._info(path)  # a file lists as itself, else ENOENT
+            if info["type"] == "file":
+                entries = [info]
+            else:
+                raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+        return entries if detail else [e["name"] for e in entries]
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        url = self._url(path)
+        if not url.path:  # the repository's root: there if the repository is
+            await self._ls_dir(url, refresh=False)
+            return self._dir_info(url, "")
+        parent = url.with_path(url.path.rpartition("/")[0])
+        session_id, ref = self._read_view(url)
+        cached = self._cached_listing((url.org, url.repo, ref, session_id, parent.path))
+        if cached is not None:
+            for e in cached:
+                if e["name"] == path:
+                    return e
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+        response = await self.api.send(_wire.head_object(
+            url.org, url.repo, url.path, session_id=session_id, ref=ref), check=False)
+        await response.aclose()
+        if response.is_success:
+            meta = _wire.parse_object_metadata(response.headers)
+            return self._file_info(url, url.path, meta.content_length, meta.etag or "")
+        if response.status_code != 404:
+            raise translate(await self.api.error(response), path)
+        async for _ in self._list(url, url.path + "/", "/"):
+            return self._dir_info(url, url.path)
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+
+    async def _find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
+                    **kwargs: Any) -> Any:
+        """One recursive listing (no delimiter); directories derived from the keys."""
+        detail = kwargs.pop("detail", False)
+        path = self._strip_protocol(path)
+        url = self._url(path)
+        prefix = url.path + "/" if url.path else ""
+        out: dict[str, dict[str, Any]] = {}
+        async for item in self._list(url, prefix, None):
+            if item.type != "object":
+                continue
+            parts = item.path[len(prefix):].split("/")
+            if maxdepth is None or len(parts) <= maxdepth:
+                out[self._name(url, item.path)] = self._entry_info(url, item)
+            if withdirs:
+                for i in range(1, len(parts)):
+                    if maxdepth is not None and i > maxdepth:
+                        break
+                    d = prefix + "/".join(parts[:i])
+                    out.setdefault(self._name(url, d), self._dir_info(url, d))
+        if out and withdirs and url.path:
+            out[path] = self._dir_info(url, url.path)
+        if not out and url.path:
+            try:
+                info = await self._info(path)
+            except FileNotFoundError:
+                info = {}
+            if info.get("type") == "file":
+                out[path] = info
+        names = sorted(out)
+        return {n: out[n] for n in names} if detail else names
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def _cat_file(self, path: str, start: int | None = None, end: int | None = None,
+                        **kwargs: Any) -> bytes:
+        path = self._strip_protocol(path)
+        if (start is not None and start < 0) or (end is not None and end < 0):
+            size = (await self._info(path))["size"]
+            start = start + size if start is not None and start < 0 else start
+            end = end + size if end is not None and end < 0 else end
+            start = max(start or 0, 0)
+        data, _ = await self._get_range(path, start, end)
+        return data
+
+    async def _get_range(self, path: str, start: int | None, end: int | None
+                         ) -> tuple[bytes, str]:
+        """Bytes [start, end) and the answer's ETag (unquoted)."""
+        url = self._url(path)
+        start = start or 0
+        if end is not None and end <= start:
+            return b"", ""
+        byte_range = None if start == 0 and end is None else (start, None if end is None
+                                                                else end - 1)
+        session_id, ref = self._read_view(url)
+        response = await self._send(_wire.get_object(
+            url.org, url.repo, url.path, session_id=session_id, ref=ref,
+            byte_range=byte_range), path, follow_redirects=True, check=False)
+        if response.status_code == 416:
+            await response.aclose()
+            return b"", ""
+        if not response.is_success:
+            raise translate(await self.api.error(response), path)
+        data = response.content
+        if response.status_code == 200 and byte_range is not None:  # Range ignored
+            data = data[start:end]
+        return data, (response.headers.get("ETag") or "").strip('"')
+
+    async def _get_file(self, rpath: str, lpath: str, callback: Any = DEFAULT_CALLBACK,
+                        outfile: Any = None, **kwargs: Any) -> None:
+        """Stream the object to ``lpath``, writing in a worker thread."""
+        rpath = self._strip_protocol(rpath)
+        if await asyncio.to_thread(os.path.isdir, lpath):
+            return
+        url = self._url(rpath)
+        session_id, ref = self._read_view(url)
+        response = await self._send(_wire.get_object(
+            url.org, url.repo, url.path, session_id=session_id, ref=ref), rpath,
+            follow_redirects=True, stream=True)
+        f = outfile or await asyncio.to_thread(open, lpath, "wb")
+        try:
+            callback.set_size(int(response.headers.get("Content-Length") or 0) or None)
+            async for chunk in response.aiter_bytes(_aio.READ_CHUNK):
+                await asyncio.to_thread(f.write, chunk)
+                callback.relative_update(len(chunk))
+        finally:
+            await response.aclose()
+            if outfile is None:
+                await asyncio.to_thread(f.close)
+
+    def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
+              autocommit: bool = True, cache_options: dict[str, Any] | None = None,
+              **kwargs: Any) -> TildeFile:
+        path = self._strip_protocol(path)
+        if mode not in ("rb", "wb", "xb"):
+            raise NotImplementedError(f"mode {mode!r}: tilde files open as rb, wb or xb")
+        if mode == "xb" and self.exists(path):
+            raise FileExistsError(errno.EEXIST, "file exists", path)
+        return TildeFile(self, path, mode="rb" if mode == "rb" else "wb",
+                         block_size=block_size or self.blocksize, autocommit=autocommit,
+                         cache_type=kwargs.pop("cache_type", self.cache_type),
+                         cache_options=cache_options, **kwargs)
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def _upload(self, url: TildeURL, sid: str, source: _aio.UploadSource) -> None:
+        plan = _wire.put_plan(url.org, url.repo, url.path, session_id=sid,
+                              base=self.api.base_url, state=self.api.upload_state,
+                              size=source.size, single_limit=self.multipart_threshold)
+        try:
+            await _aio.drive_upload(self.api, plan, source)
+        except APIError as err:
+            raise translate(err, self._name(url, url.path)) from err
+
+    async def _upload_file(self, path: str, f: Any, size: int, what: str) -> None:
+        if not self._url(path).path:
+            raise IsADirectoryError(errno.EISDIR, "the repository root is not a file", path)
+        async with self._writing(path, what) as (url, sid):
+            await self._upload(url, sid, _aio.UploadSource(f, size, self.part_size))
+
+    async def _pipe_file(self, path: str, value: bytes, mode: str = "overwrite",
+                         **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        if mode == "create" and await self._exists(path):
+            raise FileExistsError(errno.EEXIST, "file exists", path)
+        data = bytes(value)
+        await self._upload_file(path, io.BytesIO(data), len(data), "pipe")
+
+    async def _put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK,
+                        mode: str = "overwrite", **kwargs: Any) -> None:
+        rpath = self._strip_protocol(rpath)
+        if await asyncio.to_thread(os.path.isdir, lpath):
+            return  # no empty directories (subtlety 4)
+        if mode == "create" and await self._exists(rpath):
+            raise FileExistsError(errno.EEXIST, "file exists", rpath)
+        size = await asyncio.to_thread(os.path.getsize, lpath)
+        callback.set_size(size)
+        if await self._unchanged(lpath, rpath, size):
+            callback.relative_update(size)
+            return
+        f = await asyncio.to_thread(open, lpath, "rb")
+        try:
+            await self._upload_file(rpath, f, size, "put")
+        finally:
+            await asyncio.to_thread(f.close)
+        callback.relative_update(size)
+
+    async def _unchanged(self, lpath: str, rpath: str, size: int) -> bool:
+        """True when the target holds these bytes already (subtlety 6)."""
+        try:
+            info = await self._info(rpath)
+        except (FileNotFoundError, ValueError):
+            return False
+        etag = info.get("etag") or ""
+        if info["type"] != "file" or info["size"] != size or len(etag) != 32:
+            return False
+        return await asyncio.to_thread(_md5_file, lpath) == etag
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        await self._rm([self._strip_protocol(path)])
+
+    async def _rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None,
+                  **kwargs: Any) -> None:
+        """One batched delete session per repository and call (``objects/delete``)."""
+        paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        files = [p for p in paths if (await self._info(p))["type"] == "file"]
+        by_repo: dict[str, list[str]] = {}
+        for p in files:
+            url = self._url(p)
+            by_repo.setdefault(self._name(url, ""), []).append(url.path)
+        for root, keys in by_repo.items():
+            what = "rm" if len(keys) > 1 else f"rm {keys[0]}"
+            async with self._writing(root, what) as (url, sid):
+                for i in range(0, len(keys), DELETE_BATCH):
+                    await self._call(_wire.delete_objects(
+                        url.org, url.repo, keys[i:i + DELETE_BATCH], session_id=sid), root)
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Server-side copy within one repository; otherwise read then write."""
+        path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
+        src, dst = self._url(path1), self._url(path2)
+        info = await self._info(path1)
+        if info["type"] != "file":
+            return  # a directory: its files are copied one by one by fsspec
+        if src.ref or (src.org, src.repo) != (dst.org, dst.repo):
+            await self._pipe_file(path2, await self._cat_file(path1))
+            return
+        async with self._writing(path2, "cp") as (url, sid):
+            await self._call(_wire.copy_object(url.org, url.repo, src.path, url.path,
+                                               session_id=sid), path1)
+
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Nothing to send: a directory exists while a key lies under it (subtlety 4)."""
+        self._url(self._strip_protocol(path))
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        path = self._strip_protocol(path)
+        if not exist_ok and self._url(path).path and await self._isdir(path):
+            raise FileExistsError(errno.EEXIST, "directory exists", path)
+
+    def created(self, path: str) -> Any:
+        raise NotImplementedError("objects carry no creation time")
+
+    def modified(self, path: str) -> Any:
+        url = self._url(self._strip_protocol(path))
+        for e in self.ls(self._name(url, url.path.rpartition("/")[0])):
+            if e["name"] == self._strip_protocol(path):
+                return e.get("last_modified")
+        raise FileNotFoundError(errno.ENOENT, "no such file", path)
+
+    def ukey(self, path: str) -> str:
+        """The content hash: equal keys mean equal bytes."""
+        info = self.info(path)
+        return str(info.get("etag") or info["name"])
+
+    def checksum(self, path: str) -> int:
+        etag = str(self.info(path).get("etag") or "").split("-")[0]
+        try:
+            return int(etag, 16)
+        except ValueError:
+            return super().checksum(path)
+
+
+def _md5_file(path: str) -> str:
+    """Blocking: call in a thread."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_aio.READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class TildeFile(AbstractBufferedFile):
+    """Read: range GETs through fsspec's block caches. Write: spooled, uploaded at close
+    (multipart above the threshold) into the write session of subtlety 3."""
+
+    fs: TildeFileSystem
+
+    def __init__(self, fs: TildeFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
+        super().__init__(fs, path, mode=mode, **kwargs)
+        self._etag = str(self.details.get("etag") or "") if mode == "rb" else ""
+        self._spool: Any = None
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        data, etag = sync(self.fs.loop, self.fs._get_range, self.path, start, end)
+        if self._etag and etag and etag != self._etag:
+            raise OSError(errno.ESTALE, "the object changed while it was being read",
+                          self.path)
+        return data
+
+    def _initiate_upload(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        self._spool.write(self.buffer.getvalue())
+        if not final:
+            return True
+        size = self._spool.tell()
+        try:
+            sync(self.fs.loop, self.fs._upload_file, self.path, self._spool, size, "write")
+        finally:
+            self._spool.close()
+        return True
+
+    def commit(self) -> None:
+        """Nothing left to do: the bytes went to the session at close."""
+
+    def discard(self) -> None:
+        """Nothing to undo here: the transaction rolls its session back."""

@@ -1,0 +1,217 @@
+"""The ``tilde://`` fsspec filesystem against a real tilde-server: reads, writes, listings,
+commits per write and transactions, errors, versions at a commit, request counts."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import fsspec
+import tilde
+from conftest import ServerHandle, new_repo
+from tilde.fsspec import TildeFileSystem
+
+
+@pytest.fixture(scope="module")
+def fs(server: ServerHandle) -> TildeFileSystem:
+    """Found through the ``fsspec.specs`` entry point, not by importing tilde.fsspec."""
+    f = fsspec.filesystem("tilde", api_key=server.api_key, endpoint_url=server.endpoint)
+    assert isinstance(f, TildeFileSystem)
+    return f
+
+
+@pytest.fixture
+def root(server: ServerHandle) -> str:
+    r = new_repo(server)
+    return f"{r.org}/{r.repo}"
+
+
+@pytest.fixture
+def client(server: ServerHandle) -> Iterator[tilde.Client]:
+    with tilde.Client(api_key=server.api_key, endpoint_url=server.endpoint) as c:
+        yield c
+
+
+def commits(client: tilde.Client, root: str) -> list[Any]:
+    return list(client.repository(root).timeline())
+
+
+def test_pipe_cat_info_ls(fs: TildeFileSystem, root: str) -> None:
+    fs.pipe(f"tilde://{root}/a/b.txt", b"hello")
+    fs.pipe({f"{root}/a/c/d.txt": b"deep", f"{root}/top": b"t"})
+    assert fs.cat(f"tilde://{root}/a/b.txt") == b"hello"
+    assert fs.cat_file(f"{root}/a/b.txt", start=1, end=3) == b"el"
+    assert fs.cat_file(f"{root}/a/b.txt", start=-2) == b"lo"
+    info = fs.info(f"{root}/a/b.txt")
+    assert (info["type"], info["size"], info["name"]) == ("file", 5, f"{root}/a/b.txt")
+    assert info["etag"] == "5d41402abc4b2a76b9719d911017c592"  # md5 of b"hello"
+    assert fs.info(f"{root}/a") == {"name": f"{root}/a", "size": 0, "type": "directory"}
+    listing = fs.ls(root, detail=True)
+    assert [(e["name"], e["type"]) for e in listing] == [
+        (f"{root}/a", "directory"), (f"{root}/top", "file")]
+    assert fs.ls(f"{root}/a", detail=False) == [f"{root}/a/b.txt", f"{root}/a/c"]
+    assert fs.find(root) == [f"{root}/a/b.txt", f"{root}/a/c/d.txt", f"{root}/top"]
+    assert fs.find(root, withdirs=True, maxdepth=2) == [
+        f"{root}/a", f"{root}/a/b.txt", f"{root}/a/c", f"{root}/top"]
+    assert sorted(fs.glob(f"{root}/**/*.txt")) == [f"{root}/a/b.txt", f"{root}/a/c/d.txt"]
+    assert fs.isdir(f"{root}/a") and fs.isfile(f"{root}/top") and not fs.exists(f"{root}/x")
+    assert fs.cat_ranges([f"{root}/a/b.txt", f"{root}/top"], [0, 0], [2, 1]) == [b"he", b"t"]
+    assert fs.ukey(f"{root}/a/b.txt") == info["etag"]
+    assert fs.checksum(f"{root}/a/b.txt") == int(info["etag"], 16)
+
+
+def test_each_write_is_one_commit(fs: TildeFileSystem, root: str,
+                                  client: tilde.Client, tmp_path: Path) -> None:
+    fs.pipe_file(f"{root}/one", b"1")
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"local bytes")
+    fs.put_file(str(local), f"{root}/two")
+    with fs.open(f"{root}/three", "wb") as f:
+        f.write(b"3")
+    fs.cp(f"{root}/one", f"{root}/four")
+    fs.rm([f"{root}/one", f"{root}/two"])
+    log = commits(client, root)
+    assert len(log) == 5, [c.message for c in log]
+    assert fs.find(root) == [f"{root}/four", f"{root}/three"]
+    assert fs.cat(f"{root}/four") == b"1"
+
+
+def test_put_skips_unchanged_file(fs: TildeFileSystem, root: str, client: tilde.Client,
+                                  tmp_path: Path) -> None:
+    local = tmp_path / "same.bin"
+    local.write_bytes(b"same bytes")
+    fs.put_file(str(local), f"{root}/same")
+    fs.put_file(str(local), f"{root}/same")
+    assert len(commits(client, root)) == 1
+    local.write_bytes(b"other bytes")
+    fs.put_file(str(local), f"{root}/same")
+    assert len(commits(client, root)) == 2
+    out = tmp_path / "back.bin"
+    fs.get_file(f"{root}/same", str(out))
+    assert out.read_bytes() == b"other bytes"
+
+
+def test_read_at_commit_sees_old_bytes(fs: TildeFileSystem, root: str,
+                                       client: tilde.Client) -> None:
+    fs.pipe(f"{root}/v.txt", b"old")
+    first = commits(client, root)[0].id
+    fs.pipe(f"{root}/v.txt", b"new!")
+    assert fs.cat(f"tilde://{root}/v.txt") == b"new!"
+    at = f"tilde://{root}@{first[:10]}/v.txt"
+    assert fs.cat(at) == b"old"
+    assert fs.info(at)["size"] == 3
+    assert fs.ls(f"{root}@{first[:10]}", detail=False) == [f"{root}@{first[:10]}/v.txt"]
+    with fs.open(at) as f:
+        assert f.read() == b"old"
+    with pytest.raises(PermissionError):
+        fs.pipe(at, b"no")
+
+
+def test_transaction_is_one_commit(fs: TildeFileSystem, root: str,
+                                   client: tilde.Client) -> None:
+    before = len(commits(client, root))
+    with fs.start_transaction(message="batch of ten", metadata={"k": "v"}) as tx:
+        for i in range(10):
+            fs.pipe(f"{root}/t/{i}", str(i).encode())
+        with fs.open(f"{root}/t/file", "wb") as f:
+            f.write(b"in a file")
+        # reads inside the transaction see its staged writes
+        assert fs.cat(f"{root}/t/3") == b"3"
+        assert fs.cat(f"{root}/t/file") == b"in a file"
+        assert len(fs.ls(f"{root}/t")) == 11
+    log = commits(client, root)
+    assert len(log) == before + 1
+    assert log[0].message == "batch of ten" and log[0].metadata.get("k") == "v"
+    assert tx.commit_ids == {root: log[0].id}
+    assert not fs._intrans
+    assert len(fs.find(f"{root}/t")) == 11
+
+
+def test_aborted_transaction_commits_nothing(fs: TildeFileSystem, root: str,
+                                             client: tilde.Client) -> None:
+    fs.pipe(f"{root}/keep", b"k")
+    with pytest.raises(RuntimeError), fs.transaction:
+        fs.pipe(f"{root}/gone", b"g")
+        fs.rm(f"{root}/keep")
+        raise RuntimeError("abort")
+    assert len(commits(client, root)) == 1
+    assert fs.find(root) == [f"{root}/keep"]
+    assert not fs._intrans
+
+
+def test_named_session_is_never_committed(server: ServerHandle, root: str,
+                                          client: tilde.Client) -> None:
+    s = client.repository(root).session()
+    sfs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                          session_id=s.session_id)
+    sfs.pipe(f"{root}/staged", b"s")
+    assert sfs.cat(f"{root}/staged") == b"s"
+    assert commits(client, root) == []
+    s.commit("by the caller")
+    assert [c.message for c in commits(client, root)] == ["by the caller"]
+
+
+def test_errors_map_to_os_errors(fs: TildeFileSystem, root: str, server: ServerHandle) -> None:
+    with pytest.raises(FileNotFoundError):
+        fs.cat(f"{root}/missing")
+    with pytest.raises(FileNotFoundError):
+        fs.info(f"{root}/missing")
+    with pytest.raises(FileNotFoundError):
+        fs.ls(f"{root}/missing")
+    with pytest.raises(FileNotFoundError):
+        fs.ls("no-such-org/no-such-repo")
+    with pytest.raises(FileNotFoundError):
+        fs.rm(f"{root}/missing")
+    fs.pipe(f"{root}/exists", b"e")
+    with pytest.raises(FileExistsError):
+        fs.open(f"{root}/exists", "xb")
+    bad = TildeFileSystem(api_key="tk-wrong", endpoint_url=server.endpoint,
+                          skip_instance_cache=True)
+    with pytest.raises(PermissionError):
+        bad.cat(f"{root}/exists")
+
+
+def test_parquet_footer_read_is_small(server: ServerHandle, root: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                         skip_instance_cache=True)
+    table = pa.table({"x": list(range(400_000)), "y": [float(i) for i in range(400_000)]})
+    with fs.open(f"{root}/big.parquet", "wb") as f:
+        pq.write_table(table, f, row_group_size=100_000)
+    size = fs.size(f"{root}/big.parquet")
+    assert size > 2 * 1024 * 1024
+    got: list[int] = []
+
+    async def count(response: httpx.Response) -> None:
+        if response.request.method == "GET" and "/object" in response.url.path:
+            got.append(int(response.headers.get("Content-Length") or 0))
+
+    fs.api.event_hooks["response"].append(count)
+    with fs.open(f"{root}/big.parquet", cache_type="readahead", block_size=64 * 1024) as f:
+        meta = pq.ParquetFile(f).metadata
+    assert meta.num_rows == 400_000 and meta.num_row_groups == 4
+    assert 1 <= len(got) <= 3, got
+    assert sum(got) < 256 * 1024, got
+
+
+def test_pickle_roundtrip_reads(fs: TildeFileSystem, root: str) -> None:
+    fs.pipe(f"{root}/p", b"pickled")
+    fs.cat(f"{root}/p")  # an open AsyncClient exists now; it must not travel
+    blob = pickle.dumps(fs)
+    assert b"httpx" not in blob
+    assert pickle.loads(blob).cat(f"{root}/p") == b"pickled"
+    # in a fresh process (as a dask worker): a new instance, its own client
+    code = ("import pickle, sys; fs = pickle.loads(sys.stdin.buffer.read()); "
+            f"sys.stdout.buffer.write(fs.cat({root + '/p'!r}))")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
+                         check=True, timeout=60)
+    assert out.stdout == b"pickled"
