@@ -30,13 +30,14 @@ the ``fsspec.specs`` entry point; nothing needs importing. Subtleties:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import hashlib
 import io
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,6 +66,11 @@ DELETE_BATCH = 1000
 DEFAULT_BLOCK_SIZE = 1024 * 1024
 #: write-mode files stay in memory up to this size, then spill to a temporary file
 SPOOL_MEMORY = 8 * 1024 * 1024
+
+
+#: the sessions of the write call running in this context (`TildeFileSystem._batched`)
+_CALL_SESSIONS: contextvars.ContextVar[dict[tuple[str, str], asyncio.Task[str]] | None] = \
+    contextvars.ContextVar("tilde_fsspec_call_sessions", default=None)
 
 
 def translate(err: Exception, path: str) -> Exception:
@@ -199,15 +205,34 @@ class TildeFileSystem(AsyncFileSystem):
         except APIError as err:
             raise translate(err, path) from err
 
-    async def _tx_session(self, org: str, repo: str) -> str:
-        """The transaction's session for this repository, created on first use (one
+    async def _shared_session(self, sessions: dict[tuple[str, str], asyncio.Task[str]],
+                              org: str, repo: str) -> str:
+        """The session of this repository in ``sessions``, created on first use (one
         creation even when many writes start at once)."""
         key = (org, repo)
-        task = self._tx_sessions.get(key)
+        task = sessions.get(key)
         if task is None:
             task = asyncio.ensure_future(self._create_session(org, repo))
-            self._tx_sessions[key] = task
+            sessions[key] = task
         return await task
+
+    async def _batched(self, what: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one write call (many files) as one session and one commit per repository,
+        unless a transaction or a named session already decides (subtlety 3)."""
+        if self.session_id or self._intrans or _CALL_SESSIONS.get() is not None:
+            return await run()
+        sessions: dict[tuple[str, str], asyncio.Task[str]] = {}
+        token = _CALL_SESSIONS.set(sessions)
+        try:
+            result = await run()
+        except BaseException:
+            _CALL_SESSIONS.reset(token)
+            await self._finish_sessions(sessions, False, None, {})
+            raise
+        _CALL_SESSIONS.reset(token)
+        await self._finish_sessions(sessions, True, self.commit_message or f"fsspec: {what}",
+                                    {})
+        return result
 
     async def _create_session(self, org: str, repo: str) -> str:
         body = await self._call(_wire.create_session(org, repo), f"{org}/{repo}")
@@ -224,7 +249,9 @@ class TildeFileSystem(AsyncFileSystem):
         if self.session_id:
             yield url, self.session_id
         elif self._intrans:
-            yield url, await self._tx_session(url.org, url.repo)
+            yield url, await self._shared_session(self._tx_sessions, url.org, url.repo)
+        elif (call := _CALL_SESSIONS.get()) is not None:
+            yield url, await self._shared_session(call, url.org, url.repo)
         else:
             sid = await self._create_session(url.org, url.repo)
             try:
@@ -564,19 +591,38 @@ class TildeFileSystem(AsyncFileSystem):
 
     async def _rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None,
                   **kwargs: Any) -> None:
-        """One batched delete session per repository and call (``objects/delete``)."""
+        """Batched deletes (``objects/delete``), one commit per repository and call."""
         paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
-        files = [p for p in paths if (await self._info(p))["type"] == "file"]
+        await self._batched("rm", lambda: self._rm_paths(paths))
+
+    async def _rm_paths(self, paths: list[str]) -> None:
+        """Directory names in ``paths`` are sent too: deleting a key that does not exist
+        changes nothing, and sparing an ``info`` per path is worth more. Nothing deleted
+        at all means the paths did not exist: FileNotFoundError (the session rolls back)."""
         by_repo: dict[str, list[str]] = {}
-        for p in files:
+        for p in paths:
             url = self._url(p)
             by_repo.setdefault(self._name(url, ""), []).append(url.path)
+        deleted = 0
         for root, keys in by_repo.items():
-            what = "rm" if len(keys) > 1 else f"rm {keys[0]}"
-            async with self._writing(root, what) as (url, sid):
+            async with self._writing(root, "rm") as (url, sid):
                 for i in range(0, len(keys), DELETE_BATCH):
-                    await self._call(_wire.delete_objects(
-                        url.org, url.repo, keys[i:i + DELETE_BATCH], session_id=sid), root)
+                    deleted += _wire.parse_deleted_count(await self._call(_wire.delete_objects(
+                        url.org, url.repo, keys[i:i + DELETE_BATCH], session_id=sid), root))
+                if not deleted:
+                    raise FileNotFoundError(errno.ENOENT, "no such file", paths[0])
+
+    async def _pipe(self, path: Any, value: Any = None, **kwargs: Any) -> Any:
+        return await self._batched("pipe", lambda: super(TildeFileSystem, self)._pipe(
+            path, value, **kwargs))
+
+    async def _put(self, lpath: Any, rpath: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._batched("put", lambda: super(TildeFileSystem, self)._put(
+            lpath, rpath, *args, **kwargs))
+
+    async def _copy(self, path1: Any, path2: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self._batched("copy", lambda: super(TildeFileSystem, self)._copy(
+            path1, path2, *args, **kwargs))
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Server-side copy within one repository; otherwise read then write."""
