@@ -274,6 +274,8 @@ class TildeFileSystem(AsyncFileSystem):
                 raise
             await self._rollback(org, repo, sid)
             return ""
+        except ConflictError:
+            raise  # another commit changed these paths: not a "file exists"
         except APIError as err:
             raise translate(err, f"{org}/{repo}") from err
         return _wire.parse_commit_id(body)
@@ -526,6 +528,12 @@ class TildeFileSystem(AsyncFileSystem):
             raise NotImplementedError(f"mode {mode!r}: tilde files open as rb, wb or xb")
         if mode == "xb" and self.exists(path):
             raise FileExistsError(errno.EEXIST, "file exists", path)
+        if mode == "rb":
+            info = self.info(path)
+            if info["type"] != "file":
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            kwargs["size"] = info["size"]
+            kwargs["details"] = info
         return TildeFile(self, path, mode="rb" if mode == "rb" else "wb",
                          block_size=block_size or self.blocksize, autocommit=autocommit,
                          cache_type=kwargs.pop("cache_type", self.cache_type),
@@ -685,8 +693,11 @@ class TildeFile(AbstractBufferedFile):
 
     fs: TildeFileSystem
 
-    def __init__(self, fs: TildeFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
+    def __init__(self, fs: TildeFileSystem, path: str, mode: str = "rb",
+                 details: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(fs, path, mode=mode, **kwargs)
+        if details is not None:
+            self.details = details
         self._etag = str(self.details.get("etag") or "") if mode == "rb" else ""
         self._spool: Any = None
 

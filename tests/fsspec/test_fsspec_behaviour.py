@@ -172,6 +172,8 @@ def test_errors_map_to_os_errors(fs: TildeFileSystem, root: str, server: ServerH
     fs.pipe(f"{root}/exists", b"e")
     with pytest.raises(FileExistsError):
         fs.open(f"{root}/exists", "xb")
+    with pytest.raises(IsADirectoryError):
+        fs.open(root, "rb")
     bad = TildeFileSystem(api_key="tk-wrong", endpoint_url=server.endpoint,
                           skip_instance_cache=True)
     with pytest.raises(PermissionError):
@@ -215,3 +217,24 @@ def test_pickle_roundtrip_reads(fs: TildeFileSystem, root: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
                          check=True, timeout=60)
     assert out.stdout == b"pickled"
+
+
+def test_listing_cache_ttl_refresh_and_commits(server: ServerHandle, root: str,
+                                               client: tilde.Client) -> None:
+    fs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                         listings_ttl=600, skip_instance_cache=True)
+    fs.pipe(f"{root}/c/one", b"1")
+    first = commits(client, root)[0].id
+    at = f"{root}@{first}/c"
+    assert fs.ls(f"{root}/c", detail=False) == [f"{root}/c/one"]
+    assert fs.ls(at, detail=False) == [f"{at}/one"]
+    with client.repository(root).session() as s:  # another writer
+        s.objects.put("c/two", b"2")
+        s.commit("other writer")
+    assert fs.ls(f"{root}/c", detail=False) == [f"{root}/c/one"]  # cached
+    assert fs.ls(f"{root}/c", detail=False, refresh=True) == [f"{root}/c/one", f"{root}/c/two"]
+    assert fs.ls(at, detail=False) == [f"{at}/one"]  # a commit never changes
+    fs.invalidate_cache()
+    assert fs.ls(at, detail=False, refresh=True) == [f"{at}/one"]
+    fs.pipe(f"{root}/c/three", b"3")  # our own writes drop the repository's listings
+    assert len(fs.ls(f"{root}/c")) == 3
