@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.caching import BaseCache, register_cache
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.spec import AbstractBufferedFile
 from fsspec.transaction import Transaction
@@ -139,7 +140,7 @@ class TildeFileSystem(AsyncFileSystem):
     def __init__(self, api_key: str | None = None, endpoint_url: str | None = None, *,
                  session_id: str | None = None, commit_message: str | None = None,
                  listings_ttl: float = 10.0, block_size: int = DEFAULT_BLOCK_SIZE,
-                 cache_type: str = "readahead",
+                 cache_type: str = "tilde-readahead",
                  multipart_threshold: int = _wire.SINGLE_UPLOAD_LIMIT,
                  part_size: int = _wire.MULTIPART_PART_SIZE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -676,6 +677,46 @@ class TildeFileSystem(AsyncFileSystem):
             return int(etag, 16)
         except ValueError:
             return super().checksum(path)
+
+
+class FloorReadAheadCache(BaseCache):
+    """The default cache of ``open("rb")``: keeps the last range fetched; a miss fetches
+    from the read's start to its end, or one ``blocksize`` when the read is shorter.
+
+    fsspec's "readahead" adds a whole block *after* every read, which for a columnar
+    reader (pyarrow coalesces the column chunks it needs into large reads) fetches about
+    a block too much per read; here small sequential reads still cost one GET per block,
+    while a large or footer read fetches exactly what it asks for.
+    """
+
+    name = "tilde-readahead"
+
+    def __init__(self, blocksize: int, fetcher: Any, size: int) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.data = b""
+        self.start = 0
+
+    def _fetch(self, start: int | None, end: int | None) -> bytes:
+        start = 0 if start is None else start
+        end = self.size if end is None else min(end, self.size)
+        if start >= end:
+            return b""
+        stop = self.start + len(self.data)
+        if self.start <= start and end <= stop:
+            self.hit_count += 1
+            return self.data[start - self.start:end - self.start]
+        self.miss_count += 1
+        head = b""
+        if self.start <= start < stop:  # the cached tail is the read's head
+            head, start = self.data[start - self.start:], stop
+        fetch_end = min(self.size, max(end, start + self.blocksize))
+        self.total_requested_bytes += fetch_end - start
+        self.data = self.fetcher(start, fetch_end)
+        self.start = start
+        return head + self.data[:end - start]
+
+
+register_cache(FloorReadAheadCache, clobber=True)
 
 
 def _md5_file(path: str) -> str:

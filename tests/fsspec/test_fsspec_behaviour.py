@@ -65,6 +65,17 @@ def test_pipe_cat_info_ls(fs: TildeFileSystem, root: str) -> None:
     assert fs.cat_ranges([f"{root}/a/b.txt", f"{root}/top"], [0, 0], [2, 1]) == [b"he", b"t"]
     assert fs.ukey(f"{root}/a/b.txt") == info["etag"]
     assert fs.checksum(f"{root}/a/b.txt") == int(info["etag"], 16)
+    assert fs.modified(f"{root}/a/b.txt").year >= 2026
+
+
+def test_open_refuses_to_splice_two_versions(fs: TildeFileSystem, root: str) -> None:
+    fs.pipe(f"{root}/moving", b"a" * 10_000)
+    with fs.open(f"{root}/moving", block_size=1024) as f:
+        assert f.read(10) == b"a" * 10
+        fs.pipe(f"{root}/moving", b"b" * 10_000)
+        f.seek(5000)
+        with pytest.raises(OSError, match="changed"):
+            f.read(10)
 
 
 def test_each_write_is_one_commit(fs: TildeFileSystem, root: str,
@@ -198,7 +209,7 @@ def test_parquet_footer_read_is_small(server: ServerHandle, root: str) -> None:
             got.append(int(response.headers.get("Content-Length") or 0))
 
     fs.api.event_hooks["response"].append(count)
-    with fs.open(f"{root}/big.parquet", cache_type="readahead", block_size=64 * 1024) as f:
+    with fs.open(f"{root}/big.parquet") as f:  # the defaults: readahead, 1 MiB blocks
         meta = pq.ParquetFile(f).metadata
     assert meta.num_rows == 400_000 and meta.num_row_groups == 4
     assert 1 <= len(got) <= 3, got
