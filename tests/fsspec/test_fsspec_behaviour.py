@@ -3,6 +3,7 @@ commits per write and transactions, errors, versions at a commit, request counts
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import subprocess
 import sys
@@ -249,3 +250,29 @@ def test_listing_cache_ttl_refresh_and_commits(server: ServerHandle, root: str,
     assert fs.ls(at, detail=False, refresh=True) == [f"{at}/one"]
     fs.pipe(f"{root}/c/three", b"3")  # our own writes drop the repository's listings
     assert len(fs.ls(f"{root}/c")) == 3
+
+
+def test_asynchronous_use_on_the_callers_loop(server: ServerHandle, root: str) -> None:
+    async def main() -> tuple[bytes, list[str]]:
+        afs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                              asynchronous=True, skip_instance_cache=True)
+        await afs._pipe_file(f"{root}/async/a", b"A")
+        await afs._pipe({f"{root}/async/b": b"B", f"{root}/async/c": b"C"})
+        data = await afs._cat_file(f"{root}/async/a")
+        names = await afs._find(f"{root}/async")
+        await afs.api.aclose()
+        return data, names
+
+    data, names = asyncio.run(main())
+    assert data == b"A"
+    assert names == [f"{root}/async/{n}" for n in "abc"]
+
+
+def test_non_context_transaction(fs: TildeFileSystem, root: str, client: tilde.Client) -> None:
+    tx = fs.start_transaction(message="started by hand")
+    fs.pipe(f"{root}/h1", b"1")
+    fs.pipe(f"{root}/h2", b"2")
+    assert commits(client, root) == []
+    fs.end_transaction()
+    assert [c.message for c in commits(client, root)] == ["started by hand"]
+    assert list(tx.commit_ids) == [root] and not fs._intrans
