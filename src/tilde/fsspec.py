@@ -115,10 +115,12 @@ class TildeTransaction(Transaction):
             super().complete(commit)  # files: no-ops, they uploaded at close
         finally:
             sessions, fs._tx_sessions = fs._tx_sessions, {}
-            self.commit_ids = sync(fs.loop, fs._finish_sessions, sessions, commit,
-                                   self.message, self.metadata)
-            fs._intrans = False
-            fs._transaction = None
+            try:
+                self.commit_ids = sync(fs.loop, fs._finish_sessions, sessions, commit,
+                                       self.message, self.metadata)
+            finally:  # a failed commit still ends the transaction
+                fs._intrans = False
+                fs._transaction = None
 
 
 class TildeFileSystem(AsyncFileSystem):
@@ -290,18 +292,31 @@ class TildeFileSystem(AsyncFileSystem):
     async def _finish_sessions(self, sessions: dict[tuple[str, str], asyncio.Task[str]],
                                commit: bool, message: str | None,
                                metadata: Mapping[str, str]) -> dict[str, str]:
+        """Commit (or roll back) each session; {"org/repo": commit id} of the commits made.
+        When one commit fails, the sessions not yet committed are rolled back and the
+        error is raised: atomic per repository, not across repositories."""
         out: dict[str, str] = {}
-        for (org, repo), task in sessions.items():
-            try:
-                sid = await task
-            except Exception:
-                continue
-            self._drop_listings(TildeURL(org, repo, None, ""))
-            if commit:
+        pending = list(sessions.items())
+        try:
+            while pending:
+                (org, repo), task = pending.pop(0)
+                try:
+                    sid = await task
+                except Exception:
+                    continue  # never created: nothing staged
+                self._drop_listings(TildeURL(org, repo, None, ""))
+                if not commit:
+                    await self._rollback(org, repo, sid)
+                    continue
                 msg = message or self.commit_message or "fsspec transaction"
-                out[f"{org}/{repo}"] = await self._commit(org, repo, sid, msg, metadata)
-            else:
-                await self._rollback(org, repo, sid)
+                commit_id = await self._commit(org, repo, sid, msg, metadata)
+                if commit_id:
+                    out[f"{org}/{repo}"] = commit_id
+        except BaseException:
+            for (org, repo), task in pending:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    await self._rollback(org, repo, task.result())
+            raise
         return out
 
     def start_transaction(self, message: str | None = None,
@@ -602,7 +617,7 @@ class TildeFileSystem(AsyncFileSystem):
                   **kwargs: Any) -> None:
         """Batched deletes (``objects/delete``), one commit per repository and call."""
         paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
-        await self._batched("rm", lambda: self._rm_paths(paths))
+        await self._batched(_describe("rm", path), lambda: self._rm_paths(paths))
 
     async def _rm_paths(self, paths: list[str]) -> None:
         """Directory names in ``paths`` are sent too: deleting a key that does not exist
@@ -622,15 +637,18 @@ class TildeFileSystem(AsyncFileSystem):
                     raise FileNotFoundError(errno.ENOENT, "no such file", paths[0])
 
     async def _pipe(self, path: Any, value: Any = None, **kwargs: Any) -> Any:
-        return await self._batched("pipe", lambda: super(TildeFileSystem, self)._pipe(
+        return await self._batched(_describe("pipe", path), lambda: super(
+            TildeFileSystem, self)._pipe(
             path, value, **kwargs))
 
     async def _put(self, lpath: Any, rpath: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._batched("put", lambda: super(TildeFileSystem, self)._put(
+        return await self._batched(_describe("put", rpath), lambda: super(
+            TildeFileSystem, self)._put(
             lpath, rpath, *args, **kwargs))
 
     async def _copy(self, path1: Any, path2: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._batched("copy", lambda: super(TildeFileSystem, self)._copy(
+        return await self._batched(_describe("copy", path2), lambda: super(
+            TildeFileSystem, self)._copy(
             path1, path2, *args, **kwargs))
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
@@ -717,6 +735,18 @@ class FloorReadAheadCache(BaseCache):
 
 
 register_cache(FloorReadAheadCache, clobber=True)
+
+
+def _describe(op: str, target: Any) -> str:
+    """The default commit message's tail: the operation and its target(s)."""
+    if isinstance(target, str):
+        try:
+            return f"{op} {_wire.parse_url(target).path}".rstrip()
+        except ValueError:
+            return op
+    if isinstance(target, Mapping):
+        target = list(target)
+    return f"{op} {len(target)} paths" if isinstance(target, list) else op
 
 
 def _md5_file(path: str) -> str:

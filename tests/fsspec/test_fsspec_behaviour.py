@@ -17,6 +17,7 @@ import pytest
 import fsspec
 import tilde
 from conftest import ServerHandle, new_repo
+from tilde.exceptions import ConflictError
 from tilde.fsspec import TildeFileSystem
 
 
@@ -276,3 +277,16 @@ def test_non_context_transaction(fs: TildeFileSystem, root: str, client: tilde.C
     fs.end_transaction()
     assert [c.message for c in commits(client, root)] == ["started by hand"]
     assert list(tx.commit_ids) == [root] and not fs._intrans
+
+
+def test_conflicting_transaction_raises_and_ends(fs: TildeFileSystem, root: str,
+                                                 client: tilde.Client) -> None:
+    fs.pipe(f"{root}/shared", b"base")
+    with pytest.raises(ConflictError), fs.transaction:
+        fs.pipe(f"{root}/shared", b"ours")
+        with client.repository(root).session() as s:  # another writer, committed first
+            s.objects.put("shared", b"theirs")
+            s.commit("theirs")
+    assert not fs._intrans and fs._transaction is None
+    assert fs.cat(f"{root}/shared") == b"theirs"
+    assert [c.message for c in commits(client, root)] == ["theirs", "fsspec: pipe shared"]
