@@ -442,7 +442,10 @@ class TildeFileSystem(AsyncFileSystem):
             return self._file_info(url, url.path, meta.content_length, meta.etag or "")
         if response.status_code != 404:
             raise translate(await self.api.error(response), path)
-        async for _ in self._list(url, url.path + "/", "/"):
+        body = await self._call(_wire.list_objects(
+            url.org, url.repo, session_id=session_id, ref=ref, prefix=url.path + "/",
+            delimiter="/", amount=1), path)
+        if _wire.parse_page(body, _wire.parse_listing_entry).items:
             return self._dir_info(url, url.path)
         raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
 
