@@ -434,6 +434,19 @@ class TildeFileSystem(AsyncFileSystem):
                 if e["name"] == path:
                     return e
             raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+        found = await self._head(url)
+        if found is not None:
+            return found
+        body = await self._call(_wire.list_objects(
+            url.org, url.repo, session_id=session_id, ref=ref, prefix=url.path + "/",
+            delimiter="/", amount=1), path)
+        if _wire.parse_page(body, _wire.parse_listing_entry).items:
+            return self._dir_info(url, url.path)
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+
+    async def _head(self, url: TildeURL) -> dict[str, Any] | None:
+        """The object's info from one HEAD, None when there is no object at the key."""
+        session_id, ref = self._read_view(url)
         response = await self.api.send(_wire.head_object(
             url.org, url.repo, url.path, session_id=session_id, ref=ref), check=False)
         await response.aclose()
@@ -441,13 +454,8 @@ class TildeFileSystem(AsyncFileSystem):
             meta = _wire.parse_object_metadata(response.headers)
             return self._file_info(url, url.path, meta.content_length, meta.etag or "")
         if response.status_code != 404:
-            raise translate(await self.api.error(response), path)
-        body = await self._call(_wire.list_objects(
-            url.org, url.repo, session_id=session_id, ref=ref, prefix=url.path + "/",
-            delimiter="/", amount=1), path)
-        if _wire.parse_page(body, _wire.parse_listing_entry).items:
-            return self._dir_info(url, url.path)
-        raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+            raise translate(await self.api.error(response), self._name(url, url.path))
+        return None
 
     async def _find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
                     **kwargs: Any) -> Any:
@@ -604,12 +612,10 @@ class TildeFileSystem(AsyncFileSystem):
 
     async def _unchanged(self, lpath: str, rpath: str, size: int) -> bool:
         """True when the target holds these bytes already (subtlety 6)."""
-        try:
-            info = await self._info(rpath)
-        except (FileNotFoundError, ValueError):
-            return False
-        etag = info.get("etag") or ""
-        if info["type"] != "file" or info["size"] != size or len(etag) != 32:
+        url = self._url(rpath)
+        info = await self._head(url) if url.path else None
+        etag = (info or {}).get("etag") or ""
+        if info is None or info["size"] != size or len(etag) != 32:
             return False
         return await asyncio.to_thread(_md5_file, lpath) == etag
 
