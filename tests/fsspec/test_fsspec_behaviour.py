@@ -290,3 +290,20 @@ def test_conflicting_transaction_raises_and_ends(fs: TildeFileSystem, root: str,
     assert not fs._intrans and fs._transaction is None
     assert fs.cat(f"{root}/shared") == b"theirs"
     assert [c.message for c in commits(client, root)] == ["theirs", "fsspec: pipe shared"]
+
+
+def test_a_tree_is_one_commit_per_call(fs: TildeFileSystem, root: str,
+                                       client: tilde.Client, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("a", "b", "sub/c"):
+        (tree / name).write_bytes(name.encode())
+    fs.put(str(tree) + "/", f"{root}/tree", recursive=True)
+    assert fs.find(f"{root}/tree") == [f"{root}/tree/{n}" for n in ("a", "b", "sub/c")]
+    fs.copy(f"{root}/tree", f"{root}/copy", recursive=True)
+    fs.rm(f"{root}/tree", recursive=True)
+    log = commits(client, root)
+    assert [c.message for c in log] == ["fsspec: rm tree", "fsspec: copy copy",
+                                        "fsspec: put tree"]
+    assert fs.find(root) == [f"{root}/copy/{n}" for n in ("a", "b", "sub/c")]
+    assert fs.cat(f"{root}/copy/sub/c") == b"sub/c"
