@@ -335,8 +335,9 @@ class TildeFileSystem(AsyncFileSystem):
     # --- listing cache ------------------------------------------------------------------
 
     def _drop_listings(self, url: TildeURL) -> None:
-        for k in [k for k in self._listings if k[0] == url.org and k[1] == url.repo]:
-            del self._listings[k]
+        for k in list(self._listings):  # a snapshot: file closes call this from other threads
+            if k[0] == url.org and k[1] == url.repo:
+                self._listings.pop(k, None)
 
     def invalidate_cache(self, path: str | None = None) -> None:
         if path is None:
@@ -553,6 +554,8 @@ class TildeFileSystem(AsyncFileSystem):
         path = self._strip_protocol(path)
         if mode not in ("rb", "wb", "xb"):
             raise NotImplementedError(f"mode {mode!r}: tilde files open as rb, wb or xb")
+        if mode != "rb" and self._url(path).ref:
+            raise _read_only(path)
         if mode == "xb" and self.exists(path):
             raise FileExistsError(errno.EEXIST, "file exists", path)
         if mode == "rb":

@@ -125,6 +125,8 @@ def test_read_at_commit_sees_old_bytes(fs: TildeFileSystem, root: str,
         assert f.read() == b"old"
     with pytest.raises(PermissionError):
         fs.pipe(at, b"no")
+    with pytest.raises(PermissionError):
+        fs.open(at, "wb")
 
 
 def test_transaction_is_one_commit(fs: TildeFileSystem, root: str,
