@@ -6,7 +6,8 @@ the same work with blocking I/O. Subtleties:
 1. One ``AsyncClient`` per (process, event loop): an httpx pool is bound to the loop that
    opened its connections, and a forked or unpickled filesystem must not reuse a parent's
    sockets. Nothing here is pickled.
-2. The bearer goes on API requests only. Object GETs follow redirects (signed URLs on
+2. The bearer (the API key, or a sandbox token fetched in a worker thread before each
+   request) goes on API requests only. Object GETs follow redirects (signed URLs on
    another origin, tilde-api-changes.md 2.4); httpx drops ``Authorization`` when the origin
    changes, the rule ``tilde._client`` relies on too. Presigned PUTs never carry it.
 3. Errors are built by ``_wire.error_for_response`` (the one status table) and translated
@@ -40,9 +41,13 @@ TIMEOUT = httpx.Timeout(120.0, connect=15.0)
 class AsyncAPI:
     """Endpoint, key and the per-loop ``AsyncClient``s of one filesystem instance."""
 
-    def __init__(self, endpoint_url: str, api_key: str | None) -> None:
+    def __init__(self, endpoint_url: str, api_key: str | None,
+                 token_provider: Callable[[], str] | None = None) -> None:
+        """``token_provider``: a blocking ``get_token`` (the sandbox credentials provider,
+        thread-safe and cached), called in a worker thread before each request."""
         self.base_url = _wire.base_url(endpoint_url)
         self._api_key = api_key
+        self._token_provider = token_provider
         self._clients: dict[tuple[int, int], httpx.AsyncClient] = {}
         self.upload_state = _wire.UploadState()
         self.event_hooks: dict[str, list[Callable[..., Any]]] = {"request": [], "response": []}
@@ -68,7 +73,10 @@ class AsyncAPI:
         for hook in self.event_hooks["response"]:
             await hook(response)
 
-    def _auth(self) -> dict[str, str]:
+    async def _auth(self) -> dict[str, str]:
+        if self._token_provider is not None:
+            token = await asyncio.to_thread(self._token_provider)
+            return {"Authorization": f"Bearer {token}"}
         if not self._api_key:
             raise ConfigurationError(
                 "no Tilde API key: pass api_key=... in storage_options, set TILDE_API_KEY, "
@@ -80,7 +88,7 @@ class AsyncAPI:
         http = self.http()
         request = http.build_request(
             wire.method, self.base_url + wire.path, params=list(wire.params) or None,
-            json=wire.json, headers={**self._auth(), **dict(wire.headers)})
+            json=wire.json, headers={**(await self._auth()), **dict(wire.headers)})
         try:
             response = await http.send(request, stream=stream,
                                        follow_redirects=follow_redirects)

@@ -148,7 +148,13 @@ class TildeFileSystem(AsyncFileSystem):
         super().__init__(**kwargs)
         settings = _config.resolve(endpoint_url=endpoint_url, api_key=api_key)
         self.endpoint_url = settings.endpoint_url
-        self.api = _aio.AsyncAPI(settings.endpoint_url, settings.api_key)
+        provider = None
+        if settings.api_key is None and settings.credentials_uri:
+            # inside a sandbox (spec 1.2 step 3): short-lived tokens from its endpoint
+            from ._credentials import SandboxCredentialsProvider
+
+            provider = SandboxCredentialsProvider(settings.credentials_uri).get_token
+        self.api = _aio.AsyncAPI(settings.endpoint_url, settings.api_key, provider)
         self.session_id = session_id
         self.commit_message = commit_message
         self.listings_ttl = listings_ttl

@@ -4,9 +4,12 @@ commits per write and transactions, errors, versions at a commit, request counts
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,3 +312,42 @@ def test_a_tree_is_one_commit_per_call(fs: TildeFileSystem, root: str,
                                         "fsspec: put tree"]
     assert fs.find(root) == [f"{root}/copy/{n}" for n in ("a", "b", "sub/c")]
     assert fs.cat(f"{root}/copy/sub/c") == b"sub/c"
+
+
+def test_sandbox_credentials_endpoint(server: ServerHandle, root: str,
+                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No key anywhere but TILDE_SANDBOX_CREDENTIALS_URI: tokens come from that endpoint
+    (a real loopback HTTP server here), as they do for the client inside a sandbox."""
+    calls: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            body = json.dumps({"access_token": server.api_key,
+                               "expires_at": "2999-01-01T00:00:00Z"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=endpoint.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name in ("TILDE_API_KEY", "TILDE_API_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("TILDE_ENDPOINT_URL", server.endpoint)
+        monkeypatch.setenv("TILDE_SANDBOX_CREDENTIALS_URI",
+                           f"http://127.0.0.1:{endpoint.server_port}/v1/credentials")
+        sfs = TildeFileSystem(skip_instance_cache=True)
+        sfs.pipe(f"{root}/from-sandbox", b"s")
+        assert sfs.cat(f"{root}/from-sandbox") == b"s"
+        assert calls == ["/v1/credentials"]  # fetched once, then cached
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
