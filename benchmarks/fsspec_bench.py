@@ -197,14 +197,22 @@ class Bench:
         self.key = "tk-bench-" + secrets.token_hex(16)
         self.server, self.endpoint = E.start_tilde_server(work / "tilde", "fsspec", self.key,
                                                           [])
-        self.seaweed = start_seaweed(work / "seaweed", buckets=[BUCKET])
+        try:
+            self.seaweed = start_seaweed(work / "seaweed", buckets=[BUCKET])
+        except BaseException:
+            self.server.stop()
+            raise
         self.env = dict(os.environ, TILDE_API_KEY=self.key, TILDE_ENDPOINT_URL=self.endpoint,
                         BENCH_S3_ENDPOINT=self.seaweed.endpoint,
                         BENCH_S3_KEY=self.seaweed.access_key,
                         BENCH_S3_SECRET=self.seaweed.secret_key, HOME=str(work / "home"))
         (work / "home").mkdir(exist_ok=True)
         self.runs = 0
-        self._seed(parquet)
+        try:
+            self._seed(parquet)
+        except BaseException:
+            self.close()
+            raise
 
     def _seed(self, parquet: Path) -> None:
         import tilde
