@@ -15,7 +15,8 @@ the same work with blocking I/O. Subtleties:
 4. The upload plan (``_wire.put_plan``) is a generator; `drive_upload` sends each step and
    throws failures back in so the plan decides fallbacks (legacy routes, 501 -> single).
    Parts of a multipart upload go up concurrently (at most `PART_CONCURRENCY`), each read
-   from the source in a worker thread: no blocking file I/O on the loop.
+   from the source in a worker thread: no blocking file I/O on the loop. When one part
+   fails the others are cancelled before the failure reaches the plan (which aborts).
 """
 
 from __future__ import annotations
@@ -219,5 +220,12 @@ async def _perform(api: AsyncAPI, step: _wire.Step, source: UploadSource) -> _wi
             response = await api.put_presigned(url, data, len(data))
             return number, response.headers.get("ETag", "")
 
-    parts = await asyncio.gather(*(one(n) for n in range(1, source.part_count + 1)))
+    tasks = [asyncio.ensure_future(one(n)) for n in range(1, source.part_count + 1)]
+    try:
+        parts = await asyncio.gather(*tasks)
+    except BaseException:  # the plan aborts the upload: no part may still be going up
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return _wire.Reply(200, {}, (sorted(parts), source.size))
