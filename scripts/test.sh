@@ -32,13 +32,21 @@ step mypy .venv/bin/mypy
 # left out when arguments select a subset of the suite. They run in the background, one
 # after the other, while the main run goes: the suites wait on servers, mounts and sandboxes
 # most of the time, so two cores hold both (each has its own servers, mounts and pytest
-# temporary directory); their output is printed when the main run is done.
+# temporary directory); their output is printed when the main run is done. The reliability
+# suite (tests/reliability) runs in that background lane too, before them, which leaves the
+# two lanes about equally long; the main run leaves it out then.
 mkdir -p build
 dialect_log=build/dialect-runs.log
 rm -f "$dialect_log" build/dialect-runs.failed
 dialect_pid=
+main_args=("$@")
+# the reliability suite's figures (tests/figures.py) of this run only; printed at the end
+export TILDE_FIGURES="$PWD/build/reliability-figures.json"
+rm -f "$TILDE_FIGURES"
 if [ $# -eq 0 ]; then
+    main_args=(--ignore=tests/reliability)
     (
+        step "pytest reliability" .venv/bin/python -m pytest -q --durations=5 tests/reliability
         # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
         # for the modules that import from `conftest` if both were collected in one run
         for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \
@@ -56,14 +64,12 @@ if [ $# -eq 0 ]; then
     dialect_pid=$!
 fi
 
-# the reliability suite's figures (tests/figures.py) of this run only; printed at the end
-export TILDE_FIGURES="$PWD/build/reliability-figures.json"
-rm -f "$TILDE_FIGURES"
-step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors "$@"
+step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-errors \
+    "${main_args[@]}"
 
 if [ -n "$dialect_pid" ]; then
     wait "$dialect_pid"
-    echo "=== the dialect runs (in the background meanwhile):"
+    echo "=== the background lane (reliability, then the dialect runs, meanwhile):"
     cat "$dialect_log"
     if [ -f build/dialect-runs.failed ]; then
         while IFS= read -r name; do failed+=("$name"); done < build/dialect-runs.failed
