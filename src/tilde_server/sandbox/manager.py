@@ -209,9 +209,11 @@ def read_info(fd: int, wait: float) -> bool:
     fd. Waits at most `wait` seconds for the pipe to close (subtlety 3)."""
     data = b""
     deadline = time.monotonic() + wait
+    poller = select.poll()  # not select(): a busy server's descriptors pass FD_SETSIZE
+    poller.register(fd, select.POLLIN)
     with os.fdopen(fd, "rb", buffering=0) as f:
         while (left := deadline - time.monotonic()) > 0:
-            if not select.select([f], [], [], left)[0]:
+            if not poller.poll(left * 1000):
                 break
             chunk = f.read(4096)
             if not chunk:
