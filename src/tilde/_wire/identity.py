@@ -25,6 +25,12 @@ from .common import DEFAULT_PAGE_SIZE, WireRequest, _amount, _params, _s, parse_
 # --- identity: members (2.2), agents and keys (2.10), roles (2.11), groups (2.12),
 #     policies (2.13) ------------------------------------------------------------------------
 
+def current_user() -> WireRequest:
+    """``GET /auth/me`` (today's service; not in 0.7.2): the key's principal and its
+    organizations, ``{user: {id, username, source, ...}, organizations: [{name, ...}]}``."""
+    return WireRequest("GET", "/auth/me")
+
+
 def _o(org: str) -> str:
     return f"/organizations/{org}"
 

@@ -87,6 +87,7 @@ def checks_for(template: str, method: str) -> tuple[Check, ...] | None:
 
 # --- organizations and repositories (2.1, 2.3) ---------------------------------------
 declare("/organizations", GET="org:list", POST="org:create")
+declare("/auth/me", GET="org:list")  # about the caller only
 declare(_ORG, GET="org:read", DELETE="org:owner")
 declare(_ORG + "/repositories", GET="repo:read", POST="repo:write")
 declare(_R, GET="repo:read", PUT="repo:admin", DELETE="repo:admin")

@@ -298,12 +298,18 @@ async def reject(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def me(request: Request) -> Response:
+    """`GET /auth/me` (today's service): the key's principal and its organizations."""
+    return JSONResponse(await run(identity_of(request).me, principal(request)))
+
+
 _A = ORG + "/agents/{agent}"
 _RO = ORG + "/roles/{role}"
 _G = ORG + "/groups/{group_id}"
 _P = ORG + "/policies/{policy_id}"
 
 routes = [
+    Route("/auth/me", me, methods=["GET"]),
     Route(ORG + "/members", members, methods=["GET", "POST"]),
     Route(ORG + "/members/{user_id}", member, methods=["DELETE"]),
     Route(ORG + "/agents", principals, methods=["GET", "POST"]),

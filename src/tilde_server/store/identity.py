@@ -323,6 +323,35 @@ class Identity:
             return {r[0] for r in c.execute("SELECT org_id FROM org_members WHERE user_id = ?",
                                             (who.user_id,))}
 
+    def me(self, who: Principal) -> dict[str, Any]:
+        """`GET /auth/me`: who the key belongs to and the organizations it can see. Agents
+        and roles answer too (`source` says which), so `tilde auth status` works for any key."""
+        visible = self.visible_org_ids(who)
+        with self.db.read() as c:
+            created = ""
+            if who.type == "user":
+                row = c.execute("SELECT created_at FROM users WHERE id = ?",
+                                (who.user_id,)).fetchone()
+                created = row[0] if row else ""
+            else:
+                table = "agents" if who.type == "agent" else "roles"
+                row = c.execute(f"SELECT created_at FROM {table} WHERE id = ?",
+                                (who.user_id,)).fetchone()
+                created = row[0] if row else ""
+            orgs = c.execute("SELECT id, uid, name, display_name FROM orgs "
+                             "WHERE deleted_at IS NULL ORDER BY name").fetchall()
+            if who.type == "user" and visible is None:  # a server admin: its memberships
+                visible = {r[0] for r in c.execute(
+                    "SELECT org_id FROM org_members WHERE user_id = ?", (who.user_id,))}
+        return {
+            "user": {"id": who.user_id, "username": who.username, "email": "", "full_name": "",
+                     "source": who.type, "status": "active", "created_at": created},
+            "organizations": [{"id": o["uid"], "name": o["name"],
+                               "display_name": o["display_name"]}
+                              for o in orgs if visible is None or o["id"] in visible],
+            "has_password": False,
+        }
+
     def _org(self, c: sqlite3.Connection, name: str) -> sqlite3.Row:
         return self.store._org(c, name)
 
