@@ -1,6 +1,5 @@
 """The client half of scripts/demo.sh: the bundled `tilde` client against the demo's server.
 
-    demo.py create ORG/REPO                  create the organization and the repository
     demo.py show ORG/REPO COMMIT_ID...       the log with each commit's changes, the files
                                              at the head; fails unless every COMMIT_ID is
                                              in the log
@@ -11,13 +10,6 @@ TILDE_API_KEY and TILDE_ENDPOINT_URL come from the environment, as for any user 
 import sys
 
 import tilde
-
-
-def create(repo_path: str) -> None:
-    org_name, repo_name = repo_path.split("/")
-    org = tilde.organizations.create(org_name, "Demo organization")
-    repo = org.repositories.create(repo_name, description="made by scripts/demo.sh")
-    print(f"created repository {repo.org}/{repo.name} ({repo.visibility})")
 
 
 def show(repo_path: str, expected: list[str]) -> None:
@@ -43,9 +35,7 @@ def show(repo_path: str, expected: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) >= 2 and argv[0] == "create":
-        create(argv[1])
-    elif len(argv) >= 2 and argv[0] == "show":
+    if len(argv) >= 2 and argv[0] == "show":
         show(argv[1], argv[2:])
     else:
         sys.exit(__doc__)

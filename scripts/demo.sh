@@ -2,11 +2,12 @@
 # The README's main command: a repository mounted as a local directory, end to end.
 #
 # Sets up (scripts/setup.sh), starts an embedded tilde-server on a throw-away data directory
-# with a freshly generated admin key, creates a demo repository with the bundled client,
+# with a freshly generated admin key, creates a demo organization and repository with the
+# `tilde` command line,
 # mounts it with `tilde-mount ORG/REPO MNT`, writes with ordinary tools (echo, mkdir, cp,
 # tar, mv, rm), shows `tilde-mount status`, commits with `tilde-mount commit` (twice),
-# unmounts, shows the repository's log and the committed files through the bundled client,
-# and stops the server. Any failing step stops the demo with a non-zero exit status; the
+# unmounts, shows the repository's log and the committed files through the bundled client
+# and the `tilde` command line (log, ls, cat at the first commit), and stops the server. Any failing step stops the demo with a non-zero exit status; the
 # mount, the daemon and the server are removed whatever happened. KEEP=1 keeps the data
 # directory and the logs.
 set -Eeuo pipefail
@@ -106,8 +107,9 @@ PYEOF
 unset TILDE_API_URL
 export TILDE_ENDPOINT_URL="$endpoint" TILDE_API_KEY="$key"
 
-say "creating the repository $repo with the bundled client"
-"$PY" scripts/demo.py create "$repo"
+say "creating the organization and the repository with the tilde command line"
+run .venv/bin/tilde org create "${repo%%/*}" --display-name "Demo organization"
+run .venv/bin/tilde repo create "$repo" --description "made by scripts/demo.sh"
 
 say "mounting $repo at $mnt"
 mkdir "$mnt"
@@ -149,6 +151,11 @@ fi
 
 say "the repository through the bundled client"
 "$PY" scripts/demo.py show "$repo" "$first" "$second"
+
+say "the same through the tilde command line"
+run .venv/bin/tilde log "$repo" -n 1
+run .venv/bin/tilde ls -R "tilde://$repo"
+run .venv/bin/tilde cat "tilde://$repo@${first:0:12}/data/numbers.csv"
 
 say "stopping the server"
 stop_server

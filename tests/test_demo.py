@@ -1,5 +1,6 @@
 """The README's main command, ``./scripts/demo.sh``, end to end: it must mount, write with
-ordinary tools, commit with ``tilde-mount commit``, show the log and the committed files,
+ordinary tools, commit with ``tilde-mount commit``, show the log and the committed files (with
+the client and the ``tilde`` command line, which also created the repository),
 and leave nothing behind (no mount, no daemon, no server, no temporary directory), also when
 a step fails."""
 
@@ -76,6 +77,18 @@ def test_demo_mounts_writes_commits_and_shows_the_log(tmp_path: Path) -> None:
     assert listed == ["README.txt", "data/numbers.csv", "docs/project-readme.md",
                       "docs/usage.md"], out
     assert "    n,square\n    1,1\n    2,4\n    3,9\n    4,16\n" in r.stdout
+    # org and repository made with the tilde command line; its log, ls and cat at a commit
+    assert "$ .venv/bin/tilde org create demo --display-name Demo organization" in out
+    assert "$ .venv/bin/tilde repo create demo/hello --description" in out
+    cli = r.stdout[r.stdout.index("the same through the tilde command line"):]
+    assert f"commit {commits[1]}" in cli and f"commit {commits[0]}" not in cli, out
+    assert "    ~ data/numbers.csv" in cli and "    + docs/project-readme.md" in cli, out
+    assert "    - docs/semantics.md" in cli, out
+    listing = cli[cli.index("tilde ls -R"):cli.index("tilde cat")].splitlines()[1:-1]
+    assert listing == ["README.txt", "data/numbers.csv", "docs/project-readme.md",
+                       "docs/usage.md"], out
+    shown = cli[cli.index("tilde cat"):].split("\n", 1)[1]
+    assert shown.startswith("n,square\n1,1\n2,4\n3,9\n\n"), out  # as of the first commit
     assert "tilde-server stopped (exit status 0)" in r.stdout
     assert r.stdout.rstrip().endswith("demo: done")
     assert_nothing_left(out, tmp_path)
