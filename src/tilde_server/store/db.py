@@ -149,7 +149,8 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # every connection handed out, with the thread it belongs to (see conn())
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
         self.write_lock = threading.RLock()
 
@@ -165,12 +166,21 @@ class Database:
         return conn
 
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection. Worker threads come and go (anyio's pool retires idle
+        ones), so making a connection also closes those of threads that have ended: kept,
+        they held two descriptors each until the server ran out (a busy test server
+        passed 1,000)."""
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if c is None:
             c = self._connect()
             self._local.conn = c
             with self._all_lock:
-                self._all.append(c)
+                dead = [pair for pair in self._all if not pair[0].is_alive()]
+                self._all = [pair for pair in self._all if pair[0].is_alive()]
+                self._all.append((threading.current_thread(), c))
+            for _, old in dead:  # only its own thread ever used it, and that one has ended
+                with contextlib.suppress(sqlite3.Error):
+                    old.close()
         return c
 
     @contextlib.contextmanager
@@ -257,7 +267,7 @@ class Database:
 
     def close(self) -> None:
         with self._all_lock:
-            for c in self._all:
+            for _, c in self._all:
                 with contextlib.suppress(sqlite3.Error):
                     c.close()
             self._all.clear()
