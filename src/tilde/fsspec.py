@@ -414,9 +414,29 @@ class TildeFileSystem(AsyncFileSystem):
         self._listings[key] = (time.monotonic(), entries)
         return entries
 
+    async def _ls_above_repos(self, path: str) -> list[dict[str, Any]]:
+        """``tilde://`` lists the organizations the key sees, ``tilde://ORG`` its
+        repositories, as directories (not cached: they are not versioned)."""
+        if not path:
+            body = await self._call(_wire.list_organizations(), "")
+            names = [o.name for o in _wire.parse_page(body, _wire.parse_organization).items]
+        else:
+            names, after = [], None
+            while True:
+                body = await self._call(_wire.list_repositories(path, after=after), path)
+                page = _wire.parse_page(body, _wire.parse_repository)
+                names += [f"{path}/{r.name}" for r in page.items]
+                after = page.next_after
+                if after is None:
+                    break
+        return [{"name": n, "size": 0, "type": "directory"} for n in sorted(names)]
+
     async def _ls(self, path: str, detail: bool = True, refresh: bool = False,
                   **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
+        if "/" not in path:  # "" or "ORG": above the repositories
+            entries = await self._ls_above_repos(path)
+            return entries if detail else [e["name"] for e in entries]
         url = self._url(path)
         entries = await self._ls_dir(url, refresh)
         if not entries and url.path:
@@ -429,6 +449,11 @@ class TildeFileSystem(AsyncFileSystem):
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
+        if not path:
+            return {"name": "", "size": 0, "type": "directory"}
+        if "/" not in path:  # an organization: there if it answers
+            await self._call(_wire.get_organization(path), path)
+            return {"name": path, "size": 0, "type": "directory"}
         url = self._url(path)
         if not url.path:  # the repository's root: there if the repository is
             await self._ls_dir(url, refresh=False)

@@ -351,3 +351,24 @@ def test_sandbox_credentials_endpoint(server: ServerHandle, root: str,
     finally:
         endpoint.shutdown()
         endpoint.server_close()
+
+
+def test_ls_above_repositories(fs: TildeFileSystem, server: ServerHandle) -> None:
+    """``tilde://`` lists organizations, ``tilde://ORG`` repositories, both as directories;
+    an unknown organization is FileNotFoundError."""
+    r = new_repo(server)
+    h = {"Authorization": f"Bearer {server.api_key}"}
+    second = httpx.post(f"{server.endpoint}/api/v1/organizations/{r.org}/repositories",
+                        json={"name": "second"}, headers=h)
+    assert second.status_code == 201, second.text
+    assert fs.ls(f"tilde://{r.org}", detail=False) == sorted(
+        [f"{r.org}/{r.repo}", f"{r.org}/second"])
+    assert fs.ls(r.org)[0]["type"] == "directory"
+    orgs = fs.ls("tilde://", detail=True)
+    assert {"name": r.org, "size": 0, "type": "directory"} in orgs
+    assert fs.info(r.org) == {"name": r.org, "size": 0, "type": "directory"}
+    assert fs.isdir(f"tilde://{r.org}") and not fs.isfile(r.org)
+    with pytest.raises(FileNotFoundError):
+        fs.ls("no-such-org-x1")
+    with pytest.raises(FileNotFoundError):
+        fs.info("no-such-org-x1")

@@ -52,9 +52,11 @@ def _remote(path: str) -> str:
 
 
 def _display(fs_path: str) -> str:
-    """A filesystem path without ``org/repo[@ref]/``: the key, as people name it."""
-    url = _wire.parse_url(fs_path)
-    return url.path
+    """A filesystem path without ``org/repo[@ref]/``: the key, as people name it (an
+    organization or ``org/repo`` above the keys stays whole)."""
+    if fs_path.count("/") < 2 and "@" not in fs_path:
+        return fs_path
+    return _wire.parse_url(fs_path).path
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -145,7 +147,10 @@ def ls(path: str, long: bool, recursive: bool, as_json: bool) -> None:
     """List a directory of a repository (tilde://ORG/REPO[@REF]/DIR)."""
     def body() -> None:
         fs = state().fs()
-        remote = _remote(path)
+        top = _wire.strip_scheme(path).strip("/")
+        remote = top if "/" not in top else _remote(path)  # "" or ORG: above the repositories
+        if recursive and "/" not in remote:
+            raise usage_error("ls -R needs a repository (tilde://ORG/REPO[/DIR])")
         if recursive:
             entries = list(fs.find(remote, detail=True).values())
         else:
