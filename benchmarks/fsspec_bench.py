@@ -11,7 +11,8 @@ times three queries through three routes:
 - queries: pandas ``read_parquet`` of the whole file; DuckDB ``count(*)`` and sums of every
   column (a full scan); DuckDB ``sum`` of one column (a selective scan: one column chunk per
   row group, plus the footer);
-- routes: ``tilde``, fsspec's ``tilde://`` (``tilde.fsspec``, its defaults); ``mount``, the
+- routes: ``tilde``, fsspec's ``tilde://`` (``tilde.fsspec``, its defaults); ``tilde-1``, the
+  same with ``read_parts_at_once=1`` (every read of an open file one GET); ``mount``, the
   same object through a real read-only ``tilde-mount`` of the repository, mounted fresh with
   an empty cache for every measurement; ``s3fs``, fsspec's s3fs (its defaults) over SeaweedFS.
 
@@ -57,7 +58,7 @@ ROOT = HERE.parent
 MiB = 1024 * 1024
 ORG, REPO, KEY, BUCKET = "bench", "parquet", "data/table.parquet", "bench"
 COLUMNS = ["id", *[f"v{i}" for i in range(7)]]
-ROUTES = ("tilde", "mount", "s3fs")
+ROUTES = ("tilde", "tilde-1", "mount", "s3fs")
 QUERIES = {
     "pandas": "pandas read_parquet (all columns)",
     "duckdb_scan": "DuckDB count(*) + sum of every column",
@@ -108,10 +109,12 @@ def worker(route: str, query: str, target: str) -> dict[str, Any]:
     counts = {"requests": 0, "bytes": 0}
     t0 = time.perf_counter()
     fs: Any = None
-    if route == "tilde":
+    if route.startswith("tilde"):
         import fsspec
 
-        fs = fsspec.filesystem("tilde", skip_instance_cache=True)
+        # tilde-1: the same with every read one GET (no parallel part reads)
+        single = {"read_parts_at_once": 1} if route == "tilde-1" else {}
+        fs = fsspec.filesystem("tilde", skip_instance_cache=True, **single)
 
         async def on_response(response: Any) -> None:
             counts["requests"] += 1
@@ -245,7 +248,7 @@ class Bench:
         return out
 
     def measure(self, route: str, query: str) -> dict[str, Any]:
-        if route == "tilde":
+        if route.startswith("tilde"):
             return self._worker(sys.executable, route, query, f"tilde://{ORG}/{REPO}/{KEY}")
         if route == "s3fs":
             return self._worker(self.s3fs_py, route, query, f"s3://{BUCKET}/{KEY}")

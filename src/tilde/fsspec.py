@@ -25,6 +25,10 @@ the ``fsspec.specs`` entry point; nothing needs importing. Subtleties:
    transaction. An unpickled instance in another process opens its own ``AsyncClient``.
 8. Reads opened with ``open`` check each range answer's ETag against the one seen at open,
    so a file replaced between two range reads raises instead of splicing two versions.
+9. A large read of an open file (a column chunk pyarrow coalesced: tens of MiB) is fetched
+   as ``READ_PART`` parts, ``read_parts_at_once`` (storage option, default 4; 1: one GET)
+   at a time, and joined: a single stream is bounded by one server worker's rate
+   (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ DELETE_BATCH = 1000
 DEFAULT_BLOCK_SIZE = 1024 * 1024
 #: write-mode files stay in memory up to this size, then spill to a temporary file
 SPOOL_MEMORY = 8 * 1024 * 1024
+# A read of an open file larger than two of these is fetched as that many parts at once
+# (subtlety 9): one HTTP stream is bounded by one server worker, several are not.
+READ_PART = 8 * 1024 * 1024
+READ_PARTS_AT_ONCE = 4
 
 
 #: the sessions of the write call running in this context (`TildeFileSystem._batched`)
@@ -144,7 +152,8 @@ class TildeFileSystem(AsyncFileSystem):
                  listings_ttl: float = 10.0, block_size: int = DEFAULT_BLOCK_SIZE,
                  cache_type: str = "tilde-readahead",
                  multipart_threshold: int = _wire.SINGLE_UPLOAD_LIMIT,
-                 part_size: int = _wire.MULTIPART_PART_SIZE, **kwargs: Any) -> None:
+                 part_size: int = _wire.MULTIPART_PART_SIZE,
+                 read_parts_at_once: int = READ_PARTS_AT_ONCE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         settings = _config.resolve(endpoint_url=endpoint_url, api_key=api_key)
         self.endpoint_url = settings.endpoint_url
@@ -162,6 +171,7 @@ class TildeFileSystem(AsyncFileSystem):
         self.cache_type = cache_type
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
+        self.read_parts_at_once = max(1, int(read_parts_at_once))
         self._listings: dict[tuple[str, str, str | None, str | None, str],
                              tuple[float, list[dict[str, Any]]]] = {}
         self._tx_sessions: dict[tuple[str, str], asyncio.Task[str]] = {}
@@ -557,6 +567,24 @@ class TildeFileSystem(AsyncFileSystem):
             data = data[start:end]
         return data, (response.headers.get("ETag") or "").strip('"')
 
+    async def _get_range_parts(self, path: str, start: int, end: int
+                               ) -> tuple[bytes, str]:
+        """``_get_range`` of a large range as concurrent part GETs (subtlety 9); the parts
+        must all come from one version of the object (one ETag), else ESTALE."""
+        if end - start <= 2 * READ_PART or self.read_parts_at_once == 1:
+            return await self._get_range(path, start, end)
+        gate = asyncio.Semaphore(self.read_parts_at_once)
+
+        async def part(lo: int) -> tuple[bytes, str]:
+            async with gate:
+                return await self._get_range(path, lo, min(end, lo + READ_PART))
+
+        parts = await asyncio.gather(*(part(lo) for lo in range(start, end, READ_PART)))
+        etags = {etag for _, etag in parts if etag}
+        if len(etags) > 1:
+            raise OSError(errno.ESTALE, "the object changed while it was being read", path)
+        return b"".join(data for data, _ in parts), etags.pop() if etags else ""
+
     async def _get_file(self, rpath: str, lpath: str, callback: Any = DEFAULT_CALLBACK,
                         outfile: Any = None, **kwargs: Any) -> None:
         """Stream the object to ``lpath``, writing in a worker thread."""
@@ -816,7 +844,7 @@ class TildeFile(AbstractBufferedFile):
         self._spool: Any = None
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        data, etag = sync(self.fs.loop, self.fs._get_range, self.path, start, end)
+        data, etag = sync(self.fs.loop, self.fs._get_range_parts, self.path, start, end)
         if self._etag and etag and etag != self._etag:
             raise OSError(errno.ESTALE, "the object changed while it was being read",
                           self.path)

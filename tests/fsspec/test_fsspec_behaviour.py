@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -372,3 +373,42 @@ def test_ls_above_repositories(fs: TildeFileSystem, server: ServerHandle) -> Non
         fs.ls("no-such-org-x1")
     with pytest.raises(FileNotFoundError):
         fs.info("no-such-org-x1")
+
+
+def test_large_reads_go_as_concurrent_parts(server: ServerHandle, root: str) -> None:
+    """A 40 MiB read of an open file is five 8 MiB range GETs, up to four in flight at once,
+    joined in order; ``read_parts_at_once=1`` makes it one GET."""
+    data = os.urandom(40 * 1024 * 1024)
+    fs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                         skip_instance_cache=True)
+    fs.pipe(f"{root}/big.bin", data)
+    sizes: list[int] = []
+    in_flight = [0, 0]  # now, most
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.method == "GET" and "/object" in request.url.path:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+
+    async def on_response(response: httpx.Response) -> None:
+        if response.request.method == "GET" and "/object" in response.url.path:
+            await response.aread()
+            in_flight[0] -= 1
+            sizes.append(int(response.headers.get("Content-Length") or 0))
+
+    fs.api.event_hooks["request"].append(on_request)
+    fs.api.event_hooks["response"].append(on_response)
+    with fs.open(f"{root}/big.bin", cache_type="none") as f:
+        f.seek(1000)
+        assert f.read(len(data) - 2000) == data[1000:-1000]
+    assert sorted(sizes) == sorted([8 * 1024 * 1024] * 4 + [8 * 1024 * 1024 - 2000]), sizes
+    assert in_flight[1] > 1  # concurrent, not one after another
+    assert in_flight[1] <= 4
+    sizes.clear()
+    single = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
+                             skip_instance_cache=True, read_parts_at_once=1)
+    single.api.event_hooks["response"].append(on_response)
+    single.api.event_hooks["request"].append(on_request)
+    with single.open(f"{root}/big.bin", cache_type="none") as f:
+        assert f.read() == data
+    assert sizes == [len(data)]
