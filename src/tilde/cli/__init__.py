@@ -15,7 +15,7 @@ from ._common import State
 from .account import auth, org, repo
 from .files import cat, cp, ls, rm
 from .history import log
-from .sandboxes import sandbox, shell
+from .sandboxes import exec_cmd, sandbox, shell
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +34,7 @@ def main(ctx: click.Context, endpoint_url: str | None, api_key: str | None) -> N
     ctx.call_on_close(st.close)
 
 
-for command in (auth, org, repo, log, ls, cat, cp, rm, sandbox, shell):
+for command in (auth, org, repo, log, ls, cat, cp, rm, sandbox, exec_cmd, shell):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -125,24 +125,31 @@ def sandbox() -> None:
     """Run commands against a repository in sandboxes, and follow them."""
 
 
-@sandbox.command("run", context_settings={"ignore_unknown_options": False})
-@REPO
-@click.option("--image", default=None, help="Container image (default: as the client's).")
-@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
-              help="Environment variable for the command (repeatable).")
-@click.option("--timeout", type=click.IntRange(min=1), default=None, metavar="SECONDS",
-              help="Stop the sandbox after this long.")
-@click.option("--mountpoint", default=None, help="Where the repository appears (absolute).")
-@click.option("--path-prefix", default=None, help="Expose only the objects under this prefix.")
-@click.option("-d", "--detach", is_flag=True, help="Print the sandbox id and return.")
-@click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
-def run_cmd(repo_path: str, image: str | None, env: tuple[str, ...], timeout: int | None,
-            mountpoint: str | None, path_prefix: str | None, detach: bool,
-            command: tuple[str, ...]) -> None:
-    """Run CMD in a new sandbox over a session of the repository; stream its output.
+_RUN_OPTIONS = [
+    click.option("--image", default=None, help="Container image (default: as the client's)."),
+    click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
+                 help="Environment variable for the command (repeatable)."),
+    click.option("--timeout", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+                 help="Stop the sandbox after this long."),
+    click.option("--mountpoint", default=None,
+                 help="Where the repository appears (absolute; default /sandbox)."),
+    click.option("--path-prefix", default=None,
+                 help="Expose only the objects under this prefix."),
+    click.option("-d", "--detach", is_flag=True, help="Print the sandbox id and return."),
+    click.argument("command", nargs=-1, required=True, metavar="-- CMD..."),
+]
 
-    Exits with CMD's exit status (125 when the sandbox ended without one).
-    """
+
+def _run_options(f: Any) -> Any:
+    for option in reversed(_RUN_OPTIONS):
+        f = option(f)
+    return f
+
+
+def run_sandbox(repo_path: str, image: str | None, env: tuple[str, ...], timeout: int | None,
+                mountpoint: str | None, path_prefix: str | None, detach: bool,
+                command: tuple[str, ...]) -> None:
+    """``sandbox run`` and ``exec``: create, then follow to the end (points 1 and 2)."""
     st = state()
 
     def create() -> Sandbox:
@@ -166,6 +173,29 @@ def run_cmd(repo_path: str, image: str | None, env: tuple[str, ...], timeout: in
             raise CLIError(f"interrupted; sandbox {sb.id} cancelled, nothing committed",
                            EXIT_INTERRUPTED) from None
     sys.exit(_end_status(sb.id, run_command(watch)))
+
+
+@sandbox.command("run")
+@REPO
+@_run_options
+def run_cmd(repo_path: str, image: str | None, env: tuple[str, ...], timeout: int | None,
+            mountpoint: str | None, path_prefix: str | None, detach: bool,
+            command: tuple[str, ...]) -> None:
+    """Run CMD in a new sandbox over a session of the repository; stream its output.
+
+    Exits with CMD's exit status (125 when the sandbox ended without one).
+    """
+    run_sandbox(repo_path, image, env, timeout, mountpoint, path_prefix, detach, command)
+
+
+@click.command("exec")
+@click.argument("repo_path", metavar="ORG/REPO")
+@_run_options
+def exec_cmd(repo_path: str, image: str | None, env: tuple[str, ...], timeout: int | None,
+             mountpoint: str | None, path_prefix: str | None, detach: bool,
+             command: tuple[str, ...]) -> None:
+    """`tilde exec ORG/REPO -- CMD`: the service CLI's spelling of `sandbox run -r`."""
+    run_sandbox(repo_path, image, env, timeout, mountpoint, path_prefix, detach, command)
 
 
 def _cancel_quietly(sb: Sandbox) -> None:
@@ -300,23 +330,28 @@ class _LineShell:
 
 
 @click.command()
-@REPO
+@click.argument("repo_arg", metavar="[ORG/REPO]", required=False)
+@click.option("-r", "--repository", "repo_path", metavar="ORG/REPO",
+              help="The repository (or give it as the argument).")
 @click.option("--image", default=None, help="Container image (default: as the client's).")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
               help="Environment variable for every command (repeatable).")
 @click.option("--timeout", type=click.IntRange(min=1), default=None, metavar="SECONDS",
               help="Stop the sandbox after this long.")
 @click.option("--mountpoint", default=None, help="Where the repository appears (absolute).")
-def shell(repo_path: str, image: str | None, env: tuple[str, ...], timeout: int | None,
-          mountpoint: str | None) -> None:
+def shell(repo_arg: str | None, repo_path: str | None, image: str | None,
+          env: tuple[str, ...], timeout: int | None, mountpoint: str | None) -> None:
     """Run command lines in one sandbox, from a prompt or a pipe.
 
     End of input or `exit` ends the sandbox cleanly (its changes are committed);
     Ctrl-C cancels it. Exits with the last line's status.
     """
+    if bool(repo_arg) == bool(repo_path):
+        raise click.UsageError("name the repository once: `tilde shell ORG/REPO` or "
+                               "`tilde shell -r ORG/REPO`")
     st = state()
     tty = sys.stdin.isatty()
-    org_name, name = split_repo(repo_path)
+    org_name, name = run_command(lambda: split_repo(repo_arg or repo_path or ""))
 
     def body() -> int:
         repo = st.client().repository(f"{org_name}/{name}")
