@@ -25,10 +25,10 @@ the ``fsspec.specs`` entry point; nothing needs importing. Subtleties:
    transaction. An unpickled instance in another process opens its own ``AsyncClient``.
 8. Reads opened with ``open`` check each range answer's ETag against the one seen at open,
    so a file replaced between two range reads raises instead of splicing two versions.
-9. A large read of an open file (a column chunk pyarrow coalesced: tens of MiB) is fetched
-   as ``READ_PART`` parts, ``read_parts_at_once`` (storage option, default 4; 1: one GET)
-   at a time, and joined: a single stream is bounded by one server worker's rate
-   (docs/performance.md).
+9. ``read_parts_at_once=N`` (storage option, default 1) fetches a large read of an open file
+   (above 2 x ``READ_PART``) as 8 MiB parts, N at a time, and joins them: for links where
+   one stream is bounded by latency. On loopback it is slower (pyarrow already reads
+   column chunks concurrently; docs/performance.md), hence off by default.
 """
 
 from __future__ import annotations
@@ -71,10 +71,9 @@ DELETE_BATCH = 1000
 DEFAULT_BLOCK_SIZE = 1024 * 1024
 #: write-mode files stay in memory up to this size, then spill to a temporary file
 SPOOL_MEMORY = 8 * 1024 * 1024
-# A read of an open file larger than two of these is fetched as that many parts at once
-# (subtlety 9): one HTTP stream is bounded by one server worker, several are not.
+# With read_parts_at_once > 1, a read of an open file larger than two of these is fetched
+# as parts at once (subtlety 9).
 READ_PART = 8 * 1024 * 1024
-READ_PARTS_AT_ONCE = 4
 
 
 #: the sessions of the write call running in this context (`TildeFileSystem._batched`)
@@ -153,7 +152,7 @@ class TildeFileSystem(AsyncFileSystem):
                  cache_type: str = "tilde-readahead",
                  multipart_threshold: int = _wire.SINGLE_UPLOAD_LIMIT,
                  part_size: int = _wire.MULTIPART_PART_SIZE,
-                 read_parts_at_once: int = READ_PARTS_AT_ONCE, **kwargs: Any) -> None:
+                 read_parts_at_once: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         settings = _config.resolve(endpoint_url=endpoint_url, api_key=api_key)
         self.endpoint_url = settings.endpoint_url

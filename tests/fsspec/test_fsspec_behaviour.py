@@ -376,11 +376,11 @@ def test_ls_above_repositories(fs: TildeFileSystem, server: ServerHandle) -> Non
 
 
 def test_large_reads_go_as_concurrent_parts(server: ServerHandle, root: str) -> None:
-    """A 40 MiB read of an open file is five 8 MiB range GETs, up to four in flight at once,
-    joined in order; ``read_parts_at_once=1`` makes it one GET."""
+    """With ``read_parts_at_once=4`` a 40 MiB read of an open file is five 8 MiB range GETs,
+    up to four in flight at once, joined in order; by default it is one GET."""
     data = os.urandom(40 * 1024 * 1024)
     fs = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
-                         skip_instance_cache=True)
+                         skip_instance_cache=True, read_parts_at_once=4)
     fs.pipe(f"{root}/big.bin", data)
     sizes: list[int] = []
     in_flight = [0, 0]  # now, most
@@ -406,7 +406,7 @@ def test_large_reads_go_as_concurrent_parts(server: ServerHandle, root: str) -> 
     assert in_flight[1] <= 4
     sizes.clear()
     single = TildeFileSystem(api_key=server.api_key, endpoint_url=server.endpoint,
-                             skip_instance_cache=True, read_parts_at_once=1)
+                             skip_instance_cache=True)
     single.api.event_hooks["response"].append(on_response)
     single.api.event_hooks["request"].append(on_request)
     with single.open(f"{root}/big.bin", cache_type="none") as f:
