@@ -10,6 +10,7 @@ import subprocess
 import time
 from typing import Any
 
+import httpx
 import pytest
 from sbhelpers import SandboxApi, require_bwrap, start_server, stop_server, unique
 from websockets.exceptions import InvalidStatus
@@ -408,6 +409,62 @@ def test_triggers_start_sandboxes_on_matching_commits(api: SandboxApi) -> None:
     assert api.http.get(f"{api.base}/sandbox-triggers/{tid}").status_code == 404
 
 
+def _trigger_runs(api: SandboxApi, tid: str, commits: set[str],
+                  timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """{commit id: run} once every commit in `commits` has a finished run of trigger `tid`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = api.http.get(f"{api.base}/sandbox-triggers/{tid}/runs").json()["results"]
+        done = {r["commit_id"]: r for r in runs if r["status"] not in ("pending", "running")}
+        if commits <= set(done):
+            return done
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.3)
+
+
+def test_triggers_fire_for_approved_and_reverted_commits(api: SandboxApi) -> None:
+    """Every commit path fires triggers (one on-commit hook in the store): a commit that
+    waited for approval fires when it is approved, and so does a revert."""
+    tid = api.http.post(f"{api.base}/sandbox-triggers", json={
+        "name": "watch-in", "conditions": [{"type": "prefix", "prefix": "in/"}],
+        "sandbox_config": {"image": "ubuntu", "command": ["true"]}}).json()["id"]
+    org = api.repo.org
+    # an agent's commit in a repository that requires approval for agents: 202, then approve
+    name = unique("bot")
+    assert api.http.post(f"{api.server.endpoint}/api/v1/organizations/{org}/agents", json={
+        "name": name, "description": "",
+        "inline_policy": "package tilde.authz\ndefault allow = true\n"}).status_code == 201
+    key = api.http.post(f"{api.server.endpoint}/api/v1/organizations/{org}/agents/{name}"
+                        "/auth/keys", json={"name": "k"}).json()["token"]
+    assert api.http.put(api.base, json={"require_approval_for_agents": True}).status_code == 200
+    agent = SandboxApi(api.server, api.repo)
+    agent.http.headers["Authorization"] = f"Bearer {key}"
+    sid = agent.http.post(f"{agent.base}/sessions").json()["session_id"]
+    st = agent.http.post(f"{agent.base}/object/stage",
+                         params={"session_id": sid, "path": "in/a.txt"}).json()
+    assert httpx.put(st["upload_url"], content=b"a").status_code == 200
+    assert agent.http.put(f"{agent.base}/object/finalize", params={
+        "session_id": sid, "path": "in/a.txt", "expires_at": st["expires_at"]}, json={
+        "physical_address": st["physical_address"],
+        "signature": st["signature"]}).status_code == 200
+    r = agent.http.post(f"{agent.base}/sessions/{sid}", json={"message": "needs approval"})
+    assert r.status_code == 202, r.text
+    time.sleep(1)  # nothing committed yet, so nothing may have fired
+    assert api.http.get(f"{api.base}/sandbox-triggers/{tid}/runs").json()["results"] == []
+    r = api.http.post(f"{api.base}/sessions/{sid}/approve")
+    assert r.status_code == 200, r.text
+    approved = r.json()["commit_id"]
+    assert api.http.put(api.base, json={"require_approval_for_agents": False}).status_code == 200
+    # a revert of that commit removes in/a.txt: a commit like any other
+    r = api.http.post(f"{api.base}/commits/{approved}/revert", json={"message": "undo"})
+    assert r.status_code in (200, 201), r.text
+    reverted = r.json()["commit_id"]
+    runs = _trigger_runs(api, tid, {approved, reverted})
+    assert runs[approved]["matched_paths"] == ["in/a.txt"]
+    assert runs[reverted]["matched_paths"] == ["in/a.txt"]
+    agent.http.close()
+
+
 def test_trigger_bad_input(api: SandboxApi) -> None:
     good = {"name": "t", "conditions": [{"type": "prefix", "prefix": "a/"}],
             "sandbox_config": {"image": "ubuntu", "command": ["true"]}}
@@ -425,8 +482,6 @@ def test_restart_marks_running_sandboxes_lost(tmp_path: Any) -> None:
     h = start_server(tmp_path / "s1")
     try:
         org, repo = unique("org"), unique("repo")
-        import httpx
-
         c = httpx.Client(headers={"Authorization": f"Bearer {h.api_key}"}, timeout=30)
         c.post(f"{h.endpoint}/api/v1/organizations", json={"name": org, "display_name": org})
         c.post(f"{h.endpoint}/api/v1/organizations/{org}/repositories", json={"name": repo})

@@ -1,12 +1,12 @@
 """Sandbox triggers (spec 2.9, 5.18): stored definitions, matching against commits, runs.
 
 Subtleties:
-1. The hook wraps `Store.commit_session`: after a commit succeeds, a background thread diffs it
-   against its parent and starts the sandbox of every enabled trigger of the repository with a
-   matching condition. The commit's answer never waits for that.
+1. An on-commit hook (`Store.on_commit`): after any commit is durable (a session commit, an
+   approved one, an import's, a revert), a background thread diffs it against its parent and
+   starts the sandbox of every enabled trigger of the repository with a matching condition.
+   The commit's answer never waits for that.
 2. Commits made by a sandbox that a trigger started do not fire triggers (no loops: a trigger
-   whose sandbox writes under its own prefix would otherwise run forever). Reverts commit
-   through another path and do not fire triggers either.
+   whose sandbox writes under its own prefix would otherwise run forever).
 3. Conditions: `type` `prefix` (path starts with `prefix`) or `path` / `path_exact` (path
    equals `path`); `diff_type` `added`, `removed`, `changed`, or `""`/`any` for all.
 4. Run status: `pending` -> `running` (sandbox started) -> `succeeded` (committed) or `failed`
@@ -26,7 +26,7 @@ from tilde_server.sandbox import records
 from tilde_server.sandbox.spec import parse_create, parse_trigger_config
 from tilde_server.store import BadRequest, NotFound, Principal, Store, StoreError
 from tilde_server.store.db import Database
-from tilde_server.store.engine import now_rfc3339
+from tilde_server.store.engine import CommitEvent, now_rfc3339
 
 if TYPE_CHECKING:
     from tilde_server.sandbox.manager import SandboxManager
@@ -287,21 +287,17 @@ def on_sandbox_finished(db: Database, row: records.SandboxRow) -> None:
 
 
 def install(store: Store, mgr: SandboxManager) -> None:
-    """Hook trigger firing into the store's commit path (subtlety 1)."""
-    original = store.commit_session
+    """Subscribe trigger firing to the store's commits (subtlety 1)."""
     mgr.on_finished = lambda row: on_sandbox_finished(store.db, row)
 
-    def commit_session(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        org = kwargs.get("org", args[0] if args else None)
-        repo = kwargs.get("repo", args[1] if len(args) > 1 else None)
-        metadata = kwargs.get("metadata", args[4] if len(args) > 4 else None) or {}
-        if isinstance(result, str) and org and repo and "sandbox_trigger_id" not in metadata:
-            threading.Thread(target=_fire_logged, args=(store, mgr, org, repo, result),
-                             daemon=True, name=f"triggers-{uuid.uuid4().hex[:6]}").start()
-        return result
+    def on_commit(event: CommitEvent) -> None:
+        if "sandbox_trigger_id" in event.metadata:  # subtlety 2: no loops
+            return
+        threading.Thread(target=_fire_logged,
+                         args=(store, mgr, event.org, event.repo, event.commit_id),
+                         daemon=True, name=f"triggers-{uuid.uuid4().hex[:6]}").start()
 
-    store.commit_session = commit_session  # type: ignore[method-assign]
+    store.on_commit(on_commit)
 
 
 def _fire_logged(store: Store, mgr: SandboxManager, org: str, repo: str, commit_id: str) -> None:

@@ -17,12 +17,15 @@ Subtleties:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tilde_server.store.errors import DataDirError
+
+log = logging.getLogger("tilde_server.store")
 
 FORMAT_NAME = "tilde-server"
 FORMAT_VERSION = 3
@@ -198,19 +201,36 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; commits on success, rolls back on any exception."""
+        """A write transaction; commits on success, rolls back on any exception. Callbacks
+        given to `after_commit` inside it run once it has committed, outside the lock."""
         with self.write_lock:
             c = self.conn()
             if c.in_transaction:
                 yield c
                 return
             c.execute("BEGIN IMMEDIATE")
+            self._local.after = []
             try:
                 yield c
             except BaseException:
+                self._local.after = []
                 c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
+            callbacks, self._local.after = self._local.after, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:  # the transaction is durable; a hook's failure is its own
+                log.exception("after-commit callback %r failed", fn)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the enclosing `write()` transaction commits; never if it rolls back
+        (the way commit hooks see only commits that happened)."""
+        pending: list[Callable[[], None]] | None = getattr(self._local, "after", None)
+        if pending is None or not self.conn().in_transaction:
+            raise RuntimeError("after_commit() needs an open write() transaction")
+        pending.append(fn)
 
     def initialize(self, meta: dict[str, str]) -> None:
         """Create the schema in a fresh file."""

@@ -66,7 +66,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,6 +227,17 @@ class SweepResult:
 
 
 @dataclass(frozen=True)
+class CommitEvent:
+    """What an on-commit hook is told, after the commit is durable (`Store.on_commit`)."""
+
+    org: str
+    repo: str
+    commit_id: str
+    metadata: dict[str, str]
+    committer: Principal
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who sends a request. `user_id`/`username` are the id and name of the principal of any
     `type` (user, agent, role); agents and roles belong to one organization (`org_id`)."""
@@ -249,6 +260,7 @@ class Store:
         self.owner = owner
         self.startup_sweep: SweepResult | None = None
         self.db = db
+        self._commit_hooks: list[Callable[[CommitEvent], None]] = []
         self.blobs = BlobStore(root)
         self.signer = Signer(bytes.fromhex(meta["secret"]))
         self.upload_ttl = SINGLE_UPLOAD_TTL
@@ -620,7 +632,22 @@ class Store:
         c.execute("DELETE FROM uploads WHERE session_id = ?", (sess,))
         c.execute("UPDATE sessions SET state = 'committed', closed_at = ? WHERE id = ?",
                   (now_rfc3339(), sess))
+        org = c.execute("SELECT name FROM orgs WHERE id = ?", (r["org_id"],)).fetchone()[0]
+        event = CommitEvent(org, r["name"], commit_id, dict(metadata), who)
+        self.db.after_commit(lambda: self._committed(event))
         return commit_id
+
+    def on_commit(self, hook: Callable[[CommitEvent], None]) -> None:
+        """Call `hook` after every commit, whichever path made it (session commit, approval,
+        import, revert), once it is durable; hooks must not block (start a thread)."""
+        self._commit_hooks.append(hook)
+
+    def _committed(self, event: CommitEvent) -> None:
+        for hook in list(self._commit_hooks):
+            try:
+                hook(event)
+            except Exception:
+                log.exception("on-commit hook %r failed for %s", hook, event.commit_id)
 
     def rebase_session(self, org: str, repo: str, sid: str) -> str:
         """Move an open session's base to head, keeping its staged changes (13.); returns
