@@ -82,14 +82,19 @@ _CALL_SESSIONS: contextvars.ContextVar[dict[tuple[str, str], asyncio.Task[str]] 
 
 
 def translate(err: Exception, path: str) -> Exception:
-    """The one table from API errors to the ``OSError``s fsspec users catch."""
+    """The one table from API errors to the ``OSError``s fsspec users catch; the API error
+    stays attached as ``__cause__`` (the ``tilde`` CLI tells a refused key by it)."""
+    out: Exception
     if isinstance(err, NotFoundError):
-        return FileNotFoundError(errno.ENOENT, err.message or "not found", path)
-    if isinstance(err, (AuthenticationError, ForbiddenError)):
-        return PermissionError(errno.EACCES, err.message or "permission denied", path)
-    if isinstance(err, ConflictError):
-        return FileExistsError(errno.EEXIST, err.message or "conflict", path)
-    return err
+        out = FileNotFoundError(errno.ENOENT, err.message or "not found", path)
+    elif isinstance(err, (AuthenticationError, ForbiddenError)):
+        out = PermissionError(errno.EACCES, err.message or "permission denied", path)
+    elif isinstance(err, ConflictError):
+        out = FileExistsError(errno.EEXIST, err.message or "conflict", path)
+    else:
+        return err
+    out.__cause__ = err
+    return out
 
 
 def _read_only(path: str) -> PermissionError:

@@ -8,10 +8,12 @@ fsspec) happen inside commands, so ``tilde --help`` stays quick.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import __version__
-from ._common import State
+from ._common import EXIT_INTERRUPTED, EXIT_USAGE, State
 from .account import auth, org, repo
 from .files import cat, cp, ls, rm
 from .history import log
@@ -26,7 +28,7 @@ from .sandboxes import exec_cmd, sandbox, shell
                    "other users in the process list, so prefer those.")
 @click.version_option(__version__, prog_name="tilde")
 @click.pass_context
-def main(ctx: click.Context, endpoint_url: str | None, api_key: str | None) -> None:
+def cli(ctx: click.Context, endpoint_url: str | None, api_key: str | None) -> None:
     """Work with Tilde repositories: accounts, history, files and sandboxes."""
     st = ctx.ensure_object(State)
     st.endpoint_flag = endpoint_url
@@ -35,6 +37,24 @@ def main(ctx: click.Context, endpoint_url: str | None, api_key: str | None) -> N
 
 
 for command in (auth, org, repo, log, ls, cat, cp, rm, sandbox, exec_cmd, shell):
-    main.add_command(command)
+    cli.add_command(command)
 
-__all__ = ["main"]
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: click's own errors become one ``tilde:`` line too (exit 2)."""
+    try:
+        code = cli.main(args=argv, prog_name="tilde", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "tilde"
+        click.echo(f"tilde: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"tilde: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("tilde: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+__all__ = ["cli", "main"]

@@ -129,8 +129,11 @@ def state() -> State:
 
 def split_repo(text: str) -> tuple[str, str]:
     """``ORG/REPO`` (a ``tilde://`` prefix is allowed) or a usage error."""
+    bare = _wire.strip_scheme(text).strip("/")
+    if bare.count("/") != 1:
+        raise usage_error(f"{text!r} is not a repository path (expected ORG/REPO)")
     try:
-        return _wire.split_repo_path(_wire.strip_scheme(text).strip("/"))
+        return _wire.split_repo_path(bare)
     except ValueError:
         raise usage_error(f"{text!r} is not a repository path (expected ORG/REPO)") from None
 
@@ -158,9 +161,12 @@ def _api_line(err: APIError) -> str:
 def _root_cause(exc: BaseException) -> BaseException:
     """An fsspec OSError raised from an APIError: the APIError decides the exit status."""
     seen = exc
-    while seen.__cause__ is not None and not isinstance(seen, TildeError):
-        seen = seen.__cause__
-    return seen
+    while not isinstance(seen, TildeError):
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None:
+            break
+        seen = nxt
+    return seen if isinstance(seen, TildeError) else exc
 
 
 def describe(exc: BaseException) -> tuple[str, int]:

@@ -310,6 +310,7 @@ def _download(sources: list[str], dst: str, recursive: bool, progress: bool | No
         out.flush()
         return
     into = len(remotes) > 1 or dst.endswith(os.sep) or os.path.isdir(dst)
+    dst = os.path.abspath(dst) + (os.sep if dst.endswith(os.sep) else "")
     pairs = [(r, _join(dst, rel, os.sep), size)
              for r, rel, size in _remote_pairs(fs, remotes, into, recursive)]
     for _, local, _ in pairs:
