@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from serverapi import RepoRef, ServerHandle, assert_error, unique
 from test_authz import Caller, R, _agent, add_user, member
@@ -197,3 +198,24 @@ def test_last_used_at_is_recorded(server: ServerHandle, admin: Caller,
     _, ukey = add_user(server)
     Caller(server, ukey).req("GET", R(repo_ref))
     assert admin.ok("GET", f"{o}/agents/busy-bot")["last_used_at"] == first
+
+
+def test_auth_me_names_the_principal_and_its_organizations(
+        server: ServerHandle, admin: Caller, repo_ref: RepoRef) -> None:
+    """`GET /auth/me` (today's service): a member sees its user and only its organizations,
+    an agent its own name with `source: agent`, no key at all is 401."""
+    uid, caller = member(server, admin, repo_ref.org, "reader")
+    me = caller.ok("GET", "/auth/me")
+    assert set(me) == {"user", "organizations", "has_password"}
+    assert (me["user"]["id"], me["user"]["source"], me["user"]["status"]) == (
+        uid, "user", "active")
+    assert me["user"]["created_at"]
+    assert [o["name"] for o in me["organizations"]] == [repo_ref.org]
+    assert set(me["organizations"][0]) == {"id", "name", "display_name"}
+    bot = _agent(admin, server, repo_ref.org, unique("me-bot"))
+    got = bot.ok("GET", "/auth/me")
+    assert got["user"]["source"] == "agent"
+    assert [o["name"] for o in got["organizations"]] == [repo_ref.org]
+    assert httpx.get(f"{server.endpoint}/api/v1/auth/me").status_code == 401
+    assert httpx.get(f"{server.endpoint}/api/v1/auth/me",
+                     headers={"Authorization": "Bearer tk-not-a-key"}).status_code == 401
