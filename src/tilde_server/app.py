@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tilde_server.authn import Authenticators
 from tilde_server.routes import api_routes_for, upload_routes
 from tilde_server.store import (
     BadRequest,
@@ -114,10 +115,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 class TildeMiddleware:
     """Request id, bearer auth for /api/v1, and the catch-all for unexpected exceptions."""
 
-    def __init__(self, app: ASGIApp, store: Store, identity: Identity) -> None:
+    def __init__(self, app: ASGIApp, store: Store, authenticators: Authenticators) -> None:
         self.app = app
         self.store = store
-        self.identity = identity
+        self.authenticators = authenticators
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,7 +173,7 @@ class TildeMiddleware:
                               {"WWW-Authenticate": "Bearer"})
         try:
             scope["state"]["principal"] = await anyio.to_thread.run_sync(
-                self.identity.authenticate, key)
+                self.authenticators.authenticate, key)
         except Unauthorized as exc:
             return error_body(401, exc.message, exc.code, rid, {"WWW-Authenticate": "Bearer"})
         return None
@@ -190,7 +191,9 @@ def build_app(store: Store, identity: Identity | None = None,
         routes=[Mount(API_PREFIX, routes=[*protect_routes(served), *refused]), *upload_routes],
         exception_handlers=handlers,
     )
-    app.add_middleware(TildeMiddleware, store=store, identity=identity)
+    authenticators = Authenticators(identity.authenticate)
+    app.add_middleware(TildeMiddleware, store=store, authenticators=authenticators)
+    app.state.authenticators = authenticators  # subsystems add their key kinds (authn.py)
     app.state.wire = wire
     app.state.store = store
     app.state.identity = identity

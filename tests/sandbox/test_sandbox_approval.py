@@ -136,3 +136,19 @@ def test_agent_sandbox_without_approval_commits_as_the_agent(
         time.sleep(0.2)
     assert (log[0]["committer_type"], log[0]["committer_id"], log[0]["committer"]) == (
         "agent", agent_id, name)
+
+
+def test_an_agent_key_opens_the_shell_websocket(
+        server: Any, repo_ref: Any, client_env: Any, admin: httpx.Client) -> None:
+    """The WebSocket handshake goes through the same authenticator chain as every request,
+    so an agent's key drives `repo.shell()` over /exec (it used to know user keys and
+    sandbox tokens only: the handshake was refused)."""
+    require_bwrap()
+    _, agent_id, key = _agent_key(admin, repo_ref.org)
+    with tilde.Client(api_key=key) as client:
+        with client.repository(repo_ref.path).shell() as sh:
+            assert sh.run("echo from-the-agent > a.txt && cat a.txt").stdout.text() == \
+                "from-the-agent"
+    R = f"/organizations/{repo_ref.org}/repositories/{repo_ref.repo}"
+    log = _ok(admin.get(f"{R}/log"))["results"]
+    assert log and (log[0]["committer_type"], log[0]["committer_id"]) == ("agent", agent_id)

@@ -58,7 +58,6 @@ from tilde_server.store import (
     Conflict,
     Gone,
     Principal,
-    Store,
     StoreError,
     Unauthorized,
     Unavailable,
@@ -274,14 +273,14 @@ def _same(a: str, b: str) -> bool:
 async def _ws_auth(ws: WebSocket) -> tuple[SandboxManager, LiveSandbox] | None:
     """Bearer check + lookup; on failure the handshake is refused (returns None)."""
     mgr: SandboxManager | None = getattr(ws.app.state, "sandboxes", None)
-    store: Store = ws.app.state.store
     auth = ws.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
     if mgr is None or scheme.lower() != "bearer" or not key.strip():
         await ws.close(code=1008)
         return None
     try:
-        who: Principal = await anyio.to_thread.run_sync(store.authenticate, key.strip())
+        who: Principal = await anyio.to_thread.run_sync(
+            ws.app.state.authenticators.authenticate, key.strip())
         org, repo = ws.path_params["org"], ws.path_params["repo"]
         allowed = await anyio.to_thread.run_sync(mgr.ws_allowed, key.strip(), org, repo, who)
         if not allowed:

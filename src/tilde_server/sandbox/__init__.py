@@ -53,17 +53,14 @@ def setup(app: Starlette, store: Store, endpoint: str, *, network: str = "proxy"
 def _install_tokens(app: Starlette, store: Store) -> None:
     """Sandbox tokens (`tst-...`) authenticate as the sandbox's creator, but only for paths of
     the one repository they were issued for (checked by ScopeMiddleware before any route)."""
-    original = store.authenticate
 
     def authenticate(key: str) -> Principal:
-        if key.startswith(records.TOKEN_PREFIX):
-            found = records.lookup_token(store.db, key)
-            if found is None:
-                raise Unauthorized("invalid or expired sandbox token", "invalid_api_key")
-            return found[2]
-        return original(key)
+        found = records.lookup_token(store.db, key)
+        if found is None:
+            raise Unauthorized("invalid or expired sandbox token", "invalid_api_key")
+        return found[2]
 
-    store.authenticate = authenticate  # type: ignore[method-assign]
+    app.state.authenticators.add(records.TOKEN_PREFIX, authenticate)
     app.add_middleware(ScopeMiddleware, store=store)
 
 
