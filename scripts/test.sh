@@ -46,6 +46,7 @@ rm -f "$TILDE_FIGURES"
 if [ $# -eq 0 ]; then
     main_args=(--ignore=tests/reliability)
     (
+        failed=()  # this lane reports only its own failures (the main one's are counted there)
         step "pytest reliability" .venv/bin/python -m pytest -q --durations=5 tests/reliability
         # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
         # for the modules that import from `conftest` if both were collected in one run

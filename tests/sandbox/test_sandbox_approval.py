@@ -145,9 +145,8 @@ def test_an_agent_key_opens_the_shell_websocket(
     sandbox tokens only: the handshake was refused)."""
     require_bwrap()
     _, agent_id, key = _agent_key(admin, repo_ref.org)
-    with tilde.Client(api_key=key) as client:
-        with client.repository(repo_ref.path).shell() as sh:
-            assert sh.run("echo from-the-agent > a.txt && cat a.txt").stdout.text() == \
+    with tilde.Client(api_key=key) as client, client.repository(repo_ref.path).shell() as sh:
+        assert sh.run("echo from-the-agent > a.txt && cat a.txt").stdout.text() == \
                 "from-the-agent"
     R = f"/organizations/{repo_ref.org}/repositories/{repo_ref.repo}"
     log = _ok(admin.get(f"{R}/log"))["results"]
