@@ -11,14 +11,22 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # fuse3/libfuse3-dev/pkg-config build and run pyfuse3; the rest are the
 # ordinary programs the FUSE tests drive for real; bubblewrap (+ util-linux prlimit) runs
 # the sandboxes; python-is-python3 gives the host image the `python` command that the
-# README's sandbox examples run (`python train.py`).
-PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3 python3-pip"
+# README's sandbox examples run (`python train.py`); postgresql-15 is the PostgreSQL
+# the server's PostgreSQL backend is tested against.
+PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3 python3-pip postgresql-15"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "setup: installing system packages:$missing" >&2
+    # postgresql-15 is for the tests' own clusters (tests/postgres.py: initdb in a temp
+    # directory, loopback only): Debian's package must not create and start a system-wide one
+    case $missing in *postgresql-15*)
+        $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" | \
+            $SUDO tee /etc/postgresql-common/createcluster.d/tilde-no-main.conf >/dev/null;;
+    esac
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi

@@ -10,7 +10,7 @@ import os
 import threading
 from pathlib import Path
 
-from tilde_server.store.db import Database
+from tilde_server.store.db import SqliteDatabase
 
 
 def open_fds() -> int:
@@ -24,7 +24,7 @@ def use_in_a_thread(db: Database) -> None:
 
 
 def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
-    db = Database(tmp_path / "t.db")
+    db = SqliteDatabase(tmp_path / "t.db")
     db.conn().execute("CREATE TABLE t (x INTEGER)")
     try:
         use_in_a_thread(db)
@@ -43,7 +43,7 @@ def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
 
 def test_live_threads_keep_their_connections(tmp_path: Path) -> None:
     """A sweep never closes the connection of a thread that is still running."""
-    db = Database(tmp_path / "t.db")
+    db = SqliteDatabase(tmp_path / "t.db")
     ready, done = threading.Event(), threading.Event()
     seen: list[int] = []
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tilde_server.store import NotFound, Principal
+from tilde_server.store import NotFound, Principal, dialect
 from tilde_server.store.db import Database
 from tilde_server.store.engine import now_rfc3339
 
@@ -56,10 +55,7 @@ ACTIVE = ("starting", "running")
 
 
 def ensure_schema(db: Database) -> None:
-    with db.write() as c:
-        for stmt in SCHEMA.split(";"):
-            if stmt.strip():
-                c.execute(stmt)
+    db.ensure(SCHEMA)
 
 
 def principal_json(p: Principal) -> str:
@@ -143,13 +139,11 @@ def resolve_approval(db: Database, row: SandboxRow) -> SandboxRow:
     `approval_rejected`) and return the updated row; any other row unchanged."""
     if row.status != "awaiting_approval":
         return row
-    try:
-        with db.read() as c:
-            a = c.execute("SELECT a.state, a.commit_id FROM approvals a JOIN sessions s "
-                          "ON s.id = a.session_id WHERE s.uid = ?",
-                          (row.session_id,)).fetchone()
-    except sqlite3.OperationalError:  # no identity tables in this database
-        return row
+    with db.read() as c:
+        if not c.has_table("approvals"):  # no identity tables in this database
+            return row
+        a = c.execute("SELECT a.state, a.commit_id FROM approvals a JOIN sessions s "
+                      "ON s.id = a.session_id WHERE s.uid = ?", (row.session_id,)).fetchone()
     if a is None or a["state"] == "pending":
         return row
     if a["state"] == "approved":
@@ -210,8 +204,8 @@ def get_image(db: Database, name: str) -> str | None:
 
 def put_image(db: Database, name: str, root: str) -> None:
     with db.write() as c:
-        c.execute("INSERT OR REPLACE INTO sandbox_images(name, root, created_at) VALUES (?,?,?)",
-                  (name, root, now_rfc3339()))
+        c.execute("INSERT INTO sandbox_images(name, root, created_at) VALUES (?,?,?)"
+                  + dialect.replace_on("name", "root, created_at"), (name, root, now_rfc3339()))
 
 
 def remove_image(db: Database, name: str) -> bool:

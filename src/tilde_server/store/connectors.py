@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from tilde_server.store import validation as v
+from tilde_server.store.db import Conn, Row
 from tilde_server.store.engine import now_rfc3339
 from tilde_server.store.errors import BadRequest, Conflict, Gone, Locked, NotFound
 from tilde_server.store.sources import SourceSettings, normalize_config
@@ -49,7 +49,7 @@ def connector_name(name: str) -> str:
     return name
 
 
-def connector_json(row: sqlite3.Row) -> dict[str, Any]:
+def connector_json(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "type": row["type"],
             "source_uri": row["source_uri"], "disabled": bool(row["disabled"]),
             "public_key": None, "created_at": row["created_at"]}
@@ -68,14 +68,14 @@ class ConnectorStore:
     def _context(connector_id: str) -> str:
         return f"connector\x00{connector_id}"
 
-    def config_of(self, row: sqlite3.Row) -> dict[str, Any]:
+    def config_of(self, row: Row) -> dict[str, Any]:
         """The decrypted config of a connector row (for the import worker only)."""
         raw = self._store.vault.unseal(row["config"], self._context(row["id"]))
         config: dict[str, Any] = json.loads(raw)
         return config
 
-    def _row(self, c: sqlite3.Connection, org_id: int, connector_id: str,
-             *, usable: bool = False) -> sqlite3.Row:
+    def _row(self, c: Conn, org_id: int, connector_id: str,
+             *, usable: bool = False) -> Row:
         """The connector row; Gone when deleted, Locked when disabled and `usable` asked."""
         cid = check_uuid(connector_id, "connector_id")
         row = c.execute("SELECT * FROM connectors WHERE id = ? AND org_id = ?",
@@ -165,8 +165,8 @@ class ConnectorStore:
                 (r["id"],)).fetchall()
         return [connector_json(x) for x in rows]
 
-    def for_import(self, c: sqlite3.Connection, repo: sqlite3.Row,
-                   connector_id: str) -> sqlite3.Row:
+    def for_import(self, c: Conn, repo: Row,
+                   connector_id: str) -> Row:
         """The connector an import may read: live, enabled and attached to `repo`."""
         row = self._row(c, repo["org_id"], connector_id, usable=True)
         if not c.execute("SELECT 1 FROM repo_connectors WHERE repo_id = ? AND connector_id = ?",

@@ -1,6 +1,9 @@
-"""SQLite plumbing: schema, format version, one connection per thread, one writer at a time.
+"""The database under the store: schema, format version, migrations, transactions, on two
+engines: SQLite (the embedded default, one file in the data directory) and PostgreSQL
+(`tilde-server run --database postgresql://...`, several processes on one database). The
+store's code is the same on both; what differs is in store/dialect.py and here.
 
-Subtleties:
+SQLite subtleties:
 1. WAL mode: readers never block the writer and see a consistent snapshot inside BEGIN..COMMIT.
 2. Writers are serialized by a process-wide lock *and* BEGIN IMMEDIATE, so no transaction ever
    has to be retried on SQLITE_BUSY halfway through; busy_timeout covers other processes.
@@ -12,6 +15,19 @@ Subtleties:
    COMMIT (only checkpoints sync), so after a power loss the last acknowledged commits could
    be gone (never corrupt). A 2xx is a durability promise here; one WAL fsync per write
    transaction is the price (benchmarks/server_fsync.py: ~5 ms on a commit).
+
+PostgreSQL subtleties:
+6. A pool of connections (psycopg_pool), each used by one thread for one transaction at a
+   time. Write transactions run at READ COMMITTED, never SERIALIZABLE (no retry storms):
+   what must not interleave is serialized by row locks the store takes where it checks
+   before it writes (`Conn.for_update`: the repository row on commit, the session row on
+   staging and closing), so correctness across processes comes from the database.
+   Read transactions are REPEATABLE READ READ ONLY: one snapshot, as SQLite's reads see,
+   and a read-only transaction never fails to serialize.
+7. A unique index that a concurrent transaction beat us to (two processes creating the same
+   name) is a Conflict (409), on both engines, not a 500.
+8. `sum()` of BIGINT is NUMERIC in PostgreSQL: integral values come back as int, as in
+   SQLite (the store sums sizes and counts).
 """
 
 from __future__ import annotations
@@ -20,10 +36,12 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
-from tilde_server.store.errors import DataDirError
+from tilde_server.store import dialect
+from tilde_server.store.errors import Conflict, DataDirError
 
 log = logging.getLogger("tilde_server.store")
 
@@ -88,13 +106,75 @@ CREATE TABLE upload_parts (
 """
 
 
-def add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connection], None]:
+class Row(Protocol):
+    """A result row: by position and by column name, as sqlite3.Row is."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What the store's code uses of a connection, on either engine."""
+
+    dialect: str
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any: ...
+
+    def for_update(self, *tables: str) -> str: ...
+
+    def columns(self, table: str) -> set[str]: ...
+
+    def has_table(self, table: str) -> bool: ...
+
+    def lock_key(self, key: str, shared: bool = False) -> None: ...
+
+    def ddl(self, statement: str) -> None: ...
+
+
+class SqliteConn(sqlite3.Connection):
+    """sqlite3's connection with the few methods the store's code needs on both engines."""
+
+    dialect = dialect.SQLITE
+
+    def for_update(self, *tables: str) -> str:
+        return ""  # one writer at a time: nothing to lock (dialect.py 4.)
+
+    def columns(self, table: str) -> set[str]:
+        return {row[1] for row in self.execute(f"PRAGMA table_info({table})")}
+
+    def has_table(self, table: str) -> bool:
+        return self.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (table,)).fetchone() is not None
+
+    def lock_key(self, key: str, shared: bool = False) -> None:
+        """Nothing to do: the one writer holds the database (see PgConn.lock_key)."""
+
+    def ddl(self, statement: str) -> None:
+        self.execute(statement)
+
+
+def add_column(table: str, column: str, decl: str) -> Callable[[Conn], None]:
     """A migration step adding a nullable column unless it is already there (idempotent)."""
 
-    def step(c: sqlite3.Connection) -> None:
-        have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    def step(c: Conn) -> None:
+        if column not in c.columns(table):
+            c.ddl(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     return step
 
@@ -104,7 +184,7 @@ def add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connecti
 # Every step must be idempotent (CREATE ... IF NOT EXISTS, add_column), so that several
 # features can append to the same step without ordering trouble. Format 2: secrets,
 # connectors, imports (docs/connectors.md). Format 3: commits.committer_type.
-MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
+MIGRATIONS: dict[int, list[str | Callable[[Conn], None]]] = {
     2: [
         # Secrets (spec 2.14): scope 'repo' (scope_id = repos.uid) or 'agent'. The value is
         # AES-GCM ciphertext (store/vault.py); names and timestamps are plain.
@@ -147,20 +227,180 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
 
 
 class Database:
-    """Owns the SQLite file; hands out per-thread connections and transactions."""
+    """Hands out transactions on one database; `SqliteDatabase` and `PostgresDatabase` say
+    how. `read()` sees one snapshot; `write()` commits on success and rolls back on any
+    exception; both nest inside an enclosing `write()` of the same thread."""
+
+    dialect: str = ""
+    description: str = ""  # for messages: a path, or a URL without its password
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- engine-specific -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Conn]:
+        raise NotImplementedError
+        yield
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[Conn]:
+        raise NotImplementedError
+        yield
+
+    def try_write(self, fn: Callable[[Conn], None]) -> bool:
+        """Run `fn` in a write transaction if one can start without waiting for another
+        writer; whether it ran (for bookkeeping that may skip a turn: a key's last use)."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether the database holds a tilde-server schema (its meta table) already."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Conn]:
+        """A write transaction. Callbacks given to `after_commit` inside it run once it has
+        committed; a unique index a concurrent transaction beat this one to is a Conflict."""
+        current: Conn | None = getattr(self._local, "writing", None)
+        if current is not None:
+            yield current
+            return
+        self._local.after = []
+        try:
+            with self._write_transaction() as c:
+                self._local.writing = c
+                try:
+                    yield c
+                finally:
+                    self._local.writing = None
+        except BaseException as exc:
+            self._local.after = []
+            if _is_unique_violation(exc):
+                raise Conflict("a concurrent change made the same name or key; retry",
+                               "conflict") from exc
+            raise
+        callbacks, self._local.after = self._local.after, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:  # the transaction is durable; a hook's failure is its own
+                log.exception("after-commit callback %r failed", fn)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the enclosing `write()` transaction commits; never if it rolls back
+        (the way commit hooks see only commits that happened)."""
+        pending: list[Callable[[], None]] | None = getattr(self._local, "after", None)
+        if pending is None or getattr(self._local, "writing", None) is None:
+            raise RuntimeError("after_commit() needs an open write() transaction")
+        pending.append(fn)
+
+    def ensure(self, schema: str) -> None:
+        """Run idempotent schema statements (CREATE ... IF NOT EXISTS) separated by `;`."""
+        with self.write() as c:
+            for stmt in schema.split(";"):
+                if stmt.strip():
+                    c.ddl(stmt)
+
+    def initialize_once(self, meta: dict[str, str]) -> bool:
+        """Create the schema unless the database has it; whether this call did. Several
+        processes starting on one new database: one creates, the others wait and see it."""
+        with self.write() as c:
+            c.lock_key("tilde-server:initialize")
+            if c.has_table("meta"):
+                return False
+            self.initialize(meta)
+            return True
+
+    def initialize(self, meta: dict[str, str]) -> None:
+        """Create the schema in a fresh database."""
+        with self.write() as c:
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    c.ddl(stmt)
+            self._run_migrations(c, 1)
+            c.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("format", FORMAT_NAME), ("format_version", str(FORMAT_VERSION)), *meta.items()],
+            )
+
+    @staticmethod
+    def _run_migrations(c: Conn, from_version: int) -> None:
+        for version in range(from_version + 1, FORMAT_VERSION + 1):
+            for step in MIGRATIONS.get(version, []):
+                if callable(step):
+                    step(c)
+                else:
+                    c.ddl(step)
+
+    def migrate(self, from_version: int) -> None:
+        """Bring an older database up to FORMAT_VERSION in one transaction (idempotent)."""
+        if from_version >= FORMAT_VERSION:
+            return
+        with self.write() as c:
+            self._run_migrations(c, from_version)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                      (str(FORMAT_VERSION),))
+
+    def check_format(self) -> dict[str, str]:
+        """Read the meta table of an existing database; refuse foreign or newer formats,
+        migrate older ones (MIGRATIONS)."""
+        try:
+            with self.read() as c:
+                rows = c.execute("SELECT key, value FROM meta").fetchall()
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise DataDirError(f"{self.description} is not a tilde-server database "
+                               f"({exc})") from None
+        meta = {r["key"]: r["value"] for r in rows}
+        if meta.get("format") != FORMAT_NAME:
+            raise DataDirError(f"{self.description} is not a tilde-server database")
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError:
+            raise DataDirError(f"{self.description} has an unreadable format version") from None
+        if version > FORMAT_VERSION:
+            raise DataDirError(
+                f"{self.description} has format version {version}; this tilde-server reads "
+                f"up to {FORMAT_VERSION} (upgrade tilde-server)"
+            )
+        self.migrate(version)
+        return meta
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    return type(exc).__name__ == "UniqueViolation"  # psycopg.errors, not imported for SQLite
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.DatabaseError):
+        return True
+    return type(exc).__module__.startswith("psycopg")
+
+
+class SqliteDatabase(Database):
+    """Owns the SQLite file; per-thread connections; one writer at a time (1.-5.)."""
+
+    dialect = dialect.SQLITE
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
-        self._local = threading.local()
+        self.description = str(path)
         # every connection handed out, with the thread it belongs to (see conn())
-        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._all: list[tuple[threading.Thread, SqliteConn]] = []
         self._all_lock = threading.Lock()
         self.write_lock = threading.RLock()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
+    def _connect(self) -> SqliteConn:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=10.0, factory=SqliteConn)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -168,12 +408,12 @@ class Database:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> SqliteConn:
         """This thread's connection. Worker threads come and go (anyio's pool retires idle
         ones), so making a connection also closes those of threads that have ended: kept,
         they held two descriptors each until the server ran out (a busy test server
         passed 1,000)."""
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        c: SqliteConn | None = getattr(self._local, "conn", None)
         if c is None:
             c = self._connect()
             self._local.conn = c
@@ -187,8 +427,7 @@ class Database:
         return c
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees the same snapshot."""
+    def read(self) -> Iterator[Conn]:
         c = self.conn()
         if c.in_transaction:  # nested inside write(): reuse it
             yield c
@@ -200,90 +439,34 @@ class Database:
             c.execute("COMMIT")
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; commits on success, rolls back on any exception. Callbacks
-        given to `after_commit` inside it run once it has committed, outside the lock."""
+    def _write_transaction(self) -> Iterator[Conn]:
         with self.write_lock:
             c = self.conn()
-            if c.in_transaction:
+            if c.in_transaction:  # inside this thread's read(): SQLite upgrades it
                 yield c
                 return
             c.execute("BEGIN IMMEDIATE")
-            self._local.after = []
             try:
                 yield c
             except BaseException:
-                self._local.after = []
                 c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
-            callbacks, self._local.after = self._local.after, []
-        for fn in callbacks:
-            try:
-                fn()
-            except Exception:  # the transaction is durable; a hook's failure is its own
-                log.exception("after-commit callback %r failed", fn)
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        """Run `fn` once the enclosing `write()` transaction commits; never if it rolls back
-        (the way commit hooks see only commits that happened)."""
-        pending: list[Callable[[], None]] | None = getattr(self._local, "after", None)
-        if pending is None or not self.conn().in_transaction:
-            raise RuntimeError("after_commit() needs an open write() transaction")
-        pending.append(fn)
-
-    def initialize(self, meta: dict[str, str]) -> None:
-        """Create the schema in a fresh file."""
-        with self.write() as c:
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            self._run_migrations(c, 1)
-            c.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("format", FORMAT_NAME), ("format_version", str(FORMAT_VERSION)), *meta.items()],
-            )
-
-    @staticmethod
-    def _run_migrations(c: sqlite3.Connection, from_version: int) -> None:
-        for version in range(from_version + 1, FORMAT_VERSION + 1):
-            for step in MIGRATIONS.get(version, []):
-                if callable(step):
-                    step(c)
-                else:
-                    c.execute(step)
-
-    def migrate(self, from_version: int) -> None:
-        """Bring an older database up to FORMAT_VERSION in one transaction (idempotent)."""
-        if from_version >= FORMAT_VERSION:
-            return
-        with self.write() as c:
-            self._run_migrations(c, from_version)
-            c.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
-                      (str(FORMAT_VERSION),))
-
-    def check_format(self) -> dict[str, str]:
-        """Read the meta table of an existing file; refuse foreign or newer formats, migrate
-        older ones (MIGRATIONS)."""
+    def try_write(self, fn: Callable[[Conn], None]) -> bool:
+        if not self.write_lock.acquire(blocking=False):
+            return False
         try:
-            with self.read() as c:
-                rows = c.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise DataDirError(f"{self.path} is not a tilde-server database ({exc})") from None
-        meta = {r["key"]: r["value"] for r in rows}
-        if meta.get("format") != FORMAT_NAME:
-            raise DataDirError(f"{self.path} is not a tilde-server database")
-        try:
-            version = int(meta.get("format_version", ""))
-        except ValueError:
-            raise DataDirError(f"{self.path} has an unreadable format version") from None
-        if version > FORMAT_VERSION:
-            raise DataDirError(
-                f"{self.path} has format version {version}; this tilde-server reads up to "
-                f"{FORMAT_VERSION} (upgrade tilde-server)"
-            )
-        self.migrate(version)
-        return meta
+            with self.write() as c:
+                fn(c)
+            return True
+        except sqlite3.OperationalError:  # busy: another process writes
+            return False
+        finally:
+            self.write_lock.release()
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     def close(self) -> None:
         with self._all_lock:

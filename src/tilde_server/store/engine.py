@@ -63,7 +63,6 @@ import json
 import logging
 import re
 import secrets
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,9 +72,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tilde_server import crashpoints as cp
+from tilde_server.store import dialect
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence, fsync_dir, mkdirs
-from tilde_server.store.db import Database
+from tilde_server.store.db import Conn, Database, Row, SqliteDatabase
 from tilde_server.store.errors import (
     BadRequest,
     Conflict,
@@ -103,6 +103,10 @@ def _md5(data: bytes) -> Any:
 
 MAX_PER_PAGE = 1000
 DB_FILE = "tilde.db"
+# Marks a --data directory used beside a --database as this server's scratch.
+SCRATCH_MARK = "scratch-for-database"
+# A startup sweep beside other processes spares what is younger (their uploads in flight).
+SHARED_STARTUP_GRACE = 3600.0
 ADMIN_USERNAME = "admin"
 DEFAULT_BRANCH = "main"
 SINGLE_UPLOAD_TTL = 3600
@@ -119,6 +123,9 @@ MIN_COMMIT_PREFIX = 4
 MAX_REBASE_CONFLICTS = 1000
 
 _ENTRY_COLS = "path, blob, size, etag, content_type, metadata, last_modified, source"
+# Staging a path replaces whatever the session had staged there (a put or a tombstone).
+STAGE_REPLACE = dialect.replace_on(
+    "session_id, path", "op, blob, size, etag, content_type, metadata, last_modified, source")
 
 
 def now_rfc3339() -> str:
@@ -155,7 +162,7 @@ class Obj:
         return (self.blob, self.content_type, json.dumps(self.metadata, sort_keys=True))
 
 
-def _obj(row: sqlite3.Row | tuple[Any, ...], staged: bool = False) -> Obj:
+def _obj(row: Row | tuple[Any, ...], staged: bool = False) -> Obj:
     return Obj(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], staged,
                json.loads(row[7]) if row[7] else None)
 
@@ -279,21 +286,28 @@ class Store:
 
     # ======================================================================== lifecycle
     @classmethod
-    def open(cls, root: Path, admin_key: str | None = None, *,
-             recover: bool = True) -> tuple[Store, str | None]:
+    def open(cls, root: Path, admin_key: str | None = None, *, recover: bool = True,
+             database: str | None = None) -> tuple[Store, str | None]:
         """Open or initialize `root`. Returns the store and a newly generated admin key (if one
         was generated on first start). Raises DataDirError for a foreign or newer directory.
 
         `recover`: clean up after a previous run (unfinished imports fail, a `sweep` with no
         grace). Only the directory's one owner may: a maintenance command opened while a
         server runs passes False, or it would fail the server's imports and remove its
-        uploads in flight."""
+        uploads in flight.
+
+        `database`: a postgresql:// URL to keep the metadata in (store/pg.py) instead of
+        `root`/tilde.db; `root` then holds this process's blobs and scratch. Several
+        processes may open one database: the first creates the schema (under a lock), and
+        a process that recovers leaves the others' work alone."""
         root = root.expanduser()
-        cls.check_root(root)
+        cls.check_root(root, database)
+        if database:
+            return cls._open_database(root, admin_key, recover, database)
         db_path = root / DB_FILE
         generated: str | None = None
         if db_path.exists():
-            db = Database(db_path)
+            db = SqliteDatabase(db_path)
             meta = db.check_format()
             store = cls(root, db, meta, recover)
             if admin_key:
@@ -301,7 +315,7 @@ class Store:
         else:
             mkdirs(root)
             os_chmod(root, 0o700)
-            db = Database(db_path)
+            db = SqliteDatabase(db_path)
             meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
             db.initialize(meta)
             fsync_dir(root)  # the new tilde.db's name
@@ -311,20 +325,67 @@ class Store:
             store._create_admin(admin_key)
         if recover:
             store.imports.recover()
-            swept = store.startup_sweep = store.sweep(0.0)
-            if swept.blobs or swept.spool_files or swept.expired_uploads:
-                log.info("startup sweep: removed %d unreferenced blob(s), %d spool file(s), "
-                         "%d expired upload(s)", swept.blobs, swept.spool_files,
-                         swept.expired_uploads)
+            store._startup_sweep(0.0)
         return store, generated
 
+    @classmethod
+    def _open_database(cls, root: Path, admin_key: str | None, recover: bool,
+                       url: str) -> tuple[Store, str | None]:
+        from tilde_server.store.pg import PostgresDatabase
+
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise DataDirError("--database takes a postgresql://USER:PASSWORD@HOST:PORT/DB "
+                               "URL")
+        mkdirs(root)
+        os_chmod(root, 0o700)
+        (root / SCRATCH_MARK).touch()
+        db = PostgresDatabase(url)
+        fresh_meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
+        try:
+            fresh = db.initialize_once(fresh_meta)
+            meta = fresh_meta if fresh else db.check_format()
+        except BaseException:
+            db.close()
+            raise
+        store = cls(root, db, meta, recover)
+        generated: str | None = None
+        if fresh:
+            if not admin_key:
+                admin_key = generated = generate_api_key()
+            store._create_admin(admin_key)
+        elif admin_key:
+            store._ensure_admin_key(admin_key)
+        if recover:
+            # Other processes may be mid-upload: only what is older than a grace goes. Their
+            # imports are theirs (a lease would let this process resume a dead one's).
+            store._startup_sweep(SHARED_STARTUP_GRACE)
+        return store, generated
+
+    def _startup_sweep(self, grace: float) -> None:
+        swept = self.startup_sweep = self.sweep(grace)
+        if swept.blobs or swept.spool_files or swept.expired_uploads:
+            log.info("startup sweep: removed %d unreferenced blob(s), %d spool file(s), "
+                     "%d expired upload(s)", swept.blobs, swept.spool_files,
+                     swept.expired_uploads)
+
     @staticmethod
-    def check_root(root: Path) -> None:
+    def check_root(root: Path, database: str | None = None) -> None:
         """Refuse what is not a data directory (a file; a non-empty directory without a
-        database), before anything (the lock file) is created in it."""
+        database), before anything (the lock file) is created in it. With a `database`,
+        the directory is scratch: it may not hold an embedded database (that one would be
+        silently ignored: `tilde-server migrate` moves it)."""
         root = root.expanduser()
         if root.exists() and not root.is_dir():
             raise DataDirError(f"{root} is not a directory")
+        if database:
+            if (root / DB_FILE).exists():
+                raise DataDirError(f"{root} holds an embedded database ({DB_FILE}); give "
+                                   "--database a directory of its own")
+            if root.is_dir() and not (root / SCRATCH_MARK).exists() and any(
+                    p.name != LOCK_FILE for p in root.iterdir()):
+                raise DataDirError(f"{root} is not empty and is not a tilde-server scratch "
+                                   "directory; choose an empty or new directory")
+            return
         if (root.is_dir() and not (root / DB_FILE).exists()
                 and any(p.name != LOCK_FILE for p in root.iterdir())):
             raise DataDirError(
@@ -447,7 +508,7 @@ class Store:
             c.execute("UPDATE orgs SET deleted_at = ? WHERE id = ?", (t, org["id"]))
 
     @staticmethod
-    def _org(c: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _org(c: Conn, name: str) -> Row:
         row = c.execute("SELECT * FROM orgs WHERE name = ? AND deleted_at IS NULL",
                         (name,)).fetchone()
         if row is None:
@@ -457,7 +518,7 @@ class Store:
     # ======================================================================== repositories
     _REPO_SELECT = ("SELECT r.*, o.uid AS org_uid FROM repos r JOIN orgs o ON o.id = r.org_id ")
 
-    def _repo(self, c: sqlite3.Connection, org: str, name: str) -> sqlite3.Row:
+    def _repo(self, c: Conn, org: str, name: str) -> Row:
         row = c.execute(
             self._REPO_SELECT + "WHERE o.name = ? AND o.deleted_at IS NULL AND r.name = ? "
             "AND r.deleted_at IS NULL", (org, name)).fetchone()
@@ -527,7 +588,7 @@ class Store:
                       (uid, r["id"], r["head_seq"], "open", who.user_id, now_rfc3339()))
         return uid
 
-    def _session(self, c: sqlite3.Connection, repo: sqlite3.Row, sid: str) -> sqlite3.Row:
+    def _session(self, c: Conn, repo: Row, sid: str) -> Row:
         row = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? AND state = 'open'",
                         (sid, repo["id"])).fetchone()
         if row is None:
@@ -555,8 +616,8 @@ class Store:
         self.blobs.drop_spools(sid)
         return commit_id
 
-    def _changed_since_base(self, c: sqlite3.Connection, r: sqlite3.Row,
-                            s: sqlite3.Row) -> list[str]:
+    def _changed_since_base(self, c: Conn, r: Row,
+                            s: Row) -> list[str]:
         """The session's staged paths with a version boundary between its base and head."""
         base, head = s["base_seq"], r["head_seq"]
         if head == base:
@@ -567,7 +628,7 @@ class Store:
             "WHERE st.session_id = ? AND (e.from_seq > ? OR e.to_seq > ?)",
             (r["id"], s["id"], base, base))]
 
-    def _conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
+    def _conflicts(self, c: Conn, r: Row, s: Row,
                    candidates: list[str]) -> list[str]:
         """The candidates that conflict under the rule of subtlety 3, sorted."""
         base, head = s["base_seq"], r["head_seq"]
@@ -582,7 +643,7 @@ class Store:
                 conflicts.append(path)
         return sorted(conflicts)
 
-    def _check_conflicts(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row) -> None:
+    def _check_conflicts(self, c: Conn, r: Row, s: Row) -> None:
         conflicts = self._conflicts(c, r, s, self._changed_since_base(c, r, s))
         if conflicts:
             shown = ", ".join(repr(p) for p in sorted(conflicts)[:5])
@@ -591,7 +652,7 @@ class Store:
                 f"conflict: {len(conflicts)} path(s) changed by another commit since this "
                 f"session started: {shown}{more}", "conflict")
 
-    def _apply(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row, message: str,
+    def _apply(self, c: Conn, r: Row, s: Row, message: str,
                metadata: dict[str, str], who: Principal) -> str:
         """Turn the session's staged rows into a new commit on top of head (inside a write tx)."""
         rid, sess = r["id"], s["id"]
@@ -707,7 +768,7 @@ class Store:
 
     # ======================================================================== point reads
     @staticmethod
-    def _at(c: sqlite3.Connection, rid: int, path: str, seq: int) -> Obj | None:
+    def _at(c: Conn, rid: int, path: str, seq: int) -> Obj | None:
         """The committed object at `path` as of commit seq `seq`."""
         row = c.execute(
             f"SELECT {_ENTRY_COLS}, to_seq FROM entries WHERE repo_id = ? AND path = ? "
@@ -717,7 +778,7 @@ class Store:
         return _obj(row)
 
     @staticmethod
-    def _staged(c: sqlite3.Connection, sess: int, path: str) -> tuple[str, Obj | None] | None:
+    def _staged(c: Conn, sess: int, path: str) -> tuple[str, Obj | None] | None:
         """(op, obj) of a staged row, or None when the session did not touch `path`."""
         row = c.execute(f"SELECT {_ENTRY_COLS}, op FROM staged WHERE session_id = ? AND path = ?",
                         (sess, path)).fetchone()
@@ -725,7 +786,7 @@ class Store:
             return None
         return row["op"], (_obj(row, staged=True) if row["op"] == "put" else None)
 
-    def _view_obj(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row | None,
+    def _view_obj(self, c: Conn, r: Row, s: Row | None,
                   seq: int, path: str) -> Obj | None:
         if s is not None:
             st = self._staged(c, s["id"], path)
@@ -733,8 +794,8 @@ class Store:
                 return st[1]
         return self._at(c, r["id"], path, seq)
 
-    def _resolve_view(self, c: sqlite3.Connection, r: sqlite3.Row, session: str | None,
-                      ref: str | None) -> tuple[sqlite3.Row | None, int]:
+    def _resolve_view(self, c: Conn, r: Row, session: str | None,
+                      ref: str | None) -> tuple[Row | None, int]:
         if session is not None and ref is not None:
             raise BadRequest("session_id and ref cannot be combined", "invalid_input")
         if session is not None:
@@ -745,13 +806,13 @@ class Store:
         return None, r["head_seq"]
 
     @classmethod
-    def _resolve_ref(cls, c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> int:
+    def _resolve_ref(cls, c: Conn, r: Row, ref: str) -> int:
         if ref in (DEFAULT_BRANCH, "HEAD"):
             return int(r["head_seq"])
         return int(cls._commit_row(c, r, ref)["seq"])
 
     @staticmethod
-    def _commit_row(c: sqlite3.Connection, r: sqlite3.Row, ref: str) -> sqlite3.Row:
+    def _commit_row(c: Conn, r: Row, ref: str) -> Row:
         """The commit that `ref` names: a full id or a unique prefix of one (12.)."""
         if not _HEX_RE.fullmatch(ref) or len(ref) >= COMMIT_ID_LENGTH:
             row = c.execute("SELECT * FROM commits WHERE repo_id = ? AND id = ?",
@@ -798,7 +859,7 @@ class Store:
             raise NotFound(f"object {path!r} not found", "object_not_found") from None
 
     # ======================================================================== listings
-    def _base_fetch(self, c: sqlite3.Connection, rid: int, seq: int, head: int,
+    def _base_fetch(self, c: Conn, rid: int, seq: int, head: int,
                     upper: str | None) -> Any:
         up = " AND path < ?" if upper is not None else ""
         if seq == head:
@@ -825,7 +886,7 @@ class Store:
         return fetch
 
     @staticmethod
-    def _staged_fetch(c: sqlite3.Connection, sess: int, upper: str | None) -> Any:
+    def _staged_fetch(c: Conn, sess: int, upper: str | None) -> Any:
         up = " AND path < ?" if upper is not None else ""
         sql = (f"SELECT {_ENTRY_COLS}, op FROM staged WHERE session_id = ? AND path {{op}} ?{up} "
                "ORDER BY path LIMIT ?")
@@ -883,12 +944,13 @@ class Store:
         return Page(items, has_more, items[-1].path if has_more else None)
 
     # ======================================================================== writes
-    def _stage_put(self, c: sqlite3.Connection, sess: int, o: Obj) -> str | None:
+    def _stage_put(self, c: Conn, sess: int, o: Obj) -> str | None:
         """Stage a put; returns the blob of a staged row it replaced (a GC candidate)."""
         old = c.execute("SELECT blob FROM staged WHERE session_id = ? AND path = ?",
                         (sess, o.path)).fetchone()
-        c.execute("INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
-                  "content_type, metadata, last_modified, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        c.execute("INSERT INTO staged(session_id, path, op, blob, size, etag, "
+                  "content_type, metadata, last_modified, source) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                  + STAGE_REPLACE,
                   (sess, o.path, "put", o.blob, o.size, o.etag, o.content_type,
                    json.dumps(o.metadata), o.last_modified,
                    json.dumps(o.source) if o.source else None))
@@ -911,7 +973,7 @@ class Store:
         self.signer.verify(signature, "single", address, expires_at, session, path)
         check_expiry_text(expires_at)
 
-    def _open_session_by_uid(self, c: sqlite3.Connection, session: str) -> sqlite3.Row:
+    def _open_session_by_uid(self, c: Conn, session: str) -> Row:
         row = c.execute("SELECT s.*, r.uid AS repo_uid FROM sessions s JOIN repos r "
                         "ON r.id = s.repo_id WHERE s.uid = ? AND s.state = 'open' "
                         "AND r.deleted_at IS NULL", (session,)).fetchone()
@@ -939,12 +1001,16 @@ class Store:
             with self.db.write() as c:
                 s = self._open_session_by_uid(c, session)
                 if part is None:
-                    c.execute("INSERT OR REPLACE INTO uploads(address, session_id, path, kind, "
-                              "sha256, md5, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    c.execute("INSERT INTO uploads(address, session_id, path, kind, "
+                              "sha256, md5, size, created_at) VALUES (?,?,?,?,?,?,?,?)"
+                              + dialect.replace_on("address", "session_id, path, kind, "
+                                                   "sha256, md5, size, created_at"),
                               (address, s["id"], path, "single", sha, md5, size, now_rfc3339()))
                 else:
-                    c.execute("INSERT OR REPLACE INTO upload_parts(address, part_number, sha256, "
-                              "md5, size) VALUES (?,?,?,?,?)", (address, part, sha, md5, size))
+                    c.execute("INSERT INTO upload_parts(address, part_number, sha256, "
+                              "md5, size) VALUES (?,?,?,?,?)"
+                              + dialect.replace_on("address, part_number", "sha256, md5, size"),
+                              (address, part, sha, md5, size))
         except NotFound:
             spool.abort()
             raise
@@ -1075,7 +1141,7 @@ class Store:
                 raise Forbidden("upload token does not match this upload", "invalid_signature")
         return t
 
-    def _bound_upload(self, c: sqlite3.Connection, s: sqlite3.Row, path: str,
+    def _bound_upload(self, c: Conn, s: Row, path: str,
                       upload_id: str) -> str:
         """The address of the multipart upload `upload_id` of this session and path (7.)."""
         if not _UPLOAD_ID_RE.match(upload_id):
@@ -1261,7 +1327,7 @@ class Store:
             self._collect([replaced])
         return o
 
-    def _stage_delete(self, c: sqlite3.Connection, r: sqlite3.Row, s: sqlite3.Row,
+    def _stage_delete(self, c: Conn, r: Row, s: Row,
                       path: str) -> tuple[bool, str | None]:
         """Stage a tombstone; returns (existed in the session view, replaced staged blob)."""
         staged = self._staged(c, s["id"], path)
@@ -1272,8 +1338,8 @@ class Store:
             return False, None
         old_blob = staged[1].blob if staged is not None and staged[1] is not None else None
         if in_base:
-            c.execute("INSERT OR REPLACE INTO staged(session_id, path, op) VALUES (?,?,'delete')",
-                      (s["id"], path))
+            c.execute("INSERT INTO staged(session_id, path, op) VALUES (?,?,'delete')"
+                      + STAGE_REPLACE, (s["id"], path))
         else:  # only ever existed in this session: forget it entirely
             c.execute("DELETE FROM staged WHERE session_id = ? AND path = ?", (s["id"], path))
         return True, old_blob
@@ -1298,7 +1364,7 @@ class Store:
         return deleted
 
     # ======================================================================== commits
-    def _commit_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+    def _commit_dict(self, row: Row) -> dict[str, Any]:
         return {
             "id": row["id"], "committer": row["committer"],
             "committer_type": row["committer_type"] or "user",
@@ -1332,7 +1398,7 @@ class Store:
             row = self._commit_row(c, self._repo(c, org, repo), commit_id)
         return self._commit_dict(row)
 
-    def _changed_paths(self, c: sqlite3.Connection, rid: int, lo: int, hi: int,
+    def _changed_paths(self, c: Conn, rid: int, lo: int, hi: int,
                        upper: str | None) -> Any:
         """fetch() over the distinct paths with a version boundary in (lo, hi]."""
         up = " AND path < ?" if upper is not None else ""
@@ -1442,8 +1508,9 @@ class Store:
                     key, md5 = cache[data]
                     yield (sess["id"], path, "put", key, len(data), md5,
                            "application/octet-stream", "{}", t)
-            c.executemany("INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
-                          "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)",
+            c.executemany("INSERT INTO staged(session_id, path, op, blob, size, etag, "
+                          "content_type, metadata, last_modified) VALUES (?,?,?,?,?,?,?,?,?)"
+                          + STAGE_REPLACE,
                           gen())
             return self._apply(c, r, sess, message, {}, who)
 

@@ -28,7 +28,6 @@ import hmac
 import json
 import os
 import secrets
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from tilde_server.authz.builtin import BUILTIN_POLICIES, DESCRIPTIONS, ROLES
+from tilde_server.store import dialect
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import fsync_dir
+from tilde_server.store.db import Conn, Row
 from tilde_server.store.engine import (
     ADMIN_USERNAME,
     Page,
@@ -166,24 +167,23 @@ class Identity:
         with self.db.write() as c:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
-                    c.execute(stmt)
-            cols = {r[1] for r in c.execute("PRAGMA table_info(repos)")}
-            if "require_approval_for_agents" not in cols:
-                c.execute("ALTER TABLE repos ADD COLUMN require_approval_for_agents "
-                          "INTEGER NOT NULL DEFAULT 0")
-            if "committer_type" in {r[1] for r in c.execute("PRAGMA table_info(commits)")}:
+                    c.ddl(stmt)
+            if "require_approval_for_agents" not in c.columns("repos"):
+                c.ddl("ALTER TABLE repos ADD COLUMN require_approval_for_agents "
+                      "INTEGER NOT NULL DEFAULT 0")
+            if "committer_type" in c.columns("commits"):
                 # Commits made before format 3 by agents and roles: attribute them by kind.
                 for kind, table in (("agent", "agents"), ("role", "roles")):
                     c.execute(f"UPDATE commits SET committer_type = ? WHERE committer_type "
                               f"IS NULL AND committer_id IN (SELECT id FROM {table})", (kind,))
                 c.execute("UPDATE commits SET committer_type = 'user' "
                           "WHERE committer_type IS NULL")
-            c.execute("INSERT OR IGNORE INTO server_admins(user_id) "
-                      "SELECT id FROM users WHERE username = ?", (ADMIN_USERNAME,))
+            c.execute("INSERT INTO server_admins(user_id) SELECT id FROM users "
+                      "WHERE username = ? ON CONFLICT DO NOTHING", (ADMIN_USERNAME,))
             for org in c.execute("SELECT id FROM orgs WHERE deleted_at IS NULL").fetchall():
                 self._ensure_builtins(c, org[0])
 
-    def _ensure_builtins(self, c: sqlite3.Connection, org_id: int) -> None:
+    def _ensure_builtins(self, c: Conn, org_id: int) -> None:
         have = {r[0] for r in c.execute(
             "SELECT builtin_role FROM policies WHERE org_id = ? AND builtin_role IS NOT NULL",
             (org_id,))}
@@ -290,18 +290,14 @@ class Identity:
                     return
             except ValueError:
                 pass
-        if not self.db.write_lock.acquire(blocking=False):
-            return
-        try:
-            t = now_rfc3339()
-            with self.db.write() as c:
-                c.execute("UPDATE principal_keys SET last_used_at = ? WHERE id = ?", (t, key_id))
-                c.execute(f"UPDATE {table} SET last_used_at = ? WHERE id = ?", (t, owner_id))
+        t = now_rfc3339()
+
+        def touch(c: Conn) -> None:
+            c.execute("UPDATE principal_keys SET last_used_at = ? WHERE id = ?", (t, key_id))
+            c.execute(f"UPDATE {table} SET last_used_at = ? WHERE id = ?", (t, owner_id))
+
+        if self.db.try_write(touch):  # never waits for a writer: next time otherwise
             self._last_touch[key_id] = now
-        except sqlite3.OperationalError:  # busy (another process writes): next time
-            pass
-        finally:
-            self.db.write_lock.release()
 
     # ======================================================================== organizations
     def org_created(self, org_name: str, creator: Principal) -> None:
@@ -310,8 +306,10 @@ class Identity:
             org = self.store._org(c, org_name)
             self._ensure_builtins(c, org["id"])
             if creator.type == "user":
-                c.execute("INSERT OR REPLACE INTO org_members(org_id, user_id, role, joined_at) "
-                          "VALUES (?,?,?,?)", (org["id"], creator.user_id, "owner", now_rfc3339()))
+                c.execute("INSERT INTO org_members(org_id, user_id, role, joined_at) "
+                          "VALUES (?,?,?,?)" + dialect.replace_on("org_id, user_id",
+                                                                  "role, joined_at"),
+                          (org["id"], creator.user_id, "owner", now_rfc3339()))
 
     def visible_org_ids(self, who: Principal) -> set[int] | None:
         """Organizations `who` belongs to (None: all, for server admins)."""
@@ -352,11 +350,11 @@ class Identity:
             "has_password": False,
         }
 
-    def _org(self, c: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _org(self, c: Conn, name: str) -> Row:
         return self.store._org(c, name)
 
     # ======================================================================== members
-    def _member_row(self, r: sqlite3.Row, org_uid: str) -> dict[str, Any]:
+    def _member_row(self, r: Row, org_uid: str) -> dict[str, Any]:
         return {"user_id": r["user_id"], "username": r["username"], "full_name": "",
                 "email": "", "organization_id": org_uid, "joined_at": r["joined_at"],
                 "role": r["role"]}
@@ -416,7 +414,7 @@ class Identity:
     def _creator(who: Principal) -> tuple[str, str, str]:
         return who.type, who.user_id, who.username
 
-    def _agent_json(self, r: sqlite3.Row, org_uid: str) -> dict[str, Any]:
+    def _agent_json(self, r: Row, org_uid: str) -> dict[str, Any]:
         return {"id": r["id"], "name": r["name"], "description": r["description"],
                 "metadata": json.loads(r["metadata"]), "inline_policy": r["inline_policy"],
                 "inline_policy_updated_at": r["inline_policy_updated_at"],
@@ -424,22 +422,22 @@ class Identity:
                 "created_by": r["created_by"], "created_by_name": r["created_by_name"],
                 "created_at": r["created_at"], "last_used_at": r["last_used_at"]}
 
-    def _role_json(self, r: sqlite3.Row, org_uid: str) -> dict[str, Any]:
+    def _role_json(self, r: Row, org_uid: str) -> dict[str, Any]:
         return {"id": r["id"], "name": r["name"], "description": r["description"],
                 "organization_id": org_uid, "created_by_type": r["created_by_type"],
                 "created_by": r["created_by"], "created_by_name": r["created_by_name"],
                 "created_at": r["created_at"], "last_used_at": r["last_used_at"]}
 
-    def _named(self, c: sqlite3.Connection, table: str, org_id: int, name: str,
-               what: str) -> sqlite3.Row:
+    def _named(self, c: Conn, table: str, org_id: int, name: str,
+               what: str) -> Row:
         row = c.execute(f"SELECT * FROM {table} WHERE org_id = ? AND name = ?",
                         (org_id, name)).fetchone()
         if row is None:
             raise NotFound(f"{what} {name!r} not found", f"{what}_not_found")
         return row
 
-    def _page(self, c: sqlite3.Connection, sql: str, args: tuple[Any, ...], after: str | None,
-              amount: int, key: str) -> tuple[list[sqlite3.Row], bool, str | None]:
+    def _page(self, c: Conn, sql: str, args: tuple[Any, ...], after: str | None,
+              amount: int, key: str) -> tuple[list[Row], bool, str | None]:
         rows = c.execute(sql + f" AND {key} > ? ORDER BY {key} LIMIT ?",
                          (*args, after or "", amount + 1)).fetchall()
         has_more = len(rows) > amount
@@ -519,17 +517,16 @@ class Identity:
             p = self._named(c, table, o["id"], name, kind)
             c.execute("DELETE FROM principal_keys WHERE principal_type = ? AND principal_id = ?",
                       (kind, p["id"]))
-            have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if kind == "agent" and "secrets" in have:
+            if kind == "agent" and c.has_table("secrets"):
                 c.execute("DELETE FROM secrets WHERE scope = 'agent' AND scope_id = ?", (p["id"],))
-            if "sandbox_tokens" in have:  # sandbox/records.py: principal is a JSON Principal
-                c.execute("DELETE FROM sandbox_tokens WHERE json_extract(principal, '$.type') = ?"
-                          " AND json_extract(principal, '$.user_id') = ?", (kind, p["id"]))
-            if "sandbox_triggers" in have:
-                c.execute("UPDATE sandbox_triggers SET enabled = 0, updated_at = ? "
-                          "WHERE json_extract(principal, '$.type') = ? "
-                          "AND json_extract(principal, '$.user_id') = ?",
-                          (now_rfc3339(), kind, p["id"]))
+            # sandbox/records.py: `principal` is a JSON Principal
+            by_principal = (f"{dialect.json_text(c.dialect, 'principal', 'type')} = ? AND "
+                            f"{dialect.json_text(c.dialect, 'principal', 'user_id')} = ?")
+            if c.has_table("sandbox_tokens"):
+                c.execute(f"DELETE FROM sandbox_tokens WHERE {by_principal}", (kind, p["id"]))
+            if c.has_table("sandbox_triggers"):
+                c.execute(f"UPDATE sandbox_triggers SET enabled = 0, updated_at = ? "
+                          f"WHERE {by_principal}", (now_rfc3339(), kind, p["id"]))
             c.execute("DELETE FROM group_members WHERE subject_type = ? AND subject_id = ?",
                       (kind, p["id"]))
             c.execute("DELETE FROM policy_attachments WHERE principal_type = ? "
@@ -538,7 +535,7 @@ class Identity:
 
     # ======================================================================== API keys
     @staticmethod
-    def _key_json(r: sqlite3.Row, token: str = "") -> dict[str, Any]:
+    def _key_json(r: Row, token: str = "") -> dict[str, Any]:
         out = {"id": r["id"], "name": r["name"], "description": r["description"],
                "token_hint": r["token_hint"], "created_at": r["created_at"],
                "last_used_at": r["last_used_at"], "revoked_at": r["revoked_at"]}
@@ -546,7 +543,7 @@ class Identity:
             out["token"] = token
         return out
 
-    def _owner(self, c: sqlite3.Connection, kind: str, org: str, name: str) -> sqlite3.Row:
+    def _owner(self, c: Conn, kind: str, org: str, name: str) -> Row:
         o = self._org(c, org)
         return self._named(c, "agents" if kind == "agent" else "roles", o["id"], name, kind)
 
@@ -598,12 +595,12 @@ class Identity:
 
     # ======================================================================== groups
     @staticmethod
-    def _group_json(r: sqlite3.Row, org_uid: str) -> dict[str, Any]:
+    def _group_json(r: Row, org_uid: str) -> dict[str, Any]:
         return {"id": r["id"], "name": r["name"], "description": r["description"],
                 "organization_id": org_uid, "created_by_type": r["created_by_type"],
                 "created_by": r["created_by"], "created_at": r["created_at"]}
 
-    def _group(self, c: sqlite3.Connection, org_id: int, gid: str) -> sqlite3.Row:
+    def _group(self, c: Conn, org_id: int, gid: str) -> Row:
         row = c.execute("SELECT * FROM org_groups WHERE id = ? AND org_id = ?",
                         (_uuid(gid, "group"), org_id)).fetchone()
         if row is None:
@@ -657,7 +654,7 @@ class Identity:
                       "AND principal_id = ?", (g["id"],))
             c.execute("DELETE FROM org_groups WHERE id = ?", (g["id"],))
 
-    def _subject_name(self, c: sqlite3.Connection, org_id: int, kind: str,
+    def _subject_name(self, c: Conn, org_id: int, kind: str,
                       sid: str) -> tuple[str, str] | None:
         """(display name, username) of a principal of `kind` in the organization, or None."""
         if kind == "user":
@@ -669,7 +666,7 @@ class Identity:
                       (sid, org_id)).fetchone()
         return (r[0], "") if r else None
 
-    def _check_principal(self, c: sqlite3.Connection, org_id: int, kind: str, pid: str,
+    def _check_principal(self, c: Conn, org_id: int, kind: str, pid: str,
                          allowed: tuple[str, ...], field: str) -> str:
         if kind not in allowed:
             raise BadRequest(f"{field} must be one of {', '.join(allowed)}",
@@ -704,8 +701,9 @@ class Identity:
             # `sid` becomes a child of `g`: a cycle if `sid` is `g` or one of g's ancestors.
             if kind == "group" and sid in {g["id"], *self._groups_of(c, "group", g["id"])}:
                 raise Conflict("adding this group would make a membership cycle", "cycle")
-            c.execute("INSERT OR IGNORE INTO group_members(group_id, subject_type, subject_id, "
-                      "added_at) VALUES (?,?,?,?)", (g["id"], kind, sid, now_rfc3339()))
+            c.execute("INSERT INTO group_members(group_id, subject_type, subject_id, "
+                      "added_at) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                      (g["id"], kind, sid, now_rfc3339()))
 
     def remove_group_member(self, org: str, gid: str, kind: str, sid: str) -> None:
         with self.db.write() as c:
@@ -719,7 +717,7 @@ class Identity:
                 raise NotFound("no such group member", "member_not_found")
 
     @staticmethod
-    def _groups_of(c: sqlite3.Connection, kind: str, pid: str) -> list[str]:
+    def _groups_of(c: Conn, kind: str, pid: str) -> list[str]:
         """Ids of every group `pid` belongs to, directly or through nested groups."""
         rows = c.execute(
             "WITH RECURSIVE g(id) AS ("
@@ -750,7 +748,7 @@ class Identity:
             return out
 
     # ======================================================================== policies
-    def _policy_json(self, c: sqlite3.Connection, r: sqlite3.Row,
+    def _policy_json(self, c: Conn, r: Row,
                      org_uid: str) -> dict[str, Any]:
         n = c.execute("SELECT count(*) FROM policy_attachments WHERE policy_id = ?",
                       (r["id"],)).fetchone()[0]
@@ -760,7 +758,7 @@ class Identity:
                 "is_builtin": r["builtin_role"] is not None, "attachment_count": n,
                 "created_at": r["created_at"], "updated_at": r["updated_at"]}
 
-    def _policy(self, c: sqlite3.Connection, org_id: int, pid: str) -> sqlite3.Row:
+    def _policy(self, c: Conn, org_id: int, pid: str) -> Row:
         row = c.execute("SELECT * FROM policies WHERE id = ? AND org_id = ?",
                         (_uuid(pid, "policy"), org_id)).fetchone()
         if row is None:
@@ -835,9 +833,9 @@ class Identity:
             p = self._policy(c, o["id"], pid)
             self._check_principal(c, o["id"], kind, principal_id, PRINCIPAL_TYPES,
                                   "principal_type")
-            c.execute("INSERT OR IGNORE INTO policy_attachments(policy_id, principal_type, "
+            c.execute("INSERT INTO policy_attachments(policy_id, principal_type, "
                       "principal_id, attached_by_type, attached_by, attached_at) "
-                      "VALUES (?,?,?,?,?,?)",
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                       (p["id"], kind, principal_id, who.type, who.user_id, now_rfc3339()))
 
     def detach(self, org: str, pid: str, kind: str, principal_id: str) -> None:
@@ -853,7 +851,7 @@ class Identity:
                 raise NotFound("the policy is not attached to that principal",
                                "attachment_not_found")
 
-    def _attachments(self, c: sqlite3.Connection, org_id: int, kind: str | None = None,
+    def _attachments(self, c: Conn, org_id: int, kind: str | None = None,
                      principal_id: str | None = None,
                      policy_id: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT a.*, p.name AS policy_name, p.builtin_role FROM policy_attachments a "
@@ -884,7 +882,7 @@ class Identity:
 
     # ======================================================================== effective
     def effective_policies(self, org_id: int, kind: str, pid: str,
-                           c: sqlite3.Connection | None = None) -> list[EffectivePolicy]:
+                           c: Conn | None = None) -> list[EffectivePolicy]:
         """Every policy that applies to a principal in one organization, with its source."""
         if c is None:
             with self.db.read() as conn:
@@ -993,14 +991,17 @@ class Identity:
                 raise BadRequest("nothing to commit: the session has no staged changes",
                                  "no_changes")
             c.execute("UPDATE sessions SET state = 'pending_approval' WHERE id = ?", (s["id"],))
-            c.execute("INSERT OR REPLACE INTO approvals(session_id, repo_id, message, metadata, "
+            c.execute("INSERT INTO approvals(session_id, repo_id, message, metadata, "
                       "requested_by_type, requested_by, requested_by_name, requested_at, state) "
-                      "VALUES (?,?,?,?,?,?,?,?, 'pending')",
+                      "VALUES (?,?,?,?,?,?,?,?, 'pending')" + dialect.replace_on(
+                          "session_id", "repo_id, message, metadata, requested_by_type, "
+                          "requested_by, requested_by_name, requested_at, state, decided_by, "
+                          "decided_at, commit_id"),
                       (s["id"], r["id"], message, json.dumps(metadata), who.type, who.user_id,
                        who.username, now_rfc3339()))
 
-    def _pending(self, c: sqlite3.Connection, org: str, repo: str,
-                 sid: str) -> tuple[sqlite3.Row, sqlite3.Row, sqlite3.Row]:
+    def _pending(self, c: Conn, org: str, repo: str,
+                 sid: str) -> tuple[Row, Row, Row]:
         r = self.store._repo(c, org, repo)
         s = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? "
                       "AND state = 'pending_approval'", (sid, r["id"])).fetchone()

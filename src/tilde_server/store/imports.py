@@ -31,7 +31,6 @@ import json
 import logging
 import mimetypes
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
@@ -42,7 +41,8 @@ from urllib.parse import unquote, urlparse
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import Spool
 from tilde_server.store.connectors import check_uuid
-from tilde_server.store.engine import Obj, now_rfc3339
+from tilde_server.store.db import Row
+from tilde_server.store.engine import STAGE_REPLACE, Obj, now_rfc3339
 from tilde_server.store.errors import BadRequest, NotFound, StoreError
 from tilde_server.store.listing import key_successor
 from tilde_server.store.sources import Source, SourceObject, open_source
@@ -75,7 +75,7 @@ class _Fetched:
     content_type: str
 
 
-def job_json(row: sqlite3.Row, repo_uid: str, source_repo_uid: str) -> dict[str, Any]:
+def job_json(row: Row, repo_uid: str, source_repo_uid: str) -> dict[str, Any]:
     return {
         "id": row["id"], "status": row["status"], "repository_id": repo_uid,
         "connector_id": row["connector_id"] or "", "source_prefix": row["source_prefix"],
@@ -193,7 +193,7 @@ class ImportRunner:
         return job_json(row, r["uid"], src_uid)
 
     # ======================================================================== helpers
-    def _insert(self, r: sqlite3.Row, who: Principal, *, connector_id: str | None = None,
+    def _insert(self, r: Row, who: Principal, *, connector_id: str | None = None,
                 source_repo_id: int | None = None, source_org: str = "", source_repo: str = "",
                 source_prefix: str, destination: str, message: str) -> str:
         job_id = str(uuid.uuid4())
@@ -257,7 +257,7 @@ class ImportRunner:
         self._store.blobs.drop_spools(uid)
         self._store._collect(blobs)
 
-    def _new_session(self, job_id: str, repo_id: int, who: Principal) -> sqlite3.Row:
+    def _new_session(self, job_id: str, repo_id: int, who: Principal) -> Row:
         uid = str(uuid.uuid4())
         with self._db.write() as c:
             r = c.execute("SELECT * FROM repos WHERE id = ? AND deleted_at IS NULL",
@@ -271,10 +271,10 @@ class ImportRunner:
             c.execute("UPDATE import_jobs SET session_uid = ?, status = 'running', "
                       "objects_imported = 0, updated_at = ? WHERE id = ?",
                       (uid, now_rfc3339(), job_id))
-        row: sqlite3.Row = s
+        row: Row = s
         return row
 
-    def _commit(self, job_id: str, s: sqlite3.Row, message: str, who: Principal) -> str:
+    def _commit(self, job_id: str, s: Row, message: str, who: Principal) -> str:
         """Commit the internal session (conflict check included); '' when nothing staged."""
         with self._db.write() as c:
             r = c.execute("SELECT * FROM repos WHERE id = ? AND deleted_at IS NULL",
@@ -293,7 +293,7 @@ class ImportRunner:
 
     # ======================================================================== the worker
     def _run(self, job_id: str, who: Principal) -> None:
-        session: sqlite3.Row | None = None
+        session: Row | None = None
         try:
             with self._db.read() as c:
                 job = c.execute("SELECT * FROM import_jobs WHERE id = ?", (job_id,)).fetchone()
@@ -328,7 +328,7 @@ class ImportRunner:
                 if state is not None and state[0] == "import":
                     self._discard_session(session["uid"])
 
-    def _import_connector(self, job: sqlite3.Row, s: sqlite3.Row, started: str) -> int:
+    def _import_connector(self, job: Row, s: Row, started: str) -> int:
         conns = self._store.connectors
         with self._db.read() as c:
             r = c.execute("SELECT * FROM repos WHERE id = ?", (job["repo_id"],)).fetchone()
@@ -389,7 +389,7 @@ class ImportRunner:
             ctype = mimetypes.guess_type(target)[0] or "application/octet-stream"
         return _Fetched(obj, target, spool, sha, md5, size, opened.version_id, ctype)
 
-    def _stage(self, s: sqlite3.Row, k: sqlite3.Row, job: sqlite3.Row, f: _Fetched,
+    def _stage(self, s: Row, k: Row, job: Row, f: _Fetched,
                source: Source, started: str) -> None:
         meta = {"connector_id": k["id"], "connector_type": k["type"],
                 "source_path": source.uri_of(f.obj.key), "version_id": f.version_id,
@@ -401,7 +401,7 @@ class ImportRunner:
         if replaced:
             self._store._collect([replaced])
 
-    def _import_repository(self, job: sqlite3.Row, s: sqlite3.Row, started: str) -> int:
+    def _import_repository(self, job: Row, s: Row, started: str) -> int:
         """Reference the source repository's blobs at its head: no bytes are copied."""
         prefix, cut, dest = job["source_prefix"], dir_part(job["source_prefix"]), \
             job["destination_path"]
@@ -434,9 +434,9 @@ class ImportRunner:
                         "source_etag": row["etag"], "import_job_id": job["id"],
                         "import_time": started}
                 c.execute(
-                    "INSERT OR REPLACE INTO staged(session_id, path, op, blob, size, etag, "
+                    "INSERT INTO staged(session_id, path, op, blob, size, etag, "
                     "content_type, metadata, last_modified, source) "
-                    "VALUES (?,?,'put',?,?,?,?,?,?,?)",
+                    "VALUES (?,?,'put',?,?,?,?,?,?,?)" + STAGE_REPLACE,
                     (s["id"], target, row["blob"], row["size"], row["etag"],
                      row["content_type"], row["metadata"], t, json.dumps(meta)))
                 count += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import secrets as _random
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tilde_server.store.blobs import fsync_dir
+from tilde_server.store.db import Conn, Row
 from tilde_server.store.engine import now_rfc3339
 from tilde_server.store.errors import BadRequest, DataDirError, NotFound, StoreError
 
@@ -84,7 +84,7 @@ class Vault:
                              "key", "decryption_failed") from None
 
 
-def has_sealed_values(c: sqlite3.Connection) -> bool:
+def has_sealed_values(c: Conn) -> bool:
     return bool(c.execute("SELECT EXISTS(SELECT 1 FROM secrets) "
                           "OR EXISTS(SELECT 1 FROM connectors)").fetchone()[0])
 
@@ -111,7 +111,7 @@ class SecretStore:
         return f"secret\x00{scope}\x00{owner}\x00{name}"
 
     @staticmethod
-    def _meta(row: sqlite3.Row) -> dict[str, Any]:
+    def _meta(row: Row) -> dict[str, Any]:
         return {"key": row["name"], "created_by_type": row["created_by_type"],
                 "created_by": row["created_by"], "created_at": row["created_at"],
                 "updated_at": row["updated_at"]}
@@ -125,11 +125,8 @@ class SecretStore:
         """('agent', agent id) of a live agent of `org` (agents: store/identity.py)."""
         with self._db.read() as c:
             o = self._store._org(c, org)
-            try:
-                row = c.execute("SELECT id FROM agents WHERE org_id = ? AND name = ?",
-                                (o["id"], agent)).fetchone()
-            except sqlite3.OperationalError:  # no identity tables in this database
-                row = None
+            row = c.execute("SELECT id FROM agents WHERE org_id = ? AND name = ?",
+                            (o["id"], agent)).fetchone() if c.has_table("agents") else None
         if row is None:
             raise NotFound(f"agent {agent!r} not found", "agent_not_found")
         return "agent", str(row[0])
