@@ -61,6 +61,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "'--wire current --downloads redirect'; {port} stands for the server's port "
              "(scripts/test.sh runs the client and mount suites once per wire dialect this "
              "way)")
+    parser.addoption(
+        "--backend", default="sqlite", choices=("sqlite", "postgresql"),
+        help="the metadata engine of every server the tests start: sqlite (in the data "
+             "directory, the default) or postgresql (a real PostgreSQL 15 the run starts on "
+             "loopback, tests/postgres.py; one database per data directory)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from postgres import RUN
+
+    RUN.name = config.getoption("--backend")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from postgres import RUN
+
+    RUN.stop()
+
+
+def backend_env(data: Path) -> dict[str, str]:
+    """The environment that puts a server on `data` on this run's --backend."""
+    from postgres import RUN
+
+    return RUN.env(data)
+
+
+def server_cli(data: Path, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A maintenance command (`tilde-server user add --data DATA ...`) on the deployment
+    whose data directory is `data`: on this run's --backend, as its server is."""
+    full_env = dict(os.environ if env is None else env)
+    full_env.update(backend_env(data))
+    return subprocess.run([*server_command(), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
 
 
 def start_server(tmp: Path, api_key: str = ADMIN_KEY,
@@ -79,6 +113,7 @@ def start_server(tmp: Path, api_key: str = ADMIN_KEY,
     # The admin key by environment, not --admin-key: a command line is readable by every
     # local user (ps, /proc/PID/cmdline); test_security_canary.py checks it is not there.
     env["TILDE_SERVER_ADMIN_KEY"] = api_key
+    env.update(backend_env(data))
     env.update(extra_env or {})
     log_path = tmp / "server.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process

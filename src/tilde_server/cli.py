@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from tilde_server import __version__
+from tilde_server.location import Location, fail, location_options
 from tilde_server.sandbox.cli import image_group, sandbox_options
 from tilde_server.wire import DEFAULT_DOWNLOAD_URL_TTL, DOWNLOADS, WIRES, check_base_url
 
@@ -122,6 +123,11 @@ def main() -> None:
                    "given.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--database", default=None, envvar="TILDE_SERVER_DATABASE", metavar="URL",
+              help="Keep the metadata in PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT/DB "
+                   "(env TILDE_SERVER_DATABASE: prefer it, the URL holds a password). "
+                   "Several servers may share one database (docs/deploy.md); --data is then "
+                   "this process's own blobs and scratch. Default: SQLite in --data.")
 @sandbox_options
 @click.option("--connector-root", "connector_roots", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -170,7 +176,7 @@ def main() -> None:
               metavar="SECONDS", envvar="TILDE_SERVER_GC_GRACE",
               help="A periodic sweep leaves files modified in the last SECONDS alone.")
 def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
-        connector_roots: tuple[Path, ...], s3_endpoint: str | None,
+        database: str | None, connector_roots: tuple[Path, ...], s3_endpoint: str | None,
         s3_ambient_credentials: bool, wire: str, downloads: str, download_url_ttl: int,
         signed_url_base: str | None, gc_interval: int, gc_grace: int) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
@@ -189,7 +195,7 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
     except ValueError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
-    lock, store, generated = _open_owned(data_dir, admin_key or None)
+    lock, store, generated = _open_owned(data_dir, admin_key or None, database or None)
     store.connectors.settings = SourceSettings(
         connector_roots=tuple(p.resolve() for p in connector_roots),
         s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials,
@@ -203,8 +209,9 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         written = write_client_config(generated, endpoint)
         if written:
             click.echo(f"tilde-server: wrote {written} (api_key, endpoint_url)")
-    log.info("tilde-server %s: data %s, listening on %s (wire %s, downloads %s)", __version__,
-             data_dir, endpoint, wire, downloads)
+    log.info("tilde-server %s: data %s%s, listening on %s (wire %s, downloads %s)",
+             __version__, data_dir, f", database {store.db.description}" if database else "",
+             endpoint, wire, downloads)
     from tilde_server.sandbox import cli as sandbox_cli
 
     app = build_app(store, wire=WireOptions(wire, downloads, download_url_ttl, signed_url_base))
@@ -224,7 +231,8 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         log.info("tilde-server stopped")
 
 
-def _open_owned(data_dir: Path, admin_key: str | None) -> tuple[Any, Any, str | None]:
+def _open_owned(data_dir: Path, admin_key: str | None,
+                database: str | None = None) -> tuple[Any, Any, str | None]:
     """Lock DIR (exit 2 naming the holder when another process has it), then open it as its
     owner: recovery and the startup sweep run. Returns (lock, store, generated key)."""
     from tilde_server.store import DataDirError, Store
@@ -232,13 +240,13 @@ def _open_owned(data_dir: Path, admin_key: str | None) -> tuple[Any, Any, str | 
 
     data_dir = data_dir.expanduser()
     try:
-        Store.check_root(data_dir)
+        Store.check_root(data_dir, database)
         lock = DataDirLock.acquire(data_dir)
     except DataDirError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
     try:
-        store, generated = Store.open(data_dir, admin_key)
+        store, generated = Store.open(data_dir, admin_key, database=database)
     except DataDirError as exc:
         lock.release()
         click.echo(f"tilde-server: error: {exc}", err=True)
@@ -274,21 +282,12 @@ class _Sweeper:
             self._thread.join(timeout=30)
 
 
-def _open_identity(data_dir: Path):  # type: ignore[no-untyped-def]
-    """Open DIR for a maintenance command; safe while the server runs (SQLite WAL), so it
-    neither takes the lock nor recovers (that is the running server's)."""
-    from tilde_server.store import DataDirError, Store
+def _open_identity(where: Location):  # type: ignore[no-untyped-def]
+    """Open the deployment for a maintenance command; safe while the server runs (SQLite
+    WAL, or PostgreSQL), so it neither takes the lock nor recovers (that is the server's)."""
     from tilde_server.store.identity import Identity
 
-    if not (data_dir / "tilde.db").exists():
-        click.echo(f"tilde-server: error: {data_dir} is not a tilde-server data directory "
-                   "(start `tilde-server run --data DIR` once first)", err=True)
-        sys.exit(2)
-    try:
-        store, _ = Store.open(data_dir, None, recover=False)
-    except DataDirError as exc:
-        click.echo(f"tilde-server: error: {exc}", err=True)
-        sys.exit(2)
+    store = where.open_beside_server()
     return store, Identity(store)
 
 
@@ -297,20 +296,14 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
-_DATA = click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-                     help="Data directory of the server.")
-
-
 @main.command()
-@_DATA
-def gc(data_dir: Path) -> None:
+@location_options
+def gc(where: Location) -> None:
     """Sweep a stopped server's DIR now: unreferenced blobs, stale spool files, expired
     uploads (refused while a server runs; a running server sweeps by itself)."""
-    if not (data_dir / "tilde.db").exists():
-        click.echo(f"tilde-server: error: {data_dir} is not a tilde-server data directory",
-                   err=True)
-        sys.exit(2)
-    lock, store, _ = _open_owned(data_dir, None)
+    if not where.database and not (where.data_dir / "tilde.db").exists():
+        fail(f"{where.data_dir} is not a tilde-server data directory")
+    lock, store, _ = _open_owned(where.data_dir, None, where.database)
     try:
         r = store.startup_sweep
         click.echo(f"removed {r.blobs} unreferenced blob(s), {r.spool_files} spool file(s), "
@@ -326,14 +319,14 @@ def user() -> None:
 
 
 @user.command("add")
-@_DATA
+@location_options
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="A server admin: allowed everything everywhere.")
-def user_add(data_dir: Path, name: str, admin: bool) -> None:
+def user_add(where: Location, name: str, admin: bool) -> None:
     """Add user NAME and print its API key (shown once)."""
     from tilde_server.store import StoreError
 
-    store, ident = _open_identity(data_dir)
+    store, ident = _open_identity(where)
     try:
         info, key = ident.add_user(name, admin=admin)
     except StoreError as exc:
@@ -345,10 +338,10 @@ def user_add(data_dir: Path, name: str, admin: bool) -> None:
 
 
 @user.command("list")
-@_DATA
-def user_list(data_dir: Path) -> None:
+@location_options
+def user_list(where: Location) -> None:
     """List users: id, name, server admin or not, live key count."""
-    store, ident = _open_identity(data_dir)
+    store, ident = _open_identity(where)
     try:
         for u in ident.list_users():
             flag = "admin" if u["admin"] else "-"
@@ -358,13 +351,13 @@ def user_list(data_dir: Path) -> None:
 
 
 @user.command("remove")
-@_DATA
+@location_options
 @click.argument("name")
-def user_remove(data_dir: Path, name: str) -> None:
+def user_remove(where: Location, name: str) -> None:
     """Remove user NAME with its keys, memberships and attachments (effective at once)."""
     from tilde_server.store import StoreError
 
-    store, ident = _open_identity(data_dir)
+    store, ident = _open_identity(where)
     try:
         ident.remove_user(name)
     except StoreError as exc:
@@ -374,14 +367,14 @@ def user_remove(data_dir: Path, name: str) -> None:
     click.echo(f"removed user {name}")
 
 
-def _decide(data_dir: Path, repo_path: str, session_id: str, approve: bool) -> None:
+def _decide(where: Location, repo_path: str, session_id: str, approve: bool) -> None:
     from tilde_server.store import Principal, StoreError
 
     org, sep, repo = repo_path.partition("/")
     if not sep or not org or not repo:
         click.echo("tilde-server: error: give the repository as ORG/REPO", err=True)
         sys.exit(2)
-    store, ident = _open_identity(data_dir)
+    store, ident = _open_identity(where)
     operator = Principal("cli", "tilde-server-cli", "user", None, True)
     try:
         if approve:
@@ -396,21 +389,21 @@ def _decide(data_dir: Path, repo_path: str, session_id: str, approve: bool) -> N
 
 
 @main.command()
-@_DATA
+@location_options
 @click.argument("repo_path", metavar="ORG/REPO")
 @click.argument("session_id")
-def approve(data_dir: Path, repo_path: str, session_id: str) -> None:
+def approve(where: Location, repo_path: str, session_id: str) -> None:
     """Approve a commit waiting for approval: apply it now (fails on a conflict)."""
-    _decide(data_dir, repo_path, session_id, True)
+    _decide(where, repo_path, session_id, True)
 
 
 @main.command()
-@_DATA
+@location_options
 @click.argument("repo_path", metavar="ORG/REPO")
 @click.argument("session_id")
-def reject(data_dir: Path, repo_path: str, session_id: str) -> None:
+def reject(where: Location, repo_path: str, session_id: str) -> None:
     """Reject a commit waiting for approval: roll its session back."""
-    _decide(data_dir, repo_path, session_id, False)
+    _decide(where, repo_path, session_id, False)
 
 
 main.add_command(image_group)

@@ -536,12 +536,10 @@ def test_operator_image(api: SandboxApi, server: Any, tmp_path: Any) -> None:
     root.mkdir()
     _tiny_rootfs(root)
     name = unique("tiny")
-    cli = [*_root.server_command(), "image"]
-    r = subprocess.run([*cli, "add", "--data", str(server.data_dir), name, str(root)],
-                       capture_output=True, text=True)
+    d = server.data_dir
+    r = _root.server_cli(d, "image", "add", "--data", str(d), name, str(root))
     assert r.returncode == 0, r.stderr
-    listed = subprocess.run([*cli, "list", "--data", str(server.data_dir)],
-                            capture_output=True, text=True).stdout
+    listed = _root.server_cli(d, "image", "list", "--data", str(d)).stdout
     assert f"{name}\t{root}" in listed and "python-312\t-> host (alias)" in listed
     st, out = api.run({"image": name, "command": [
         "/bin/sh", "-c", "read m < /etc/marker; echo $m; echo /*; "
@@ -553,18 +551,16 @@ def test_operator_image(api: SandboxApi, server: Any, tmp_path: Any) -> None:
                                      "/run", "/sandbox", "/tmp"}
     assert lines[2] == "none"  # no python3 in the image: no forwarder, no credentials
     assert api.objects()["i"] == b"img\n"
-    r = subprocess.run([*cli, "remove", "--data", str(server.data_dir), name],
-                       capture_output=True, text=True)
+    r = _root.server_cli(d, "image", "remove", "--data", str(d), name)
     assert r.returncode == 0, r.stderr
     st, _ = api.run({"image": name, "command": ["true"]})
     assert st["status_reason"] == "image_not_found"
-    bad = subprocess.run([*cli, "add", "--data", str(server.data_dir), "x", str(tmp_path)],
-                         capture_output=True, text=True)
+    bad = _root.server_cli(d, "image", "add", "--data", str(d), "x", str(tmp_path))
     assert bad.returncode == 2 and "bin/sh" in bad.stderr
     if os.geteuid() == 0:  # pytest's tmp_path is private (0700): refused with a reason
         _tiny_rootfs(tmp_path / "private")
-        bad = subprocess.run([*cli, "add", "--data", str(server.data_dir), "x",
-                              str(tmp_path / "private")], capture_output=True, text=True)
+        bad = _root.server_cli(d, "image", "add", "--data", str(d), "x",
+                               str(tmp_path / "private"))
         assert bad.returncode == 2 and "not searchable" in bad.stderr
     import shutil
 

@@ -16,6 +16,7 @@ _root = root_conftest()
 RepoRef = _root.RepoRef
 ServerHandle = _root.ServerHandle
 free_port = _root.free_port
+server_cli = _root.server_cli
 server_command = _root.server_command
 start_server = _root.start_server
 stop_server = _root.stop_server

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverapi import RepoRef, ServerHandle, assert_error, server_command, unique
+from serverapi import RepoRef, ServerHandle, assert_error, server_cli, unique
 
 DENY_SECRET = """package tilde.authz
 import rego.v1
@@ -28,8 +28,7 @@ ALLOW_ALL = "package tilde.authz\ndefault allow = true\n"
 
 
 def cli(server: ServerHandle, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*server_command(), *args], capture_output=True, text=True,
-                          timeout=60)
+    return server_cli(server.data_dir, *args)
 
 
 class Caller:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api, server_command, unique
+from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api, server_cli, unique
 
 MiB = 1024 * 1024
 
@@ -248,8 +247,7 @@ deny if {
 def _member(server: ServerHandle, api: Api, role: str) -> tuple[str, httpx.Client]:
     """A new user (made with `tilde-server user add`) in the repo's organization."""
     name = unique("user")
-    proc = subprocess.run([*server_command(), "user", "add", "--data", str(server.data_dir),
-                           name], capture_output=True, text=True, timeout=60)
+    proc = server_cli(server.data_dir, "user", "add", "--data", str(server.data_dir), name)
     assert proc.returncode == 0, proc.stderr
     uid = proc.stdout.split("(id ", 1)[1].split(")", 1)[0]
     key = proc.stdout.rsplit("API key (shown once): ", 1)[1].strip()

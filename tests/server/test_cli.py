@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -24,10 +23,16 @@ from serverapi import (
     unique,
 )
 
+from postgres import RUN
 
-def _run(args: list[str], home: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+
+def _run(args: list[str], home: Path, timeout: float = 20,
+         data: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`data`: a deployment the run's --backend made (its database comes along)."""
     env = dict(os.environ, HOME=str(home))
     env.pop("TILDE_SERVER_ADMIN_KEY", None)
+    if data is not None:
+        env.update(RUN.env(data))
     return subprocess.run([*server_command(), *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
 
@@ -62,9 +67,7 @@ def test_restart_keeps_data_and_adds_admin_key(tmp_path: Path) -> None:
         assert_error(httpx.get(f"{h2.endpoint}/api/v1/organizations",
                                headers={"Authorization": "Bearer key-three"}), 401)
         # keys are stored only as hashes
-        db = sqlite3.connect(h2.data_dir / "tilde.db")
-        hashes = [r[0] for r in db.execute("SELECT key_hash FROM api_keys")]
-        db.close()
+        hashes = [r[0] for r in RUN.rows(h2.data_dir, "SELECT key_hash FROM api_keys")]
         assert len(hashes) == 2 and all("key-" not in x for x in hashes)
     finally:
         stop_server(h2)
@@ -161,11 +164,9 @@ def test_foreign_dir_refused(tmp_path: Path) -> None:
 def test_newer_format_refused(tmp_path: Path) -> None:
     h = start_server(tmp_path, api_key="k")
     stop_server(h)
-    db = sqlite3.connect(h.data_dir / "tilde.db")
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
-    db.commit()
-    db.close()
-    r = _run(["run", "--data", str(h.data_dir), "--port", str(free_port())], tmp_path)
+    RUN.rows(h.data_dir, "UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    r = _run(["run", "--data", str(h.data_dir), "--port", str(free_port())], tmp_path,
+             data=h.data_dir)
     assert r.returncode != 0
     assert "format version 99" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

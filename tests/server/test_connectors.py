@@ -23,8 +23,12 @@ def api(server: ServerHandle, repo_ref: RepoRef) -> Iterator[Api]:
 
 
 def data_dir_bytes(server: ServerHandle) -> bytes:
-    """Every byte of every file of the server's data directory (db, WAL, keys, blobs)."""
-    return b"".join(p.read_bytes() for p in sorted(server.data_dir.rglob("*")) if p.is_file())
+    """Every byte of every file of the server's data directory (db, WAL, keys, blobs), and
+    of its PostgreSQL database when the run has one."""
+    from postgres import RUN
+
+    files = b"".join(p.read_bytes() for p in sorted(server.data_dir.rglob("*")) if p.is_file())
+    return files + RUN.dump(server.data_dir)
 
 
 # ============================================================================ secrets

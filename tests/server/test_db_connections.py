@@ -17,7 +17,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def use_in_a_thread(db: Database) -> None:
+def use_in_a_thread(db: SqliteDatabase) -> None:
     t = threading.Thread(target=lambda: db.conn().execute("SELECT 1").fetchone())
     t.start()
     t.join()

@@ -7,7 +7,6 @@ Plain httpx and the session server of tests/conftest.py (helpers from test_authz
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,11 +33,9 @@ def _commit_one(c: Caller, r: str, path: str, data: bytes, status: int = 200) ->
 
 
 def _db_rows(server: ServerHandle, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(server.data_dir / "tilde.db", timeout=10)
-    try:
-        return list(db.execute(sql, args).fetchall())
-    finally:
-        db.close()
+    from postgres import RUN
+
+    return RUN.rows(server.data_dir, sql, *args)
 
 
 def test_commits_record_the_committer_kind(server: ServerHandle, admin: Caller,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api, start_server, stop_server
 
+from postgres import RUN
 from tilde_server.store.engine import Store
 
 
@@ -90,7 +91,8 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     before the server starts (hundreds of commits by HTTP would be slow), then served."""
     tmp = tmp_path_factory.mktemp("crowded")
     key = "tk-test-crowded-0123456789abcdef"
-    store, _ = Store.open(Path(tmp / "data"), key)
+    store, _ = Store.open(Path(tmp / "data"), key,
+                          database=RUN.env(tmp / "data").get("TILDE_SERVER_DATABASE"))
     try:
         who = store.authenticate(key)
         store.create_org("crowded", "crowded")

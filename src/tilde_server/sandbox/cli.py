@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from tilde_server.location import Location, location_options
+
 log = logging.getLogger("tilde_server.sandbox")
 
 SETTINGS: dict[str, Any] = {}
@@ -160,25 +162,12 @@ def stop(manager: Any) -> None:
         manager.shutdown()
 
 
-def _open(data_dir: Path) -> Any:
+def _open(where: Location) -> Any:
     from tilde_server.sandbox import records
-    from tilde_server.store import DataDirError, Store
 
-    if not (data_dir / "tilde.db").exists():
-        click.echo(f"tilde-server: error: {data_dir} is not a tilde-server data directory",
-                   err=True)
-        sys.exit(2)
-    try:
-        store, _ = Store.open(data_dir, None, recover=False)  # beside a running server
-    except DataDirError as exc:
-        click.echo(f"tilde-server: error: {exc}", err=True)
-        sys.exit(2)
+    store = where.open_beside_server()
     records.ensure_schema(store.db)
     return store
-
-
-_DATA = click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-                     help="Data directory of the server.")
 
 
 @click.group("image")
@@ -187,10 +176,10 @@ def image_group() -> None:
 
 
 @image_group.command("add")
-@_DATA
+@location_options
 @click.argument("name")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def image_add(data_dir: Path, name: str, root: Path) -> None:
+def image_add(where: Location, name: str, root: Path) -> None:
     """Register ROOT (a root file system, e.g. a debootstrap tree) as image NAME."""
     from tilde_server.sandbox import images, records
 
@@ -202,7 +191,7 @@ def image_add(data_dir: Path, name: str, root: Path) -> None:
     except ValueError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
-    store = _open(data_dir)
+    store = _open(where)
     try:
         records.put_image(store.db, name, real)
     finally:
@@ -211,12 +200,12 @@ def image_add(data_dir: Path, name: str, root: Path) -> None:
 
 
 @image_group.command("list")
-@_DATA
-def image_list(data_dir: Path) -> None:
+@location_options
+def image_list(where: Location) -> None:
     """Registered images, the built-in `host` and the alias table."""
     from tilde_server.sandbox import images, records
 
-    store = _open(data_dir)
+    store = _open(where)
     try:
         rows = records.list_images(store.db)
     finally:
@@ -231,13 +220,13 @@ def image_list(data_dir: Path) -> None:
 
 
 @image_group.command("remove")
-@_DATA
+@location_options
 @click.argument("name")
-def image_remove(data_dir: Path, name: str) -> None:
+def image_remove(where: Location, name: str) -> None:
     """Forget image NAME (its directory is left alone)."""
     from tilde_server.sandbox import records
 
-    store = _open(data_dir)
+    store = _open(where)
     try:
         removed = records.remove_image(store.db, name)
     finally:

@@ -153,7 +153,7 @@ class SqliteConn(sqlite3.Connection):
     dialect = dialect.SQLITE
 
     def for_update(self, *tables: str) -> str:
-        return ""  # one writer at a time: nothing to lock (dialect.py 4.)
+        return ""  # one writer at a time: nothing to lock (dialect.py 5.)
 
     def columns(self, table: str) -> set[str]:
         return {row[1] for row in self.execute(f"PRAGMA table_info({table})")}

@@ -19,8 +19,11 @@ Subtleties:
    in SQLite, and must in PostgreSQL too whatever the database's default collation is.
 3. JSON fields: `json_extract(col, '$.key')` in SQLite, `(col::json ->> 'key')` in
    PostgreSQL (`json_text`).
-4. Row locks: PostgreSQL writers run at READ COMMITTED concurrently, so a write that checks
-   a row and then acts on it locks that row (`SELECT ... FOR UPDATE`, `Conn.lock`); SQLite
+4. Index hints: `INDEXED BY name` pins SQLite's planner to the index a query was written
+   for (its statistics can mislead it); PostgreSQL has no hints and plans these well: the
+   clause goes.
+5. Row locks: PostgreSQL writers run at READ COMMITTED concurrently, so a write that checks
+   a row and then acts on it locks that row (`SELECT ... FOR UPDATE`, `Conn.for_update`); SQLite
    has one writer at a time and needs no such clause (it would be a syntax error there).
 """
 
@@ -50,10 +53,15 @@ def postgres_ddl(statement: str) -> str:
     return statement
 
 
+_INDEX_HINT = re.compile(r"\s+INDEXED BY \w+")
+
+
 @functools.lru_cache(maxsize=4096)
-def postgres_query(sql: str) -> str:
-    """A query with `?` placeholders as psycopg takes it (1.)."""
-    return _placeholders(sql.replace("%", "%%"))
+def postgres_query(sql: str, params: bool = True) -> str:
+    """A query with `?` placeholders as psycopg takes it (1., 4.); `params`: whether it is
+    sent with parameters (without, psycopg leaves `%` alone)."""
+    sql = _INDEX_HINT.sub("", sql)
+    return _placeholders(sql.replace("%", "%%")) if params else sql
 
 
 def _placeholders(sql: str) -> str:

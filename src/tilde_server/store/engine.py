@@ -518,10 +518,14 @@ class Store:
     # ======================================================================== repositories
     _REPO_SELECT = ("SELECT r.*, o.uid AS org_uid FROM repos r JOIN orgs o ON o.id = r.org_id ")
 
-    def _repo(self, c: Conn, org: str, name: str) -> Row:
+    def _repo(self, c: Conn, org: str, name: str, lock: bool = False) -> Row:
+        """`lock`: in a write, hold the repository row until it ends; whatever moves or
+        decides on the head (commit, rebase, revert) or changes the row takes it, so two
+        processes' commits to one repository go one after the other (dialect.py 5.)."""
         row = c.execute(
             self._REPO_SELECT + "WHERE o.name = ? AND o.deleted_at IS NULL AND r.name = ? "
-            "AND r.deleted_at IS NULL", (org, name)).fetchone()
+            "AND r.deleted_at IS NULL" + (c.for_update("r") if lock else ""),
+            (org, name)).fetchone()
         if row is None:
             self._org(c, org)
             raise NotFound(f"repository {org}/{name} not found")
@@ -567,7 +571,7 @@ class Store:
         allowed = ("description", "visibility", "session_max_duration_days", "retention_days",
                    "require_approval_for_agents")
         with self.db.write() as c:
-            r = self._repo(c, org, name)
+            r = self._repo(c, org, name, lock=True)
             for k in allowed:
                 if k in fields:
                     c.execute(f"UPDATE repos SET {k} = ? WHERE id = ?", (fields[k], r["id"]))
@@ -575,7 +579,7 @@ class Store:
 
     def delete_repo(self, org: str, name: str) -> None:
         with self.db.write() as c:
-            r = self._repo(c, org, name)
+            r = self._repo(c, org, name, lock=True)
             c.execute("UPDATE repos SET deleted_at = ? WHERE id = ?", (now_rfc3339(), r["id"]))
 
     # ======================================================================== sessions
@@ -589,8 +593,10 @@ class Store:
         return uid
 
     def _session(self, c: Conn, repo: Row, sid: str) -> Row:
-        row = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? AND state = 'open'",
-                        (sid, repo["id"])).fetchone()
+        """An open session; in a write its row stays locked until the write ends, so a
+        change staged and the commit that closes the session never interleave."""
+        row = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? AND state = 'open'"
+                        + c.for_update(), (sid, repo["id"])).fetchone()
         if row is None:
             raise NotFound(f"session {sid!r} not found or no longer open", "session_not_found")
         days = repo["session_max_duration_days"]
@@ -603,7 +609,7 @@ class Store:
     def commit_session(self, org: str, repo: str, sid: str, message: str,
                        metadata: dict[str, str], who: Principal) -> str:
         with self.db.write() as c:
-            r = self._repo(c, org, repo)
+            r = self._repo(c, org, repo, lock=True)
             s = self._session(c, r, sid)
             if not c.execute("SELECT 1 FROM staged WHERE session_id = ? LIMIT 1",
                              (s["id"],)).fetchone():
@@ -715,7 +721,7 @@ class Store:
         the new base commit id ("" for an empty repository). Conflict (with `conflicts`,
         at most MAX_REBASE_CONFLICTS paths) changes nothing."""
         with self.db.write() as c:
-            r = self._repo(c, org, repo)
+            r = self._repo(c, org, repo, lock=True)
             s = self._session(c, r, sid)
             head = r["head_seq"]
             candidates = self._changed_since_base(c, r, s)
@@ -1406,7 +1412,8 @@ class Store:
                "SELECT path FROM entries INDEXED BY entries_from WHERE repo_id = ? "
                f"AND from_seq > ? AND from_seq <= ? AND path {{op}} ?{up} UNION "
                "SELECT path FROM entries INDEXED BY entries_to WHERE repo_id = ? "
-               f"AND to_seq > ? AND to_seq <= ? AND path {{op}} ?{up}) ORDER BY path LIMIT ?")
+               f"AND to_seq > ? AND to_seq <= ? AND path {{op}} ?{up}) AS changed "
+               "ORDER BY path LIMIT ?")
         sql_incl, sql_excl = sql.format(op=">="), sql.format(op=">")
 
         def fetch(lower: str, inclusive: bool, limit: int) -> list[tuple[str, Any]]:
@@ -1457,7 +1464,7 @@ class Store:
     def revert(self, org: str, repo: str, commit_id: str, message: str | None,
                metadata: dict[str, str], who: Principal) -> str:
         with self.db.write() as c:
-            r = self._repo(c, org, repo)
+            r = self._repo(c, org, repo, lock=True)
             target = self._commit_row(c, r, commit_id)
             seq, head, rid = target["seq"], r["head_seq"], r["id"]
             paths = [row[0] for row in c.execute(
@@ -1492,7 +1499,7 @@ class Store:
                   message: str, who: Principal) -> str:
         """Commit many small objects directly (benchmarks, imports); no HTTP, one commit."""
         with self.db.write() as c:
-            r = self._repo(c, org, repo)
+            r = self._repo(c, org, repo, lock=True)
             uid = str(uuid.uuid4())
             sess = c.execute(
                 "INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, created_at) "

@@ -1002,9 +1002,11 @@ class Identity:
 
     def _pending(self, c: Conn, org: str, repo: str,
                  sid: str) -> tuple[Row, Row, Row]:
-        r = self.store._repo(c, org, repo)
+        """In a write, the repository and session rows stay locked (approving commits)."""
+        r = self.store._repo(c, org, repo, lock=True)
         s = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? "
-                      "AND state = 'pending_approval'", (sid, r["id"])).fetchone()
+                      "AND state = 'pending_approval'" + c.for_update(),
+                      (sid, r["id"])).fetchone()
         a = c.execute("SELECT * FROM approvals WHERE session_id = ? AND state = 'pending'",
                       (s["id"],)).fetchone() if s is not None else None
         if s is None or a is None:

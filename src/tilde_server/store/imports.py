@@ -277,8 +277,8 @@ class ImportRunner:
     def _commit(self, job_id: str, s: Row, message: str, who: Principal) -> str:
         """Commit the internal session (conflict check included); '' when nothing staged."""
         with self._db.write() as c:
-            r = c.execute("SELECT * FROM repos WHERE id = ? AND deleted_at IS NULL",
-                          (s["repo_id"],)).fetchone()
+            r = c.execute("SELECT * FROM repos WHERE id = ? AND deleted_at IS NULL"
+                          + c.for_update(), (s["repo_id"],)).fetchone()
             if r is None:
                 raise NotFound("the repository was deleted", "repository_not_found")
             if not c.execute("SELECT 1 FROM staged WHERE session_id = ? LIMIT 1",

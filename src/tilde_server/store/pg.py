@@ -88,7 +88,7 @@ class PgConn:
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
         if params:
             return self._raw.execute(dialect.postgres_query(sql), tuple(params))
-        return self._raw.execute(sql)  # no parameters: psycopg leaves `%` alone
+        return self._raw.execute(dialect.postgres_query(sql, False))
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any:
         cur = self._raw.cursor()
