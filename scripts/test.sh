@@ -33,8 +33,9 @@ step mypy .venv/bin/mypy
 # after the other, while the main run goes: the suites wait on servers, mounts and sandboxes
 # most of the time, so two cores hold both (each has its own servers, mounts and pytest
 # temporary directory); their output is printed when the main run is done. The reliability
-# suite (tests/reliability) runs in that background lane too, before them, which leaves the
-# two lanes about equally long; the main run leaves it out then.
+# suite (tests/reliability) and the server suite on PostgreSQL run in that background lane
+# too, before them, which leaves the two lanes about equally long; the main run leaves the
+# reliability suite out then.
 mkdir -p build
 dialect_log=build/dialect-runs.log
 rm -f "$dialect_log" build/dialect-runs.failed
@@ -48,6 +49,9 @@ if [ $# -eq 0 ]; then
     (
         failed=()  # this lane reports only its own failures (the main one's are counted there)
         step "pytest reliability" .venv/bin/python -m pytest -q --durations=5 tests/reliability
+        # the server suite once more with its metadata on PostgreSQL (docs/deploy.md)
+        step "pytest server (--backend postgresql)" .venv/bin/python -m pytest -q \
+            tests/server --backend postgresql
         # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
         # for the modules that import from `conftest` if both were collected in one run
         for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \

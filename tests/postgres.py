@@ -160,7 +160,7 @@ class RunBackend:
 
     def env(self, data: Path) -> dict[str, str]:
         """The environment that puts a server (or a maintenance command) on `data` on this
-        backend: nothing for sqlite, TILDE_SERVER_DATABASE for postgresql."""
+        backend: nothing for sqlite; for postgresql its database and its key file."""
         if self.name != "postgresql":
             return {}
         if data not in self.databases:
@@ -168,7 +168,9 @@ class RunBackend:
                 self.pg = start_postgres(Path(tempfile.mkdtemp(prefix="tilde-pg-run-")))
             self.databases[data] = self.pg.create_database(
                 f"t_{secrets.token_hex(6)}")
-        return {"TILDE_SERVER_DATABASE": self.databases[data]}
+        # The deployment's key file beside its data directory (keys.py; made on first start).
+        return {"TILDE_SERVER_DATABASE": self.databases[data],
+                "TILDE_SERVER_SECRET_KEY_FILE": str(data.parent / f"{data.name}-keys.json")}
 
     def rows(self, data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """`sql` (``?`` placeholders) against the database behind `data`, committed: a test's

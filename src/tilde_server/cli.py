@@ -113,8 +113,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="Data directory (created if missing; must be empty or a tilde-server dir).")
+@location_options(data_help="Data directory (created if missing; must be empty or a "
+                            "tilde-server dir); beside --database, this process's scratch.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--admin-key", envvar="TILDE_SERVER_ADMIN_KEY", default=None,
@@ -123,11 +123,6 @@ def main() -> None:
                    "given.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--database", default=None, envvar="TILDE_SERVER_DATABASE", metavar="URL",
-              help="Keep the metadata in PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT/DB "
-                   "(env TILDE_SERVER_DATABASE: prefer it, the URL holds a password). "
-                   "Several servers may share one database (docs/deploy.md); --data is then "
-                   "this process's own blobs and scratch. Default: SQLite in --data.")
 @sandbox_options
 @click.option("--connector-root", "connector_roots", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -175,8 +170,8 @@ def main() -> None:
 @click.option("--gc-grace", type=click.IntRange(60, None), default=3600, show_default=True,
               metavar="SECONDS", envvar="TILDE_SERVER_GC_GRACE",
               help="A periodic sweep leaves files modified in the last SECONDS alone.")
-def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: str,
-        database: str | None, connector_roots: tuple[Path, ...], s3_endpoint: str | None,
+def run(where: Location, host: str, port: int, admin_key: str | None, log_level: str,
+        connector_roots: tuple[Path, ...], s3_endpoint: str | None,
         s3_ambient_credentials: bool, wire: str, downloads: str, download_url_ttl: int,
         signed_url_base: str | None, gc_interval: int, gc_grace: int) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
@@ -195,7 +190,7 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
     except ValueError as exc:
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
-    lock, store, generated = _open_owned(data_dir, admin_key or None, database or None)
+    lock, store, generated = _open_owned(where, admin_key or None)
     store.connectors.settings = SourceSettings(
         connector_roots=tuple(p.resolve() for p in connector_roots),
         s3_endpoint=s3_endpoint or None, s3_ambient_credentials=s3_ambient_credentials,
@@ -210,7 +205,8 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         if written:
             click.echo(f"tilde-server: wrote {written} (api_key, endpoint_url)")
     log.info("tilde-server %s: data %s%s, listening on %s (wire %s, downloads %s)",
-             __version__, data_dir, f", database {store.db.description}" if database else "",
+             __version__, where.data_dir,
+             f", database {store.db.description}" if where.database else "",
              endpoint, wire, downloads)
     from tilde_server.sandbox import cli as sandbox_cli
 
@@ -231,14 +227,13 @@ def run(data_dir: Path, host: str, port: int, admin_key: str | None, log_level: 
         log.info("tilde-server stopped")
 
 
-def _open_owned(data_dir: Path, admin_key: str | None,
-                database: str | None = None) -> tuple[Any, Any, str | None]:
+def _open_owned(where: Location, admin_key: str | None) -> tuple[Any, Any, str | None]:
     """Lock DIR (exit 2 naming the holder when another process has it), then open it as its
     owner: recovery and the startup sweep run. Returns (lock, store, generated key)."""
     from tilde_server.store import DataDirError, Store
     from tilde_server.store.lock import DataDirLock
 
-    data_dir = data_dir.expanduser()
+    data_dir, database = where.data_dir.expanduser(), where.database
     try:
         Store.check_root(data_dir, database)
         lock = DataDirLock.acquire(data_dir)
@@ -246,7 +241,8 @@ def _open_owned(data_dir: Path, admin_key: str | None,
         click.echo(f"tilde-server: error: {exc}", err=True)
         sys.exit(2)
     try:
-        store, generated = Store.open(data_dir, admin_key, database=database)
+        store, generated = Store.open(data_dir, admin_key, database=database,
+                                      key_file=where.key_file, blobs=where.blobs)
     except DataDirError as exc:
         lock.release()
         click.echo(f"tilde-server: error: {exc}", err=True)
@@ -303,7 +299,7 @@ def gc(where: Location) -> None:
     uploads (refused while a server runs; a running server sweeps by itself)."""
     if not where.database and not (where.data_dir / "tilde.db").exists():
         fail(f"{where.data_dir} is not a tilde-server data directory")
-    lock, store, _ = _open_owned(where.data_dir, None, where.database)
+    lock, store, _ = _open_owned(where, None)
     try:
         r = store.startup_sweep
         click.echo(f"removed {r.blobs} unreferenced blob(s), {r.spool_files} spool file(s), "

@@ -71,7 +71,10 @@ def test_secret_values_are_not_stored_or_logged_in_plaintext(api: Api,
     assert name.encode() in raw  # names are plain: the grep does see the database
     assert value.encode() not in raw
     assert value not in server.log()
-    key = server.data_dir / "secret.key"
+    from postgres import RUN
+
+    key_file = RUN.env(server.data_dir).get("TILDE_SERVER_SECRET_KEY_FILE")
+    key = Path(key_file) if key_file else server.data_dir / "secret.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
 

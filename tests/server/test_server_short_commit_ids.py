@@ -91,8 +91,10 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
     before the server starts (hundreds of commits by HTTP would be slow), then served."""
     tmp = tmp_path_factory.mktemp("crowded")
     key = "tk-test-crowded-0123456789abcdef"
-    store, _ = Store.open(Path(tmp / "data"), key,
-                          database=RUN.env(tmp / "data").get("TILDE_SERVER_DATABASE"))
+    env = RUN.env(tmp / "data")
+    key_file = env.get("TILDE_SERVER_SECRET_KEY_FILE")
+    store, _ = Store.open(Path(tmp / "data"), key, database=env.get("TILDE_SERVER_DATABASE"),
+                          key_file=Path(key_file) if key_file else None)
     try:
         who = store.authenticate(key)
         store.create_org("crowded", "crowded")

@@ -18,19 +18,30 @@ Subtleties:
    session at once, and startup removes spools of sessions that no longer exist.
 5. A batch upload's objects arrive concatenated in one body; `SpoolSequence` cuts it into one
    spool file per object by the sizes the manifest announced, with one file open at a time.
+6. Beside a database, the blob directory may be shared by every process (`--blobs DIR`, e.g.
+   one filesystem mounted on each host); spools stay under each process's --data. A rename
+   across filesystems fails (EXDEV): the spool is then copied to `.incoming/` in the blob
+   directory, fsynced and renamed into place. Content addressing makes two processes adopting
+   the same key harmless (the same bytes); deletions are decided under the database's blob
+   locks (engine 4.), not by this module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# Where adopt() assembles a copy from another filesystem (6.); never a shard.
+INCOMING = ".incoming"
+_SHARD = re.compile(r"^[0-9a-f]{2}$")
 
 
 def fsync_dir(path: Path) -> None:
@@ -144,8 +155,13 @@ class SpoolSequence:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
-        self.blobs = root / "blobs"
+    """Blob files under `blobs_dir` (default `root`/blobs), spools under `root`/tmp.
+
+    `blobs_dir` may be a directory every process of a --database deployment shares (6.):
+    spools stay each process's own, and a spool on another filesystem is copied in."""
+
+    def __init__(self, root: Path, blobs_dir: Path | None = None) -> None:
+        self.blobs = blobs_dir or root / "blobs"
         self.tmp = root / "tmp"
         mkdirs(self.blobs)
         mkdirs(self.tmp)
@@ -218,8 +234,30 @@ class BlobStore:
             spool_file.unlink(missing_ok=True)
             return
         mkdirs(dest.parent)
-        os.replace(spool_file, dest)
+        try:
+            os.replace(spool_file, dest)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            self._copy_in(spool_file, dest)
         fsync_dir(dest.parent)
+
+    def _copy_in(self, spool_file: Path, dest: Path) -> None:
+        """adopt() across filesystems: a complete, fsynced copy renamed into place (a blob
+        file is never seen half written), then the spool goes."""
+        incoming = self.blobs / INCOMING
+        mkdirs(incoming)
+        tmp = incoming / f"{dest.parent.name}{dest.name}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            with open(spool_file, "rb") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        spool_file.unlink()
 
     def assemble(self, parts: list[Path], out: Path) -> None:
         """Concatenate part spool files into `out` (kernel-side copy where possible), fsynced.
@@ -258,6 +296,8 @@ class BlobStore:
     def shards(self) -> Iterator[tuple[str, list[str]]]:
         """(two-hex-digit directory, names of the blob files in it): key = dir + name."""
         for sub in sorted(os.listdir(self.blobs)):
+            if not _SHARD.match(sub):  # INCOMING, or anything not ours
+                continue
             with contextlib.suppress(NotADirectoryError, FileNotFoundError):
                 yield sub, os.listdir(self.blobs / sub)
 

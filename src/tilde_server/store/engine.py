@@ -18,6 +18,9 @@ Subtleties:
 4. Blob files are referenced from `entries` and `staged`. Unreferenced blobs (rolled-back or
    overwritten staged uploads) are deleted while holding the database write lock, the same lock
    under which every new reference is created, so a blob cannot vanish under a new reference.
+   On PostgreSQL, where writers run side by side, that lock is an advisory lock per blob
+   shard (the first two hex digits): shared by every transaction that adopts or stages a
+   reference, taken before the blob file is touched, exclusive for the collector.
 5. Revert and the commit of a session share one code path: revert stages the inverse changes in
    a hidden internal session based on head and commits it.
 6. A batch upload spools all its objects first, outside any lock, then adopts their blobs and
@@ -84,6 +87,7 @@ from tilde_server.store.errors import (
     NotFound,
     Unauthorized,
 )
+from tilde_server.store.keys import Keys, embedded_keys, open_key_file
 from tilde_server.store.listing import (
     MergedView,
     Source,
@@ -107,6 +111,8 @@ DB_FILE = "tilde.db"
 SCRATCH_MARK = "scratch-for-database"
 # A startup sweep beside other processes spares what is younger (their uploads in flight).
 SHARED_STARTUP_GRACE = 3600.0
+# The advisory lock name of a blob shard (4.): "blob:" + the first two hex digits.
+BLOB_LOCK = "blob:"
 ADMIN_USERNAME = "admin"
 DEFAULT_BRANCH = "main"
 SINGLE_UPLOAD_TTL = 3600
@@ -260,7 +266,10 @@ class Store:
     """The engine. Create with `Store.open(data_dir)`."""
 
     def __init__(self, root: Path, db: Database, meta: dict[str, str],
-                 owner: bool = True) -> None:
+                 owner: bool = True, keys: Keys | None = None,
+                 blobs_dir: Path | None = None) -> None:
+        """`keys`: the deployment's (keys.py); default an embedded directory's own.
+        `blobs_dir`: a blob directory shared by a deployment's processes (blobs.py 6.)."""
         self.root = root
         # The process that serves the directory (recovers it at open, stops its imports at
         # close), not a maintenance command opened beside a running server.
@@ -268,8 +277,7 @@ class Store:
         self.startup_sweep: SweepResult | None = None
         self.db = db
         self._commit_hooks: list[Callable[[CommitEvent], None]] = []
-        self.blobs = BlobStore(root)
-        self.signer = Signer(bytes.fromhex(meta["secret"]))
+        self.blobs = BlobStore(root, blobs_dir)
         self.upload_ttl = SINGLE_UPLOAD_TTL
         self.multipart_ttl = MULTIPART_TTL
         # Secrets, connectors and imports (docs/connectors.md). Imported here because those
@@ -278,8 +286,12 @@ class Store:
         from tilde_server.store.imports import ImportRunner
         from tilde_server.store.vault import SecretStore, Vault, has_sealed_values
 
-        with db.read() as c:
-            self.vault = Vault.open(root, has_sealed_values(c))
+        if keys is None:
+            with db.read() as c:
+                keys = embedded_keys(root, meta["secret"], has_sealed_values(c))
+        self.keys = keys
+        self.signer = Signer(keys.signing)
+        self.vault = Vault(keys.vault)
         self.secrets = SecretStore(self)
         self.connectors = ConnectorStore(self)
         self.imports = ImportRunner(self)
@@ -287,7 +299,8 @@ class Store:
     # ======================================================================== lifecycle
     @classmethod
     def open(cls, root: Path, admin_key: str | None = None, *, recover: bool = True,
-             database: str | None = None) -> tuple[Store, str | None]:
+             database: str | None = None, key_file: Path | None = None,
+             blobs: str | None = None) -> tuple[Store, str | None]:
         """Open or initialize `root`. Returns the store and a newly generated admin key (if one
         was generated on first start). Raises DataDirError for a foreign or newer directory.
 
@@ -299,11 +312,22 @@ class Store:
         `database`: a postgresql:// URL to keep the metadata in (store/pg.py) instead of
         `root`/tilde.db; `root` then holds this process's blobs and scratch. Several
         processes may open one database: the first creates the schema (under a lock), and
-        a process that recovers leaves the others' work alone."""
+        a process that recovers leaves the others' work alone. `key_file`: the
+        deployment's --secret-key-file (keys.py 2.), required with a `database`; `blobs`:
+        its blob directory, shared by all its processes (default: in `root`, this
+        process's alone)."""
         root = root.expanduser()
         cls.check_root(root, database)
         if database:
-            return cls._open_database(root, admin_key, recover, database)
+            if key_file is None:
+                raise DataDirError("--database needs --secret-key-file: the keys every "
+                                   "process of the deployment shares (docs/deploy.md)")
+            return cls._open_database(root, admin_key, recover, database, key_file,
+                                      blobs_location(blobs))
+        if key_file is not None or blobs:
+            raise DataDirError("--secret-key-file and --blobs are for --database "
+                               "deployments; an embedded one keeps its keys and blobs in "
+                               "its data directory")
         db_path = root / DB_FILE
         generated: str | None = None
         if db_path.exists():
@@ -330,7 +354,8 @@ class Store:
 
     @classmethod
     def _open_database(cls, root: Path, admin_key: str | None, recover: bool,
-                       url: str) -> tuple[Store, str | None]:
+                       url: str, key_file: Path,
+                       blobs_dir: Path | None) -> tuple[Store, str | None]:
         from tilde_server.store.pg import PostgresDatabase
 
         if not url.startswith(("postgresql://", "postgres://")):
@@ -339,15 +364,27 @@ class Store:
         mkdirs(root)
         os_chmod(root, 0o700)
         (root / SCRATCH_MARK).touch()
+        keys, created = open_key_file(key_file)
         db = PostgresDatabase(url)
-        fresh_meta = {"secret": secrets.token_hex(32), "created_at": now_rfc3339()}
+        fingerprint = keys.fingerprint()
+        fresh_meta = {"key_fingerprint": fingerprint, "created_at": now_rfc3339()}
         try:
             fresh = db.initialize_once(fresh_meta)
             meta = fresh_meta if fresh else db.check_format()
+            if meta.get("key_fingerprint") != fingerprint:  # keys.py 3.
+                if created:
+                    key_file.expanduser().unlink()
+                raise DataDirError(
+                    f"{key_file} is not the key file this database was initialized with; "
+                    "give every process of the deployment the same --secret-key-file")
         except BaseException:
             db.close()
             raise
-        store = cls(root, db, meta, recover)
+        try:
+            store = cls(root, db, meta, recover, keys, blobs_dir)
+        except BaseException:
+            db.close()
+            raise
         generated: str | None = None
         if fresh:
             if not admin_key:
@@ -455,6 +492,7 @@ class Store:
             # the lock every new reference is made under (4.).
             bounds = (prefix, prefix + "g")  # keys are lowercase hex: all below prefix + "g"
             with self.db.write() as c:
+                c.lock_key(BLOB_LOCK + prefix)
                 used = {r[0] for r in c.execute(
                     "SELECT blob FROM entries WHERE blob >= ? AND blob < ? UNION "
                     "SELECT blob FROM staged WHERE blob >= ? AND blob < ? UNION "
@@ -762,15 +800,22 @@ class Store:
 
     def _collect(self, blobs: list[str]) -> None:
         """Delete blob files nothing references any more (under the write lock, see 4.)."""
-        if not blobs:
-            return
-        with self.db.write() as c:
-            for b in blobs:
-                if c.execute("SELECT 1 FROM entries WHERE blob = ? LIMIT 1", (b,)).fetchone():
-                    continue
-                if c.execute("SELECT 1 FROM staged WHERE blob = ? LIMIT 1", (b,)).fetchone():
-                    continue
-                self.blobs.delete(b)
+        shards: dict[str, list[str]] = {}
+        for b in blobs:
+            shards.setdefault(b[:2], []).append(b)
+        # One shard per transaction: a collector holds one exclusive lock at a time, so it
+        # cannot close a cycle with writers that hold shared ones.
+        for prefix, keys in sorted(shards.items()):
+            with self.db.write() as c:
+                c.lock_key(BLOB_LOCK + prefix)
+                for b in keys:
+                    if c.execute("SELECT 1 FROM entries WHERE blob = ? LIMIT 1",
+                                 (b,)).fetchone():
+                        continue
+                    if c.execute("SELECT 1 FROM staged WHERE blob = ? LIMIT 1",
+                                 (b,)).fetchone():
+                        continue
+                    self.blobs.delete(b)
 
     # ======================================================================== point reads
     @staticmethod
@@ -950,8 +995,21 @@ class Store:
         return Page(items, has_more, items[-1].path if has_more else None)
 
     # ======================================================================== writes
+    @staticmethod
+    def _reference(c: Conn, blob: str) -> None:
+        """Before a transaction makes a new reference to `blob`: a lock the collector's
+        exclusive one waits for (4.), so it never deletes a blob whose reference is about to
+        commit. On SQLite the one writer already excludes the collector."""
+        c.lock_key(BLOB_LOCK + blob[:2], shared=True)
+
+    def _adopt(self, c: Conn, spool: Path, blob: str) -> None:
+        """Move a finished spool into place as `blob`, to be referenced by this transaction."""
+        self._reference(c, blob)
+        self.blobs.adopt(spool, blob)
+
     def _stage_put(self, c: Conn, sess: int, o: Obj) -> str | None:
         """Stage a put; returns the blob of a staged row it replaced (a GC candidate)."""
+        self._reference(c, o.blob)
         old = c.execute("SELECT blob FROM staged WHERE session_id = ? AND path = ?",
                         (sess, o.path)).fetchone()
         c.execute("INSERT INTO staged(session_id, path, op, blob, size, etag, "
@@ -1064,7 +1122,7 @@ class Store:
                 raise BadRequest(f"size_bytes {size} does not match the uploaded bytes "
                                  f"({up['size']} bytes)", "size_mismatch")
             cp.reached(before_adopt)
-            self.blobs.adopt(self.blobs.spool_path(session, address), up["sha256"])
+            self._adopt(c, self.blobs.spool_path(session, address), up["sha256"])
             o = Obj(path, up["sha256"], up["size"], up["md5"],
                     content_type or "application/octet-stream", metadata, now_rfc3339(), True)
             replaced = self._stage_put(c, s["id"], o)
@@ -1106,7 +1164,7 @@ class Store:
                 s = self._session(c, self._repo(c, org, repo), session)
                 t = now_rfc3339()
                 for i, (it, (sha, md5, size)) in enumerate(zip(items, received, strict=True)):
-                    self.blobs.adopt(spools.path(i), sha)
+                    self._adopt(c, spools.path(i), sha)
                     adopted.append(sha)
                     o = Obj(it.path, sha, size, md5, it.content_type or "application/octet-stream",
                             it.metadata, t, True)
@@ -1241,7 +1299,7 @@ class Store:
                              (address,)).fetchone():
                 raise NotFound("multipart upload not found", "upload_not_found")
             c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
-            self.blobs.adopt(self.blobs.spool_path(session, address + ".assembled"), key)
+            self._adopt(c, self.blobs.spool_path(session, address + ".assembled"), key)
             o = Obj(path, key, size, etag, content_type or "application/octet-stream", metadata,
                     now_rfc3339(), True)
             replaced = self._stage_put(c, s["id"], o)
@@ -1511,7 +1569,9 @@ class Store:
             def gen() -> Iterator[tuple[Any, ...]]:
                 for path, data in rows:
                     if data not in cache:
-                        cache[data] = (self.blobs.write_bytes(data), _md5(data).hexdigest())
+                        blob = self.blobs.write_bytes(data)
+                        self._reference(c, blob)
+                        cache[data] = (blob, _md5(data).hexdigest())
                     key, md5 = cache[data]
                     yield (sess["id"], path, "put", key, len(data), md5,
                            "application/octet-stream", "{}", t)
@@ -1520,6 +1580,21 @@ class Store:
                           + STAGE_REPLACE,
                           gen())
             return self._apply(c, r, sess, message, {}, who)
+
+
+def blobs_location(blobs: str | None) -> Path | None:
+    """--blobs: a directory (absolute; shared by the deployment's processes) or nothing."""
+    if not blobs:
+        return None
+    if "://" in blobs:
+        raise DataDirError(f"--blobs {blobs.split('://', 1)[0]}:// is not supported yet; give "
+                           "a directory every process of the deployment shares")
+    path = Path(blobs).expanduser()
+    if not path.is_absolute():
+        raise DataDirError(f"--blobs takes an absolute directory, not {blobs!r}")
+    if path.exists() and not path.is_dir():
+        raise DataDirError(f"--blobs {path} is not a directory")
+    return path
 
 
 def _unquote(etag: str) -> str:

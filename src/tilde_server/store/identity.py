@@ -6,7 +6,8 @@ Subtleties:
    EXISTS, one guarded ALTER TABLE), so directories made before identity existed keep working
    and nothing of the original schema changes. The bootstrap `admin` user is a server admin.
 2. Agent and role API keys (`cak-...`) are stored only as HMAC-SHA256 with a server secret kept
-   in `<data>/identity.key` (0600); a stolen database alone cannot check guesses. Lookups go
+   (keys.py: `<data>/identity.key`, 0600, or the --secret-key-file); a stolen database alone
+   cannot check guesses. Lookups go
    to the database on every request, so a revoked key is refused on the very next request.
 3. Group membership nests (a group can be a member of a group); cycles are refused when a
    member is added, and resolution is one recursive CTE.
@@ -26,20 +27,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from tilde_server.authz.builtin import BUILTIN_POLICIES, DESCRIPTIONS, ROLES
 from tilde_server.store import dialect
 from tilde_server.store import validation as v
-from tilde_server.store.blobs import fsync_dir
 from tilde_server.store.db import Conn, Row
 from tilde_server.store.engine import (
     ADMIN_USERNAME,
@@ -52,7 +50,6 @@ from tilde_server.store.engine import (
 from tilde_server.store.engine import hash_key as hash_user_key
 from tilde_server.store.errors import BadRequest, Conflict, NotFound, Unauthorized
 
-KEY_FILE = "identity.key"
 LAST_USED_EVERY = 60.0  # seconds: last_used_at is written at most this often per key
 AGENT_KEY_PREFIX = "cak-"
 PRINCIPAL_TYPES = ("user", "group", "role", "agent")
@@ -139,30 +136,11 @@ class Identity:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.db = store.db
-        self._secret = self._load_secret(store.root)
+        self._secret = store.keys.identity
         self._last_touch: dict[str, float] = {}  # key id -> when last_used_at was written
         self.ensure_schema()
 
     # ======================================================================== set-up
-    @staticmethod
-    def _load_secret(root: Path) -> bytes:
-        path = root / KEY_FILE
-        try:
-            return bytes.fromhex(path.read_text().strip())
-        except FileNotFoundError:
-            pass
-        secret = secrets.token_hex(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process (the CLI) made it meanwhile
-            return bytes.fromhex(path.read_text().strip())
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(root)  # its name too: agent keys issued later depend on it
-        return bytes.fromhex(secret)
-
     def ensure_schema(self) -> None:
         with self.db.write() as c:
             for stmt in SCHEMA.split(";"):

@@ -395,7 +395,7 @@ class ImportRunner:
                 "source_path": source.uri_of(f.obj.key), "version_id": f.version_id,
                 "source_etag": f.obj.etag, "import_job_id": job["id"], "import_time": started}
         with self._db.write() as c:
-            self._store.blobs.adopt(f.spool.path, f.sha)
+            self._store._adopt(c, f.spool.path, f.sha)
             replaced = self._store._stage_put(c, s["id"], Obj(
                 f.dest, f.sha, f.size, f.md5, f.content_type, {}, now_rfc3339(), True, meta))
         if replaced:

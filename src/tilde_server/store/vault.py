@@ -1,17 +1,17 @@
 """Encryption at rest for secrets and connector credentials, and the secrets store (spec 2.14).
 
-Every method blocks (SQLite, files): call it from a worker thread.
+Every method blocks (the database): call it from a worker thread.
 
 Subtleties:
-1. One 256-bit key per data directory, in `secret.key` (mode 0600, created with O_EXCL on
-   first start of a format-2 server). Values are sealed with AES-256-GCM: a fresh 96-bit
-   nonce per value, stored as `nonce || ciphertext+tag`. The associated data binds a sealed
-   value to the row it belongs to (scope, owner, name), so a ciphertext copied into another
-   row does not decrypt.
-2. The key never enters the database: a copy of `tilde.db` alone reveals names and timestamps
-   but no value. Losing `secret.key` loses every secret and connector credential; the server
-   refuses to start when sealed values exist but the key file does not (rather than silently
-   making a new key that can open nothing).
+1. One 256-bit key per deployment (keys.py: `secret.key` in an embedded data directory,
+   the `vault` key of the --secret-key-file beside a database). Values are sealed with
+   AES-256-GCM: a fresh 96-bit nonce per value, stored as `nonce || ciphertext+tag`. The
+   associated data binds a sealed value to the row it belongs to (scope, owner, name), so a
+   ciphertext copied into another row does not decrypt.
+2. The key never enters the database: a copy of the database alone reveals names and
+   timestamps but no value. Losing the key loses every secret and connector credential; the
+   server refuses to start when sealed values exist but the key does not (rather than
+   silently making a new key that can open nothing).
 3. Values are never logged and never part of a list answer; only `get` opens one.
 4. `environment_for()` is the one function a sandbox launcher calls to get decrypted
    secrets as environment variables, with the precedence of the product notes (repository
@@ -20,24 +20,20 @@ Subtleties:
 
 from __future__ import annotations
 
-import os
 import re
 import secrets as _random
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tilde_server.store.blobs import fsync_dir
 from tilde_server.store.db import Conn, Row
 from tilde_server.store.engine import now_rfc3339
-from tilde_server.store.errors import BadRequest, DataDirError, NotFound, StoreError
+from tilde_server.store.errors import BadRequest, NotFound, StoreError
 
 if TYPE_CHECKING:
     from tilde_server.store.engine import Principal, Store
 
-KEY_FILE = "secret.key"
 SECRET_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,255}$")
 MAX_SECRET_BYTES = 64 * 1024
 _NONCE = 12
@@ -48,29 +44,6 @@ class Vault:
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
-
-    @classmethod
-    def open(cls, root: Path, has_sealed_values: bool) -> Vault:
-        """Load `root/secret.key`, creating it (0600) when absent and nothing depends on it."""
-        path = root / KEY_FILE
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            if has_sealed_values:
-                raise DataDirError(
-                    f"{path} is missing but the database holds encrypted secrets or connector "
-                    "credentials; restore the key file (without it they cannot be read)"
-                ) from None
-            raw = _random.token_bytes(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(root)  # its name too: the database will soon depend on it
-        if len(raw) != 32:
-            raise DataDirError(f"{path} is not a 32-byte key")
-        return cls(raw)
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = _random.token_bytes(_NONCE)

@@ -1,0 +1,158 @@
+"""Several tilde-server processes serving one deployment (docs/deploy.md).
+
+Two real processes, each with its own --data, on one real PostgreSQL database, one blob
+directory (--blobs) and one --secret-key-file. Commit correctness across them comes from the
+database (the repository row locked FOR UPDATE in the commit's transaction), so: what one
+writes the other serves, concurrent disjoint commits through both all land, and concurrent
+commits of one path give exactly one winner and 409s."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serverapi import Api, RepoRef, ServerHandle, start_server, stop_server, unique
+
+from postgres import start_postgres
+
+ADMIN = "tk-multiprocess-admin-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[list[ServerHandle], Path]]:
+    """Two processes of one deployment, and its shared blob directory."""
+    with start_postgres(tmp_path_factory.mktemp("pg")) as pg:
+        shared = tmp_path_factory.mktemp("shared")
+        env = {"TILDE_SERVER_DATABASE": pg.create_database(f"multi_{os.getpid()}"),
+               "TILDE_SERVER_SECRET_KEY_FILE": str(shared / "keys.json"),
+               "TILDE_SERVER_BLOBS": str(shared / "blobs")}
+        servers = [start_server(tmp_path_factory.mktemp(name), ADMIN, extra_env=env)
+                   for name in ("a", "b")]
+        yield servers, shared / "blobs"
+        for h in servers:
+            stop_server(h)
+            assert "Traceback" not in h.log(), h.log()
+
+
+@pytest.fixture
+def apis(deployment: tuple[list[ServerHandle], Path]) -> Iterator[list[Api]]:
+    ref = RepoRef(unique("org"), unique("repo"))
+    out = [Api(h, ref) for h in deployment[0]]
+    a = out[0]
+    assert a.http.post(f"{a.base}/organizations",
+                       json={"name": ref.org, "display_name": ref.org}).status_code == 201
+    assert a.http.post(f"{a.base}/organizations/{ref.org}/repositories",
+                       json={"name": ref.repo}).status_code == 201
+    yield out
+    for api in out:
+        api.close()
+
+
+def _log(api: Api) -> list[dict[str, Any]]:
+    r = api.http.get(f"{api.R}/log", params={"amount": 1000})
+    assert r.status_code == 200, r.text
+    return list(r.json()["results"])
+
+
+def test_what_one_process_writes_the_other_serves(apis: list[Api]) -> None:
+    a, b = apis
+    sid = a.session()
+    a.put(sid, "data/from-a.bin", os.urandom(300_000))
+    staged = a.read("data/from-a.bin", session_id=sid)
+    assert b.read("data/from-a.bin", session_id=sid) == staged  # a staged read, on B
+    cid = a.commit_ok(sid)
+    assert _log(b)[0]["id"] == cid
+    assert b.paths(prefix="data/") == ["data/from-a.bin"]
+    assert b.read("data/from-a.bin") == staged
+    # and back: B writes over it, A serves B's bytes
+    sid = b.session()
+    b.put(sid, "data/from-a.bin", b"rewritten by b")
+    b.commit_ok(sid)
+    assert a.read("data/from-a.bin") == b"rewritten by b"
+    assert a.read("data/from-a.bin", ref=cid) == staged  # the older commit still reads
+
+
+def test_concurrent_disjoint_commits_through_both_all_land(apis: list[Api]) -> None:
+    n = 40
+    before = len(_log(apis[0]))
+    results: dict[int, httpx.Response] = {}
+
+    def one(i: int) -> None:
+        api = apis[i % 2]
+        with httpx.Client(headers=api.http.headers, timeout=60) as http:
+            sid = http.post(f"{api.R}/sessions").json()["session_id"]
+            st = http.post(f"{api.R}/object/stage",
+                           params={"session_id": sid, "path": f"d/{i:02d}"}).json()
+            assert httpx.put(st["upload_url"], content=b"%d" % i, timeout=60).is_success
+            body = {"physical_address": st["physical_address"], "signature": st["signature"],
+                    "content_type": "application/octet-stream"}
+            assert http.put(f"{api.R}/object/finalize", json=body, params={
+                "session_id": sid, "path": f"d/{i:02d}",
+                "expires_at": st["expires_at"]}).is_success
+            results[i] = http.post(f"{api.R}/sessions/{sid}", json={"message": f"c{i}"})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(n))
+    assert all(r.status_code == 200 for r in results.values()), \
+        [r.text for r in results.values() if r.status_code != 200]
+    log = _log(apis[1])
+    assert len(log) == before + n
+    assert len({c["id"] for c in log}) == len(log)
+    for api in apis:
+        assert api.paths(prefix="d/") == [f"d/{i:02d}" for i in range(n)]
+    assert {apis[i % 2].read(f"d/{i:02d}") for i in range(n)} == {b"%d" % i for i in range(n)}
+    assert {c["message"] for c in log[:n]} == {f"c{i}" for i in range(n)}
+
+
+def test_same_path_from_both_gives_one_winner_and_409s(apis: list[Api]) -> None:
+    sessions = []
+    for i in range(8):  # every session based on the same head, four through each process
+        api = apis[i % 2]
+        sid = api.session()
+        api.put(sid, "contested", b"writer %d" % i)
+        sessions.append((api, sid, i))
+    answers: dict[int, httpx.Response] = {}
+    go = threading.Barrier(len(sessions))
+
+    def commit(api: Api, sid: str, i: int) -> None:
+        with httpx.Client(headers=api.http.headers, timeout=60) as http:
+            go.wait()
+            answers[i] = http.post(f"{api.R}/sessions/{sid}", json={"message": f"w{i}"})
+
+    threads = [threading.Thread(target=commit, args=s) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, r in answers.items() if r.status_code == 200]
+    assert len(winners) == 1, {i: r.status_code for i, r in answers.items()}
+    assert all(r.status_code == 409 and r.json()["code"] == "conflict"
+               for i, r in answers.items() if i not in winners)
+    for api in apis:
+        assert api.read("contested") == b"writer %d" % winners[0]
+    assert [c["message"] for c in _log(apis[0])].count(f"w{winners[0]}") == 1
+
+
+def test_shared_blob_directory_holds_the_bytes_once(
+        deployment: tuple[list[ServerHandle], Path], apis: list[Api]) -> None:
+    servers, blobs = deployment
+    a, b = apis
+    payload = os.urandom(50_000)
+    for api in (a, b):  # the same bytes through each process: one blob file
+        sid = api.session()
+        api.put(sid, f"same-{api.server.endpoint[-5:]}", payload)
+        api.commit_ok(sid)
+    key = hashlib.sha256(payload).hexdigest()
+    assert (blobs / key[:2] / key[2:]).read_bytes() == payload
+    assert not any(list((h.data_dir / "blobs").glob("??/*")) for h in servers)
