@@ -198,6 +198,10 @@ def run(where: Location, host: str, port: int, admin_key: str | None, log_level:
     ttl = os.environ.get("TILDE_SERVER_UPLOAD_TTL")
     if ttl:
         store.upload_ttl = store.multipart_ttl = int(ttl)
+    lease = os.environ.get("TILDE_SERVER_IMPORT_LEASE")  # seconds (tests shorten it)
+    if lease:
+        store.imports.lease = float(lease)
+    store.imports.start_keeper()
     endpoint = _endpoint(host, port)
     if generated:
         click.echo(f"tilde-server: created admin API key (shown once): {generated}")

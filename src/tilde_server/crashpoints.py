@@ -10,7 +10,8 @@ from one that was. Unset, `reached` returns at once: the variable is read once, 
 `<name>[:<n>]` or nothing (disarmed), and passes count from its last change. A test can then
 restart one server and arm it for the next point without another restart (each costs ~1 s).
 
-Every point is defined here and only here; `ALL` lists them for the tests.
+Every point is defined here and only here; `ALL` lists the request points for the crash walk
+of tests/reliability/test_server_crash.py, `BACKGROUND` those of background work.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ COMMIT_AFTER_DB_COMMIT = "commit.after_db_commit"
 ROLLBACK_BEFORE_DB_COMMIT = "rollback.before_db_commit"
 ROLLBACK_AFTER_DB_COMMIT = "rollback.after_db_commit"
 
+# Import job (store/imports.py): every object staged in its internal session, not yet
+# committed; inside the commit's transaction just before COMMIT.
+IMPORT_STAGED = "import.staged"
+IMPORT_BEFORE_DB_COMMIT = "import.before_db_commit"
+
 FINALIZE = {
     "legacy": (FINALIZE_LEGACY_BEFORE_ADOPT, FINALIZE_LEGACY_ADOPTED, FINALIZE_LEGACY_COMMITTED),
     "current": (FINALIZE_CURRENT_BEFORE_ADOPT, FINALIZE_CURRENT_ADOPTED,
@@ -69,6 +75,9 @@ ALL: tuple[str, ...] = (
     COMMIT_BEFORE_DB_COMMIT, COMMIT_AFTER_DB_COMMIT,
     ROLLBACK_BEFORE_DB_COMMIT, ROLLBACK_AFTER_DB_COMMIT,
 )
+# Points of background work, walked by their own tests (an import taken over by another
+# process: tests/server/test_multiprocess.py), not by the request walk over ALL.
+BACKGROUND: tuple[str, ...] = (IMPORT_STAGED, IMPORT_BEFORE_DB_COMMIT)
 
 
 def parse(value: str | None) -> tuple[str, int] | None:
@@ -76,8 +85,9 @@ def parse(value: str | None) -> tuple[str, int] | None:
     if not value:
         return None
     name, _, count = value.partition(":")
-    if name not in ALL:
-        raise ValueError(f"{ENV}: unknown crash point {name!r} (known: {', '.join(ALL)})")
+    if name not in ALL + BACKGROUND:
+        raise ValueError(f"{ENV}: unknown crash point {name!r} (known: "
+                         f"{', '.join(ALL + BACKGROUND)})")
     n = int(count) if count else 1
     if n < 1:
         raise ValueError(f"{ENV}: the count must be at least 1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,32 @@ import pytest
 from serverapi import Api, RepoRef, ServerHandle, start_server, stop_server, unique
 
 from postgres import start_postgres
+from tilde_server import crashpoints as cp
 
 ADMIN = "tk-multiprocess-admin-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[tuple[list[ServerHandle], Path]]:
-    """Two processes of one deployment, and its shared blob directory."""
+def deployment_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """What every process of the deployment is started with: its database, key file and
+    blob directory (TILDE_SERVER_BLOBS)."""
     with start_postgres(tmp_path_factory.mktemp("pg")) as pg:
         shared = tmp_path_factory.mktemp("shared")
-        env = {"TILDE_SERVER_DATABASE": pg.create_database(f"multi_{os.getpid()}"),
+        yield {"TILDE_SERVER_DATABASE": pg.create_database(f"multi_{os.getpid()}"),
                "TILDE_SERVER_SECRET_KEY_FILE": str(shared / "keys.json"),
                "TILDE_SERVER_BLOBS": str(shared / "blobs")}
-        servers = [start_server(tmp_path_factory.mktemp(name), ADMIN, extra_env=env)
-                   for name in ("a", "b")]
-        yield servers, shared / "blobs"
-        for h in servers:
-            stop_server(h)
-            assert "Traceback" not in h.log(), h.log()
+
+
+@pytest.fixture(scope="module")
+def deployment(deployment_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[list[ServerHandle], Path]]:
+    """Two processes of one deployment, and its shared blob directory."""
+    servers = [start_server(tmp_path_factory.mktemp(name), ADMIN, extra_env=deployment_env)
+               for name in ("a", "b")]
+    yield servers, Path(deployment_env["TILDE_SERVER_BLOBS"])
+    for h in servers:
+        stop_server(h)
+        assert "Traceback" not in h.log(), h.log()
 
 
 @pytest.fixture
@@ -156,3 +164,60 @@ def test_shared_blob_directory_holds_the_bytes_once(
     key = hashlib.sha256(payload).hexdigest()
     assert (blobs / key[:2] / key[2:]).read_bytes() == payload
     assert not any(list((h.data_dir / "blobs").glob("??/*")) for h in servers)
+
+
+@pytest.mark.parametrize("point", cp.BACKGROUND)
+def test_import_of_a_killed_process_is_taken_over_and_commits_once(
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        tmp_path: Path, point: str) -> None:
+    """A process SIGKILLed in the middle of an import (all staged; inside the commit's
+    transaction): another process takes the job over when its lease runs out and commits
+    it, once."""
+    env = {**deployment_env, "TILDE_SERVER_IMPORT_LEASE": "2"}
+    dying = start_server(tmp_path / "dying", ADMIN,
+                         extra_env={**env, "TILDE_SERVER_CRASH_AT": point})
+    heir = start_server(tmp_path / "heir", ADMIN, extra_env=env)
+    source, dest = RepoRef(unique("org"), "source"), None
+    on_heir = Api(heir, source)
+    on_dying = None
+    try:
+        assert on_heir.http.post(f"{on_heir.base}/organizations", json={
+            "name": source.org, "display_name": source.org}).status_code == 201
+        for name in ("source", "dest"):
+            assert on_heir.http.post(f"{on_heir.base}/organizations/{source.org}/repositories",
+                                     json={"name": name}).status_code == 201
+        sid = on_heir.session()
+        files = {f"d/{i:02d}.txt": b"file %d" % i for i in range(20)}
+        for p, data in files.items():
+            on_heir.put(sid, p, data)
+        on_heir.commit_ok(sid)
+        dest = RepoRef(source.org, "dest")
+        on_dying = Api(dying, dest)
+        r = on_dying.http.post(f"{on_dying.R}/import", json={
+            "source_organization": source.org, "source_repository": "source",
+            "destination_path": "copy/", "commit_message": "the one import"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        assert dying.proc.wait(timeout=60) == -9  # SIGKILL at the crash point
+        assert f"crash point {point} hit" in dying.log()
+        heir_dest = Api(heir, dest)
+        deadline = time.monotonic() + 60
+        while (job := heir_dest.http.get(f"{heir_dest.R}/import/{job_id}").json())[
+                "status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["status"] == "completed" and job["objects_imported"] == 20, job
+        messages = [c["message"] for c in _log(heir_dest)]
+        assert messages.count("the one import") == 1, messages
+        assert heir_dest.paths(prefix="copy/") == sorted("copy/" + p for p in files)
+        assert heir_dest.read("copy/d/07.txt") == b"file 7"
+        assert "taken over by this process" in heir.log()
+        heir_dest.close()
+    finally:
+        on_heir.close()
+        if on_dying is not None:
+            on_dying.close()
+        stop_server(heir)
+        if dying.proc.poll() is None:
+            stop_server(dying)
+    assert "Traceback" not in heir.log(), heir.log()

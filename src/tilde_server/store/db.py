@@ -46,7 +46,7 @@ from tilde_server.store.errors import Conflict, DataDirError
 log = logging.getLogger("tilde_server.store")
 
 FORMAT_NAME = "tilde-server"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -183,7 +183,8 @@ def add_column(table: str, column: str, decl: str) -> Callable[[Conn], None]:
 # steps also run on a fresh file right after SCHEMA, so SCHEMA itself stays at format 1.
 # Every step must be idempotent (CREATE ... IF NOT EXISTS, add_column), so that several
 # features can append to the same step without ordering trouble. Format 2: secrets,
-# connectors, imports (docs/connectors.md). Format 3: commits.committer_type.
+# connectors, imports (docs/connectors.md). Format 3: commits.committer_type. Format 4:
+# import job leases.
 MIGRATIONS: dict[int, list[str | Callable[[Conn], None]]] = {
     2: [
         # Secrets (spec 2.14): scope 'repo' (scope_id = repos.uid) or 'agent'. The value is
@@ -222,6 +223,12 @@ MIGRATIONS: dict[int, list[str | Callable[[Conn], None]]] = {
     # NULL in commits made before it means "user" (the only kind there was).
     3: [
         add_column("commits", "committer_type", "TEXT"),
+    ],
+    # Format 4: import jobs held by a lease (imports.py 6.): the process running a job and
+    # until when (epoch seconds) it has it.
+    4: [
+        add_column("import_jobs", "lease_owner", "TEXT"),
+        add_column("import_jobs", "lease_until", "REAL"),
     ],
 }
 

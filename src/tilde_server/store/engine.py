@@ -267,9 +267,10 @@ class Store:
 
     def __init__(self, root: Path, db: Database, meta: dict[str, str],
                  owner: bool = True, keys: Keys | None = None,
-                 blobs_dir: Path | None = None) -> None:
+                 blobs_dir: Path | None = None, shared: bool = False) -> None:
         """`keys`: the deployment's (keys.py); default an embedded directory's own.
-        `blobs_dir`: a blob directory shared by a deployment's processes (blobs.py 6.)."""
+        `blobs_dir`: a blob directory shared by a deployment's processes (blobs.py 6.).
+        `shared`: other processes serve the same database (imports.py 6.)."""
         self.root = root
         # The process that serves the directory (recovers it at open, stops its imports at
         # close), not a maintenance command opened beside a running server.
@@ -294,7 +295,7 @@ class Store:
         self.vault = Vault(keys.vault)
         self.secrets = SecretStore(self)
         self.connectors = ConnectorStore(self)
-        self.imports = ImportRunner(self)
+        self.imports = ImportRunner(self, shared)
 
     # ======================================================================== lifecycle
     @classmethod
@@ -381,7 +382,7 @@ class Store:
             db.close()
             raise
         try:
-            store = cls(root, db, meta, recover, keys, blobs_dir)
+            store = cls(root, db, meta, recover, keys, blobs_dir, shared=True)
         except BaseException:
             db.close()
             raise
@@ -394,7 +395,7 @@ class Store:
             store._ensure_admin_key(admin_key)
         if recover:
             # Other processes may be mid-upload: only what is older than a grace goes. Their
-            # imports are theirs (a lease would let this process resume a dead one's).
+            # imports are theirs; a dead one's are taken over when its lease runs out.
             store._startup_sweep(SHARED_STARTUP_GRACE)
         return store, generated
 

@@ -21,6 +21,17 @@ Subtleties:
    server asks running jobs to stop between chunks; they end `failed` the same way.
 5. `objects_imported` is null until the job runs, then counts staged objects (written at most
    about once a second while running) and is exact once the job ends.
+6. Beside a database several processes share (`shared`), a job is held by a lease: the
+   process that runs it (`lease_owner`, a random id per process) renews `lease_until` every
+   third of `lease` seconds. Every process looks for jobs whose lease ran out (their owner
+   died or hung) and takes them over with one conditional UPDATE, which only one process
+   can win; the job starts again from the beginning in a new internal session (the old
+   one's staged rows and blobs are released), so its result is still one commit. The
+   commit checks, in its own transaction and under the job row's lock, that the lease is
+   still this process's and marks the job completed there: a process that lost its lease
+   while it was slow cannot commit the import a second time. Stopping a process hands its
+   jobs over (the lease is released) instead of failing them; the 4. rule (fail at start)
+   is for the embedded server, the one process of its directory.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from tilde_server import crashpoints as cp
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import Spool
 from tilde_server.store.connectors import check_uuid
@@ -53,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tilde_server.imports")
 
 JOB_WORKERS = 2
+LEASE = 30.0  # seconds a process holds an import job without renewing it (6.)
 READ_CONCURRENCY = 8
 PROGRESS_INTERVAL = 1.0
 DEFAULT_MESSAGE = "Import from {source}"
@@ -60,7 +73,11 @@ GENERIC_TYPES = ("", "binary/octet-stream", "application/octet-stream")
 
 
 class _Stopped(Exception):
-    """The server is shutting down: the job ends `failed`."""
+    """The server is shutting down: the job ends `failed` (or is handed over, 6.)."""
+
+
+class _LostLease(Exception):
+    """Another process took the job over (6.): this run must not commit it."""
 
 
 @dataclass(frozen=True)
@@ -106,11 +123,84 @@ def dir_part(key_prefix: str) -> str:
 
 
 class ImportRunner:
-    def __init__(self, store: Store) -> None:
+    """`shared`: other processes run jobs of the same database (6.); `lease`: seconds."""
+
+    def __init__(self, store: Store, shared: bool = False, lease: float = LEASE) -> None:
         self._store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=JOB_WORKERS, thread_name_prefix="tilde-import")
         self._stop = threading.Event()
+        self.shared = shared
+        self.lease = lease
+        self.owner = secrets.token_hex(8)
+        self._keeper: threading.Thread | None = None
+
+    # ======================================================================== leases (6.)
+    def start_keeper(self) -> None:
+        """Renew this process's leases and take over expired ones, in a daemon thread."""
+        if self.shared and self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="tilde-import-leases",
+                                            daemon=True)
+            self._keeper.start()
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.renew()
+                self.take_over()
+            except Exception:  # a database outage: try again next round
+                log.exception("import leases: renewal or takeover failed")
+
+    def renew(self) -> None:
+        with self._db.write() as c:
+            c.execute("UPDATE import_jobs SET lease_until = ? WHERE lease_owner = ? "
+                      "AND status IN ('pending', 'running')",
+                      (time.time() + self.lease, self.owner))
+
+    def take_over(self) -> list[str]:
+        """Claim and restart every job whose lease ran out; returns their ids."""
+        now = time.time()
+        with self._db.read() as c:
+            candidates = [r[0] for r in c.execute(
+                "SELECT id FROM import_jobs WHERE status IN ('pending', 'running') "
+                "AND (lease_until IS NULL OR lease_until < ?)", (now,))]
+        taken = []
+        for job_id in candidates:
+            with self._db.write() as c:
+                row = c.execute(
+                    "UPDATE import_jobs SET lease_owner = ?, lease_until = ?, "
+                    "status = 'pending', objects_imported = NULL, updated_at = ? "
+                    "WHERE id = ? AND status IN ('pending', 'running') "
+                    "AND (lease_until IS NULL OR lease_until < ?) "
+                    "RETURNING session_uid, created_by_type, created_by",
+                    (self.owner, time.time() + self.lease, now_rfc3339(), job_id,
+                     now)).fetchone()
+                who = self._principal(c, row["created_by_type"], row["created_by"]) \
+                    if row is not None else None
+            if row is None:  # another process was first
+                continue
+            if row["session_uid"]:
+                self._discard_session(row["session_uid"])
+            if who is None:
+                self._fail(job_id, "the principal that started the import no longer exists")
+                continue
+            log.info("import %s: lease expired, taken over by this process", job_id)
+            taken.append(job_id)
+            self._pool.submit(self._run, job_id, who)
+        return taken
+
+    @staticmethod
+    def _principal(c: Any, kind: str, pid: str) -> Principal | None:
+        from tilde_server.store.engine import Principal
+
+        if kind == "user":
+            u = c.execute("SELECT username FROM users WHERE id = ?", (pid,)).fetchone()
+            return Principal(pid, u[0]) if u else None
+        table = {"agent": "agents", "role": "roles"}.get(kind)
+        if table is None:
+            return None
+        row = c.execute(f"SELECT name, org_id FROM {table} WHERE id = ?", (pid,)).fetchone()
+        return Principal(pid, row[0], kind, row[1]) if row else None
 
     @property
     def _db(self) -> Any:
@@ -138,9 +228,15 @@ class ImportRunner:
             self._discard_session(uid)
 
     def shutdown(self) -> None:
-        """Ask running jobs to stop (they end `failed`) and wait for the workers."""
+        """Ask running jobs to stop and wait for the workers. They end `failed`, or beside
+        other processes go back to them: the lease is released (6.)."""
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.shared:
+            with self._db.write() as c:
+                c.execute("UPDATE import_jobs SET lease_until = 0 WHERE lease_owner = ? "
+                          "AND status IN ('pending', 'running')", (self.owner,))
+            return
         with self._db.read() as c:
             left = [r[0] for r in c.execute(
                 "SELECT id FROM import_jobs WHERE status IN ('pending', 'running')")]
@@ -203,11 +299,11 @@ class ImportRunner:
                 "INSERT INTO import_jobs(id, repo_id, connector_id, source_repo_id, "
                 "source_organization, source_repository, source_prefix, destination_path, "
                 "commit_message, status, objects_imported, commit_id, error, created_by_type, "
-                "created_by, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,'pending',NULL,'','',?,?,?,?)",
+                "created_by, created_at, updated_at, lease_owner, lease_until) "
+                "VALUES (?,?,?,?,?,?,?,?,?,'pending',NULL,'','',?,?,?,?,?,?)",
                 (job_id, r["id"], connector_id, source_repo_id, source_org, source_repo,
                  source_prefix, destination, message, who.type,
-                 who.user_id, t, t))
+                 who.user_id, t, t, self.owner, time.time() + self.lease))
         self._pool.submit(self._run, job_id, who)
         return job_id
 
@@ -234,10 +330,13 @@ class ImportRunner:
         return path[len(root):]
 
     def _set(self, job_id: str, **fields: Any) -> None:
+        """Update the job row; beside other processes only while this one holds it (6.)."""
         fields["updated_at"] = now_rfc3339()
         cols = ", ".join(f"{k} = ?" for k in fields)
+        held = " AND lease_owner = ?" if self.shared else ""
         with self._db.write() as c:
-            c.execute(f"UPDATE import_jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            c.execute(f"UPDATE import_jobs SET {cols} WHERE id = ?{held}",
+                      (*fields.values(), job_id, *([self.owner] if self.shared else [])))
 
     def _fail(self, job_id: str, error: str) -> None:
         self._set(job_id, status="failed", error=error)
@@ -268,27 +367,42 @@ class ImportRunner:
                 "INSERT INTO sessions(uid, repo_id, base_seq, state, created_by, created_at) "
                 "VALUES (?,?,?,'import',?,?) RETURNING *",
                 (uid, repo_id, r["head_seq"], who.user_id, now_rfc3339())).fetchone()
-            c.execute("UPDATE import_jobs SET session_uid = ?, status = 'running', "
-                      "objects_imported = 0, updated_at = ? WHERE id = ?",
-                      (uid, now_rfc3339(), job_id))
+            held = " AND lease_owner = ?" if self.shared else ""
+            if not c.execute("UPDATE import_jobs SET session_uid = ?, status = 'running', "
+                             f"objects_imported = 0, updated_at = ? WHERE id = ?{held} "
+                             "RETURNING id", (uid, now_rfc3339(), job_id,
+                                              *([self.owner] if self.shared else []))
+                             ).fetchone():
+                raise _LostLease
         row: Row = s
         return row
 
-    def _commit(self, job_id: str, s: Row, message: str, who: Principal) -> str:
-        """Commit the internal session (conflict check included); '' when nothing staged."""
+    def _commit(self, job_id: str, s: Row, message: str, who: Principal,
+                count: int) -> str:
+        """Commit the internal session (conflict check included) and mark the job completed,
+        in one transaction that holds the job's lease (6.); '' when nothing was staged."""
         with self._db.write() as c:
+            job = c.execute("SELECT lease_owner FROM import_jobs WHERE id = ?" + c.for_update(),
+                            (job_id,)).fetchone()
+            if self.shared and (job is None or job[0] != self.owner):
+                raise _LostLease
             r = c.execute("SELECT * FROM repos WHERE id = ? AND deleted_at IS NULL"
                           + c.for_update(), (s["repo_id"],)).fetchone()
             if r is None:
                 raise NotFound("the repository was deleted", "repository_not_found")
+            commit_id = ""
             if not c.execute("SELECT 1 FROM staged WHERE session_id = ? LIMIT 1",
                              (s["id"],)).fetchone():
                 c.execute("UPDATE sessions SET state = 'committed', closed_at = ? WHERE id = ?",
                           (r["created_at"], s["id"]))
-                return ""
-            self._store._check_conflicts(c, r, s)
-            commit_id: str = self._store._apply(c, r, s, message, {"import_job_id": job_id},
-                                                who)
+            else:
+                self._store._check_conflicts(c, r, s)
+                commit_id = self._store._apply(c, r, s, message, {"import_job_id": job_id},
+                                               who)
+            c.execute("UPDATE import_jobs SET status = 'completed', objects_imported = ?, "
+                      "commit_id = ?, error = '', updated_at = ? WHERE id = ?",
+                      (count, commit_id, now_rfc3339(), job_id))
+            cp.reached(cp.IMPORT_BEFORE_DB_COMMIT)
             return commit_id
 
     # ======================================================================== the worker
@@ -307,13 +421,16 @@ class ImportRunner:
                 count = self._import_connector(job, session, started)
             else:
                 count = self._import_repository(job, session, started)
-            commit_id = self._commit(job_id, session, job["commit_message"], who)
-            self._set(job_id, status="completed", objects_imported=count, commit_id=commit_id,
-                      error="")
+            cp.reached(cp.IMPORT_STAGED)
+            commit_id = self._commit(job_id, session, job["commit_message"], who, count)
             log.info("import %s completed: %d object(s), commit %s", job_id, count,
                      commit_id or "(none)")
         except _Stopped:
-            self._fail(job_id, "the server stopped before the import finished")
+            if not self.shared:  # beside other processes shutdown() hands the job over
+                self._fail(job_id, "the server stopped before the import finished")
+        except _LostLease:
+            log.warning("import %s: another process took the job over (this one was too "
+                        "slow to renew its lease); this run's work is dropped", job_id)
         except StoreError as exc:
             log.info("import %s failed: %s", job_id, exc.message)
             self._fail(job_id, exc.message)
