@@ -15,7 +15,6 @@ the scenario commits for pip to trust) tells the scenario that the install must 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from bypath import root_conftest
 
 if TYPE_CHECKING:  # not at run time: tests/*/conftest.py modules share the name "conftest"
     from conftest import PipIndexServer, RepoRef, ServerHandle
@@ -70,10 +71,7 @@ def scenario_user(server: ServerHandle) -> tuple[str, str]:
     key = str(server.data_dir)
     if key not in _USERS:
         name = f"readme-user-{uuid.uuid4().hex[:8]}"
-        exe = shutil.which("tilde-server", path=str(Path(sys.executable).parent))
-        cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
-        proc = subprocess.run([*cmd, "user", "add", "--data", key, name],
-                              capture_output=True, text=True, timeout=60)
+        proc = root_conftest().server_cli(server.data_dir, "user", "add", "--data", key, name)
         assert proc.returncode == 0, proc.stderr
         _USERS[key] = (proc.stdout.split("(id ", 1)[1].split(")", 1)[0], name)
     return _USERS[key]

@@ -297,6 +297,35 @@ def _fail(exc: Exception) -> None:
 
 
 @main.command()
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
+              help="The embedded deployment's data directory (its server stopped).")
+@location_options(data_help="The target's scratch directory (the first process's --data): "
+                            "sandbox logs are copied there.")
+def migrate(source: Path, where: Location) -> None:
+    """Copy an embedded deployment to PostgreSQL (--database) and a shared blob directory
+    (--blobs), keys into --secret-key-file, then verify counts and checksums."""
+    from tilde_server.migrate import migrate as run_migration
+    from tilde_server.store import DataDirError
+
+    if not where.database or not where.key_file or not where.blobs:
+        fail("migrate needs --database, --secret-key-file and --blobs (the target)")
+    assert where.database and where.key_file and where.blobs
+    try:
+        report = run_migration(source, where.data_dir, where.database, where.key_file,
+                               where.blobs)
+    except DataDirError as exc:
+        fail(str(exc))
+    rows = sum(report.tables.values())
+    click.echo(f"copied {rows} row(s) in {len(report.tables)} table(s), {report.blobs} "
+               f"blob(s) ({report.blob_bytes} bytes), {report.logs} sandbox log dir(s)")
+    if report.problems:
+        for p in report.problems:
+            click.echo(f"tilde-server: verify: {p}", err=True)
+        sys.exit(1)
+    click.echo("verified: every table's row count and every blob's sha256 match")
+
+
+@main.command()
 @location_options
 def gc(where: Location) -> None:
     """Sweep a stopped server's DIR now: unreferenced blobs, stale spool files, expired

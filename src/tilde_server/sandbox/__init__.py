@@ -8,6 +8,7 @@ repository-scoped sandbox tokens, and sandbox triggers on commits. See docs/sand
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import anyio.to_thread
@@ -38,8 +39,12 @@ def setup(app: Starlette, store: Store, endpoint: str, *, network: str = "proxy"
                          network_policies=authorizer.network_verdict if authorizer else None,
                          sandbox_env=sandbox_env, log_retention=log_retention,
                          resources=resources)
+    lease = os.environ.get("TILDE_SERVER_SANDBOX_LEASE")  # seconds (tests shorten it)
+    if lease:
+        mgr.owner_lease = float(lease)
     mgr.recover()
     mgr.start_sweeper()
+    mgr.keep_leases()
     app.state.sandboxes = mgr
     from tilde_server.routes.sandboxes import ws_routes
 

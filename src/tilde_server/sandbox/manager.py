@@ -42,6 +42,15 @@ Subtleties:
    cgroup's counters with the process, and once more after it ended (an OOM-killed hog
    exits with signal 9): a hit limit ends the sandbox `failed` with `memory_limit`,
    `pids_limit` or `cpu_limit`. Without a backend, sandboxes run with the rlimits only.
+8. Several processes on one database (docs/deploy.md): a sandbox runs on the process that
+   started it, whose id (`process_id`, kept in its --data) is the row's `owner`. At start a
+   process recovers only its own leftovers (and, embedded, rows without an owner): another
+   process's running sandbox is not its business. Beside other processes it renews its
+   rows' `owner_until` every third of OWNER_LEASE seconds and ends others' rows whose
+   lease ran out `failed`/`sandbox_lost` (their process died on another host; the session is
+   rolled back, the tokens revoked; the mount and bwrap died with that process). A cancel
+   sent to another process sets `cancel_requested`; the owner polls for it every second.
+   Logs stay the owner's (its --data): another process has none to serve.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -237,6 +247,27 @@ LOGS_EXPIRED = "logs-expired"  # left in a sandbox's private dir once its logs a
 SWEEP_INTERVAL = 3600.0
 
 
+OWNER_LEASE = 30.0  # seconds a process vouches for its running sandboxes (8.)
+PROCESS_ID_FILE = "process-id"
+
+
+def process_id(root: Path) -> str:
+    """This --data directory's process id (8.), made on first need and kept: a restart on
+    the same directory recognises its own leftovers."""
+    path = root / PROCESS_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pid = secrets.token_hex(8)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(pid + "\n")
+        return pid
+
+
 class SandboxManager:
     """Owns the live sandboxes of one server process.
 
@@ -275,6 +306,9 @@ class SandboxManager:
         self._lock = threading.Lock()
         self._closing = False
         records.ensure_schema(self.db)
+        self.owner = process_id(store.root)
+        self.shared = store.shared
+        self.owner_lease = OWNER_LEASE
         self.resources = resources or ResourcePolicy()
         self.cgroups, found = cgroups.detect(cgroups.tag_for(store.root), move_self=True)
         if self.cgroups is None:
@@ -292,6 +326,8 @@ class SandboxManager:
         self.runtime_root.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.runtime_root, 0o711)
         for row in records.active_sandboxes(self.db):
+            if row.owner != self.owner and (self.shared or row.owner is not None):
+                continue  # another process's (8.)
             log.warning("sandbox %s was %s when the server stopped: marking it failed",
                         row.id, row.status)
             if row.runtime_dir:
@@ -337,6 +373,40 @@ class SandboxManager:
 
     def logs_expired(self, sandbox_id: str) -> bool:
         return (self.data_root / sandbox_id / LOGS_EXPIRED).exists()
+
+    def keep_leases(self) -> None:
+        """Beside other processes (8.): renew this process's sandboxes, end the orphans of
+        dead ones, every third of owner_lease seconds (a daemon thread)."""
+        if not self.shared:
+            return
+
+        def loop() -> None:
+            while not self._closing:
+                try:
+                    now = time.time()
+                    records.renew_owned(self.db, self.owner, now + self.owner_lease)
+                    for row in records.orphaned(self.db, self.owner, now):
+                        self._end_orphan(row, now)
+                    for sid in records.cancel_requests(self.db, self.owner):
+                        sb = self.live(sid)
+                        if sb is not None:
+                            self._request_cancel(sb, reason="cancelled_by_user")
+                except Exception:
+                    log.exception("sandbox leases: renewal or cleanup failed")
+                # a cancel asked of another process waits for this tick: at most a second
+                time.sleep(min(1.0, self.owner_lease / 3))
+
+        threading.Thread(target=loop, daemon=True, name="sandbox-leases").start()
+
+    def _end_orphan(self, row: records.SandboxRow, now: float) -> None:
+        if not records.mark_lost(self.db, row.id, now, "the server process running the "
+                                 "sandbox stopped vouching for it (it died or hung)"):
+            return  # renewed meanwhile, or another process was first
+        log.warning("sandbox %s of process %s: lease expired, marked sandbox_lost", row.id,
+                    row.owner)
+        with contextlib.suppress(NotFound):
+            self.store.rollback_session(row.org, row.repo, row.session_id)
+        records.revoke_tokens(self.db, row.id)
 
     def start_sweeper(self) -> None:
         """Sweep the logs now and then every SWEEP_INTERVAL seconds (a daemon thread)."""
@@ -390,7 +460,7 @@ class SandboxManager:
             spec=spec.to_json(), status="starting", status_reason="created", exit_code=None,
             commit_id="", error_message="", created_by=records.principal_json(who),
             created_at=t, updated_at=t, finished_at=None, runtime_dir=str(runtime),
-            trigger_id=trigger_id)
+            trigger_id=trigger_id, owner=self.owner, owner_until=time.time() + self.owner_lease)
         records.insert_sandbox(self.db, row)
         sb = LiveSandbox(row=row, spec=spec, who=who, private_dir=private, runtime_dir=runtime)
         with self._lock:
@@ -404,6 +474,9 @@ class SandboxManager:
         at most `wait` seconds for the teardown (0.7.2 clients give up after 5 s)."""
         row = records.get_sandbox(self.db, org, repo, sandbox_id)
         sb = self.live(sandbox_id)
+        if (sb is None and self.shared and row.owner != self.owner
+                and row.status not in TERMINAL):
+            return self._cancel_elsewhere(row, wait)
         if sb is None or row.status in TERMINAL:
             if row.status == "cancelled":
                 return row.status
@@ -413,6 +486,17 @@ class SandboxManager:
             raise Conflict(f"sandbox {sandbox_id} is already finishing", "sandbox_finishing")
         sb.done.wait(wait)
         return records.get_sandbox(self.db, org, repo, sandbox_id).status
+
+    def _cancel_elsewhere(self, row: records.SandboxRow, wait: float) -> str:
+        """Another process runs it (8.): ask through the database, wait for the outcome."""
+        if not records.request_cancel(self.db, row.id):
+            return records.get_sandbox(self.db, row.org, row.repo, row.id).status
+        deadline = time.monotonic() + wait
+        while True:
+            status = records.get_sandbox(self.db, row.org, row.repo, row.id).status
+            if status in TERMINAL or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
 
     def finish(self, org: str, repo: str, sandbox_id: str,
                wait: float = 4.0) -> records.SandboxRow:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tilde_server.store import NotFound, Principal, dialect
-from tilde_server.store.db import Database
+from tilde_server.store.db import Database, add_column
 from tilde_server.store.engine import now_rfc3339
 
 SCHEMA = """
@@ -56,6 +56,53 @@ ACTIVE = ("starting", "running")
 
 def ensure_schema(db: Database) -> None:
     db.ensure(SCHEMA)
+    with db.write() as c:  # added after the table: directories made before have not got them
+        for column, decl in (("owner", "TEXT"), ("owner_until", "REAL"),
+                             ("cancel_requested", "INTEGER")):
+            add_column("sandboxes", column, decl)(c)
+
+
+def renew_owned(db: Database, owner: str, until: float) -> None:
+    with db.write() as c:
+        c.execute("UPDATE sandboxes SET owner_until = ? WHERE owner = ? "
+                  "AND status IN ('starting', 'running')", (until, owner))
+
+
+def orphaned(db: Database, owner: str, now: float) -> list[SandboxRow]:
+    """Active sandboxes of other processes that stopped vouching for them."""
+    with db.read() as c:
+        rows = c.execute(
+            "SELECT * FROM sandboxes WHERE status IN ('starting', 'running') "
+            "AND (owner IS NULL OR owner <> ?) AND (owner_until IS NULL OR owner_until < ?)",
+            (owner, now)).fetchall()
+    return [_sb(r) for r in rows]
+
+
+def request_cancel(db: Database, sid: str) -> bool:
+    """Ask the owning process to cancel (it polls); whether the sandbox was still active."""
+    with db.write() as c:
+        return c.execute("UPDATE sandboxes SET cancel_requested = 1 WHERE id = ? "
+                         "AND status IN ('starting', 'running') RETURNING id",
+                         (sid,)).fetchone() is not None
+
+
+def cancel_requests(db: Database, owner: str) -> list[str]:
+    with db.read() as c:
+        return [r[0] for r in c.execute(
+            "SELECT id FROM sandboxes WHERE owner = ? AND cancel_requested = 1 "
+            "AND status IN ('starting', 'running')", (owner,))]
+
+
+def mark_lost(db: Database, sid: str, now: float, message: str) -> bool:
+    """Fail an orphaned sandbox (`sandbox_lost`) unless its owner renewed meanwhile or
+    another process was first; whether this call did it."""
+    with db.write() as c:
+        return c.execute(
+            "UPDATE sandboxes SET status = 'failed', status_reason = 'sandbox_lost', "
+            "error_message = ?, finished_at = ?, updated_at = ? WHERE id = ? "
+            "AND status IN ('starting', 'running') AND (owner_until IS NULL OR "
+            "owner_until < ?) RETURNING id", (message, now_rfc3339(), now_rfc3339(), sid,
+                                             now)).fetchone() is not None
 
 
 def principal_json(p: Principal) -> str:
@@ -96,10 +143,20 @@ class SandboxRow:
     finished_at: str | None
     runtime_dir: str
     trigger_id: str | None
+    # The process running it (its --data's process id) and until when (epoch seconds) that
+    # process vouches for it; see SandboxManager.keep_leases.
+    owner: str | None = None
+    owner_until: float | None = None
+    cancel_requested: int | None = None  # set by a process that is not the owner
+
+
+_ROW_FIELDS = frozenset(f.name for f in fields(SandboxRow))
 
 
 def _sb(row: Any) -> SandboxRow:
-    d = dict(row)
+    # Only the columns this version knows: a newer process sharing the database may have
+    # added some (a rolling upgrade must not break the older ones' reads).
+    d = {k: v for k, v in dict(row).items() if k in _ROW_FIELDS}
     d["spec"] = json.loads(d["spec"])
     return SandboxRow(**d)
 
@@ -109,12 +166,12 @@ def insert_sandbox(db: Database, row: SandboxRow) -> None:
         c.execute(
             "INSERT INTO sandboxes(id, org, repo, repo_uid, session_id, spec, status, "
             "status_reason, exit_code, commit_id, error_message, created_by, created_at, "
-            "updated_at, finished_at, runtime_dir, trigger_id) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "updated_at, finished_at, runtime_dir, trigger_id, owner, owner_until) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (row.id, row.org, row.repo, row.repo_uid, row.session_id, json.dumps(row.spec),
              row.status, row.status_reason, row.exit_code, row.commit_id, row.error_message,
              row.created_by, row.created_at, row.updated_at, row.finished_at, row.runtime_dir,
-             row.trigger_id))
+             row.trigger_id, row.owner, row.owner_until))
 
 
 def update_sandbox(db: Database, sid: str, **changes: Any) -> None:

@@ -295,6 +295,7 @@ class Store:
         self.vault = Vault(keys.vault)
         self.secrets = SecretStore(self)
         self.connectors = ConnectorStore(self)
+        self.shared = shared
         self.imports = ImportRunner(self, shared)
 
     # ======================================================================== lifecycle
