@@ -21,14 +21,12 @@ Subtleties:
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tilde_server.sandbox import records
-from tilde_server.store.blobs import fsync_dir, mkdirs
+from tilde_server.store.blobs import INCOMING, copy_into_place, fsync_dir, mkdirs
 from tilde_server.store.engine import DB_FILE, Store, blobs_location
 from tilde_server.store.errors import DataDirError
 from tilde_server.store.keys import read_key_file, write_key_file
@@ -63,18 +61,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_file(src: Path, dest: Path) -> None:
-    """A whole, fsynced copy renamed into place (a reader never sees half a blob)."""
+def _copy_file(src: Path, dest: Path, tmp_dir: Path | None = None) -> None:
+    """A whole, fsynced copy renamed into place (a reader never sees half a blob);
+    `tmp_dir`: where it is written first (default beside `dest`)."""
     mkdirs(dest.parent)
-    tmp = dest.parent / f".migrate-{os.getpid()}-{dest.name}"
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if tmp_dir is not None:
+        mkdirs(tmp_dir)
+    copy_into_place(src, dest, tmp_dir or dest.parent)
     fsync_dir(dest.parent)
 
 
@@ -144,7 +137,7 @@ def _copy(src: Store, dst: Store, source: Path, scratch: Path) -> Report:
             key = prefix + name
             s_path, d_path = src.blobs.path(key), dst.blobs.path(key)
             if not (d_path.exists() and _sha256(d_path) == _sha256(s_path)):
-                _copy_file(s_path, d_path)
+                _copy_file(s_path, d_path, dst.blobs.blobs / INCOMING)  # never in a shard
             report.blobs += 1
             report.blob_bytes += s_path.stat().st_size
     with src.db.read() as sc:

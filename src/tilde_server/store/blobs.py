@@ -247,16 +247,7 @@ class BlobStore:
         file is never seen half written), then the spool goes."""
         incoming = self.blobs / INCOMING
         mkdirs(incoming)
-        tmp = incoming / f"{dest.parent.name}{dest.name}.{os.getpid()}.{os.urandom(4).hex()}"
-        try:
-            with open(spool_file, "rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        copy_into_place(spool_file, dest, incoming)
         spool_file.unlink()
 
     def assemble(self, parts: list[Path], out: Path) -> None:
@@ -307,6 +298,22 @@ class BlobStore:
             return self.path(key).stat().st_mtime
         except FileNotFoundError:
             return float("inf")
+
+
+def copy_into_place(src: Path, dest: Path, tmp_dir: Path) -> None:
+    """Copy `src` to `dest` so that `dest` is never seen half written: a fsynced copy in
+    `tmp_dir` (same filesystem as `dest`) renamed over it. The caller fsyncs dest's
+    directory when the name must survive a power loss."""
+    tmp = tmp_dir / f"{dest.name}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as out:
+            shutil.copyfileobj(fin, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _part_number(name: str) -> int:
