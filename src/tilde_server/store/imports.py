@@ -431,6 +431,8 @@ class ImportRunner:
         except _LostLease:
             log.warning("import %s: another process took the job over (this one was too "
                         "slow to renew its lease); this run's work is dropped", job_id)
+            if session is not None:  # rows it staged after the taker released the session
+                self._discard_session(session["uid"])
         except StoreError as exc:
             log.info("import %s failed: %s", job_id, exc.message)
             self._fail(job_id, exc.message)

@@ -76,7 +76,7 @@ def _parse(path: Path, text: str) -> Keys:
 def read_key_file(path: Path) -> Keys:
     """The keys of an existing file; refused when anyone but its owner may read it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY)  # a symlink is fine (mounted secrets are ones)
     except FileNotFoundError:
         raise
     except OSError as e:
