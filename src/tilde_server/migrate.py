@@ -8,8 +8,9 @@ Subtleties:
    agent keys keep working, sealed secrets stay readable, signed URLs stay valid.
 2. The target database must be new (no tilde-server schema in it). Its schema is made by
    opening it as a server would; the rows that makes (a generated admin) are dropped and
-   every table is copied in ONE transaction, so a failed migration leaves an empty schema
-   behind, never half a deployment. Identity sequences are moved past the copied ids.
+   every table is copied in ONE transaction, so a failed migration leaves the fresh schema
+   behind, never half a deployment (drop and recreate the database to try again). Identity
+   sequences are moved past the copied ids.
 3. Blob files are copied (fsynced, renamed into place) before that transaction commits;
    a blob already in the target with the same bytes is kept. Verification compares every
    table's row count and every blob's sha256 on both sides; any difference fails the
@@ -89,7 +90,8 @@ def migrate(source: Path, scratch: Path, database: str, key_file: Path,
         with probe.read() as c:
             if c.has_table("meta"):
                 raise DataDirError(f"{probe.description} already holds a tilde-server "
-                                   "deployment; migrate into a new, empty database")
+                                   "deployment; migrate into a new, empty database (after "
+                                   "a failed migration: drop it and create it again)")
     finally:
         probe.close()
     lock = DataDirLock.acquire(source)  # 1.: refused while a server runs on it
