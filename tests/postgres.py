@@ -157,6 +157,7 @@ class RunBackend:
         self.name = "sqlite"
         self.pg: PostgresHandle | None = None
         self.databases: dict[Path, str] = {}
+        self._tmp: Path | None = None
 
     def env(self, data: Path) -> dict[str, str]:
         """The environment that puts a server (or a maintenance command) on `data` on this
@@ -165,7 +166,8 @@ class RunBackend:
             return {}
         if data not in self.databases:
             if self.pg is None:
-                self.pg = start_postgres(Path(tempfile.mkdtemp(prefix="tilde-pg-run-")))
+                self._tmp = Path(tempfile.mkdtemp(prefix="tilde-pg-run-"))
+                self.pg = start_postgres(self._tmp)
             self.databases[data] = self.pg.create_database(
                 f"t_{secrets.token_hex(6)}")
         # The deployment's key file beside its data directory (keys.py; made on first start).
@@ -204,6 +206,9 @@ class RunBackend:
         if self.pg is not None:
             self.pg.stop()
             self.pg = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 RUN = RunBackend()
