@@ -195,13 +195,15 @@ def test_tampered_or_missing_tokens_are_refused(redirect: ServerHandle) -> None:
 
 
 def test_expired_download_url_is_403(tmp_path: Path) -> None:
-    h = _start(tmp_path, "--downloads", "redirect", "--download-url-ttl", "1")
+    # a grant is valid for at least its TTL (rounded up), so 3 s leaves a loaded machine room
+    # between signing and the first fetch; past ttl + 1 s it is expired whatever the rounding
+    h = _start(tmp_path, "--downloads", "redirect", "--download-url-ttl", "3")
     try:
         c = Client(h)
         c.commit_one("e.txt", b"soon gone")
         loc = c.location("e.txt")
         assert httpx.get(loc).content == b"soon gone"
-        time.sleep(2.2)
+        time.sleep(4.2)
         assert_error(httpx.get(loc), 403, "expired")
         assert httpx.head(loc).status_code == 403
         # a new GET gets a new URL

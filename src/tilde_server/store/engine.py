@@ -96,7 +96,7 @@ from tilde_server.store.listing import (
     start_bound,
 )
 from tilde_server.store.lock import LOCK_FILE
-from tilde_server.store.signing import Signer, check_expiry_text, format_expiry
+from tilde_server.store.signing import Signer, check_expiry_text, expiry_in, format_expiry
 
 log = logging.getLogger("tilde_server.store")
 
@@ -1038,7 +1038,7 @@ class Store:
         with self.db.read() as c:
             self._session(c, self._repo(c, org, repo), session)
         address = "u-" + secrets.token_hex(16)
-        expires = int(time.time()) + self.upload_ttl
+        expires = expiry_in(self.upload_ttl)
         expires_at = format_expiry(expires)
         sig = self.signer.sign("single", address, expires_at, session, path)
         token = self.signer.make_token({"a": address, "s": session, "p": path, "e": expires},
@@ -1199,7 +1199,7 @@ class Store:
         v.object_key(path)
         upload_id = secrets.token_hex(16)
         address = "m-" + upload_id  # found again by (session, path, upload_id): 7.
-        expires = int(time.time()) + self.multipart_ttl
+        expires = expiry_in(self.multipart_ttl)
         with self.db.write() as c:
             s = self._session(c, self._repo(c, org, repo), session)
             c.execute("INSERT INTO uploads(address, session_id, path, kind, created_at) "
@@ -1242,7 +1242,7 @@ class Store:
             address = self._bound_upload(c, self._session(c, r, session), path, upload_id)
         # a purpose of its own: the bearer-less part URL must not pass for the upload_token
         return self.signer.make_token({"u": upload_id, "a": address, "s": session, "p": path,
-                                       "e": int(time.time()) + self.multipart_ttl}, "part")
+                                       "e": expiry_in(self.multipart_ttl)}, "part")
 
     def read_part_url_token(self, token: str) -> dict[str, Any]:
         """The token of a part URL: a 0.7.7 part grant, or (0.7.2-0.7.6 URLs carry it) the
@@ -1353,7 +1353,7 @@ class Store:
         token = self.signer.make_token({
             "b": o.blob, "z": o.size, "t": o.etag, "c": o.content_type, "m": o.metadata,
             "l": o.last_modified, "r": not o.staged, "p": o.path,
-            "e": int(time.time()) + ttl}, "download")
+            "e": expiry_in(ttl)}, "download")
         return token if len(token) <= MAX_DOWNLOAD_TOKEN else None
 
     def open_download(self, token: str) -> tuple[Obj, BinaryIO]:

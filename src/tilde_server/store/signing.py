@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,12 @@ class Signer:
             raise Forbidden("malformed token", "invalid_signature")
         check_expiry_epoch(payload.get("e"))
         return payload
+
+
+def expiry_in(seconds: int) -> int:
+    """The expiry epoch of a grant valid for at least `seconds` (rounded up, not down: a
+    1-second grant made at x.9 would otherwise be expired 0.1 s later)."""
+    return math.ceil(time.time()) + seconds
 
 
 def format_expiry(epoch: int) -> str:
