@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,33 +30,14 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import start
+
 KEY = "tk-bench-" + os.urandom(8).hex()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server(data: Path, wrap: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    exe = shutil.which("tilde-server", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "tilde_server"]
-    port = _port()
-    env = dict(os.environ, HOME=str(data.parent), TILDE_SERVER_ADMIN_KEY=KEY)
-    proc = subprocess.Popen([*wrap, *cmd, "run", "--data", str(data), "--port", str(port),
-                             "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/api/v1/organizations",
-                         headers={"Authorization": f"Bearer {KEY}"}).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("tilde-server did not come up")
+    return start(data, KEY, wrap=wrap)
 
 
 class Target:

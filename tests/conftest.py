@@ -62,16 +62,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "(scripts/test.sh runs the client and mount suites once per wire dialect this "
              "way)")
     parser.addoption(
-        "--backend", default="sqlite", choices=("sqlite", "postgresql"),
-        help="the metadata engine of every server the tests start: sqlite (in the data "
-             "directory, the default) or postgresql (a real PostgreSQL 15 the run starts on "
-             "loopback, tests/postgres.py; one database per data directory)")
+        "--backend", default="sqlite", choices=("sqlite", "postgresql", "postgresql-s3"),
+        help="the engines of every server the tests start: sqlite (in the data directory, "
+             "the default), postgresql (a real PostgreSQL 15 the run starts on loopback, "
+             "tests/postgres.py; one database per data directory) or postgresql-s3 (that, "
+             "and the blobs in a real SeaweedFS bucket, tests/seaweed.py; one prefix per "
+             "data directory)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     from postgres import RUN
 
     RUN.name = config.getoption("--backend")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--backend postgresql-s3` deselects the `local_blobs` tests (pyproject.toml): they
+    test routes a bucket deployment's clients never reach. pytest reports the count."""
+    if config.getoption("--backend") != "postgresql-s3":
+        return
+    dropped = [it for it in items if it.get_closest_marker("local_blobs")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [it for it in items if not it.get_closest_marker("local_blobs")]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -153,16 +153,26 @@ class RunBackend:
     through tests/bypath.py), and both copies must see one PostgreSQL and one database per
     data directory (a restart on the same directory finds its database again)."""
 
+    #: the bucket of postgresql-s3 runs; every data directory gets a prefix of its own
+    BUCKET = "tilde-run"
+
     def __init__(self) -> None:
         self.name = "sqlite"
         self.pg: PostgresHandle | None = None
+        self.seaweed: Any = None
         self.databases: dict[Path, str] = {}
+        self.prefixes: dict[Path, str] = {}
         self._tmp: Path | None = None
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.name in ("postgresql", "postgresql-s3")
 
     def env(self, data: Path) -> dict[str, str]:
         """The environment that puts a server (or a maintenance command) on `data` on this
-        backend: nothing for sqlite; for postgresql its database and its key file."""
-        if self.name != "postgresql":
+        backend: nothing for sqlite; for postgresql its database and its key file; for
+        postgresql-s3 also its blobs, under a prefix of one SeaweedFS bucket."""
+        if not self.on_postgres:
             return {}
         if data not in self.databases:
             if self.pg is None:
@@ -170,14 +180,24 @@ class RunBackend:
                 self.pg = start_postgres(self._tmp)
             self.databases[data] = self.pg.create_database(
                 f"t_{secrets.token_hex(6)}")
+            self.prefixes[data] = secrets.token_hex(6)
         # The deployment's key file beside its data directory (keys.py; made on first start).
-        return {"TILDE_SERVER_DATABASE": self.databases[data],
-                "TILDE_SERVER_SECRET_KEY_FILE": str(data.parent / f"{data.name}-keys.json")}
+        env = {"TILDE_SERVER_DATABASE": self.databases[data],
+               "TILDE_SERVER_SECRET_KEY_FILE": str(data.parent / f"{data.name}-keys.json")}
+        if self.name == "postgresql-s3":
+            if self.seaweed is None:
+                from seaweed import start_seaweed
+
+                assert self._tmp is not None
+                self.seaweed = start_seaweed(self._tmp / "weed", buckets=[self.BUCKET])
+            env.update(self.seaweed.env())
+            env["TILDE_SERVER_BLOBS"] = f"s3://{self.BUCKET}/{self.prefixes[data]}"
+        return env
 
     def rows(self, data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """`sql` (``?`` placeholders) against the database behind `data`, committed: a test's
         look under the server (its tilde.db, or its PostgreSQL database)."""
-        if self.name == "postgresql":
+        if self.on_postgres:
             import psycopg
 
             with psycopg.connect(self.env(data)["TILDE_SERVER_DATABASE"]) as c:
@@ -193,16 +213,39 @@ class RunBackend:
         finally:
             db.close()
 
+    def blob_ids(self, data: Path) -> set[str]:
+        """Every blob id (store/blobs.py 7.) the deployment behind `data` holds: its blob
+        files, or its objects in the bucket."""
+        if self.name == "postgresql-s3":
+            base = f"{self.prefixes[data]}/"
+            pages = self.seaweed.client().get_paginator("list_objects_v2")
+            return {str(o["Key"]).rsplit("/", 1)[1]
+                    for page in pages.paginate(Bucket=self.BUCKET, Prefix=base)
+                    for o in page.get("Contents", [])}
+        return {f.parent.name + f.name for f in (data / "blobs").glob("??/*") if f.is_file()}
+
+    def pending_parts(self, data: Path, session: str) -> int:
+        """How many unfinished uploads hold bytes: spool files of `session` in `data`, or
+        (blobs in a bucket) the bucket's multipart uploads under the deployment's prefix."""
+        if self.name == "postgresql-s3":
+            got = self.seaweed.client().list_multipart_uploads(
+                Bucket=self.BUCKET, Prefix=f"{self.prefixes[data]}/")
+            return len(got.get("Uploads", []))
+        return sum(1 for p in (data / "tmp" / session).rglob("*") if p.is_file())
+
     def dump(self, data: Path) -> bytes:
         """Every byte the database behind `data` holds, as pg_dump writes it (b"" for
         sqlite: its database is a file in `data`)."""
-        if self.name != "postgresql" or data not in self.databases:
+        if not self.on_postgres or data not in self.databases:
             return b""
         r = subprocess.run([str(PG_BIN / "pg_dump"), "--dbname", self.databases[data]],
                            capture_output=True, timeout=120, check=True)
         return r.stdout
 
     def stop(self) -> None:
+        if self.seaweed is not None:
+            self.seaweed.stop()
+            self.seaweed = None
         if self.pg is not None:
             self.pg.stop()
             self.pg = None

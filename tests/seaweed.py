@@ -22,6 +22,8 @@ Subtleties:
    process that exits first fails the start with its log's tail.
 6. ``stop()`` sends SIGTERM (weed shuts its components down in order, a few seconds) and
    kills after a timeout; the handle is a context manager so a failing test still stops it.
+7. A bucket just created may answer HeadBucket 404 for a moment (the S3 gateway learns of
+   it from the filer asynchronously): the start waits until every bucket answers.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from typing import Any
 
 __all__ = ["SeaweedHandle", "start_seaweed", "weed_exe"]
 
+#: the AWS profile `SeaweedHandle.env` names for a tilde-server's --blobs bucket
+PROFILE = "tilde-blobs"
 #: weed mini components with a listening port each (HTTP; gRPC set separately)
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 
@@ -90,6 +94,22 @@ class SeaweedHandle:
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, region_name=self.region,
             config=Config(s3={"addressing_style": "path"}, **config))
+
+    def env(self) -> dict[str, str]:
+        """What a tilde-server process needs to use this server as its --blobs bucket: a
+        named profile in a credentials file of its own (0600; so the standard AWS
+        variables stay free for the connectors' ambient credentials, as the session
+        server's moto uses them) and the endpoint and region options by their variables."""
+        creds = self.log.parent / "aws-credentials"
+        if not creds.exists():
+            fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"[{PROFILE}]\naws_access_key_id = {self.access_key}\n"
+                        f"aws_secret_access_key = {self.secret_key}\n")
+        return {"AWS_SHARED_CREDENTIALS_FILE": str(creds),
+                "TILDE_SERVER_BLOBS_S3_PROFILE": PROFILE,
+                "TILDE_SERVER_BLOBS_S3_ENDPOINT": self.endpoint,
+                "TILDE_SERVER_BLOBS_S3_REGION": self.region}
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds (subtlety 6)."""
@@ -155,10 +175,27 @@ def start_seaweed(tmp: Path, buckets: Iterable[str] = (), timeout: float = 60.0,
         s3 = handle.client()
         for bucket in buckets:
             s3.create_bucket(Bucket=bucket)
+        _wait_buckets(s3, list(buckets), timeout)
     except BaseException:
         handle.stop()
         raise
     return handle
+
+
+def _wait_buckets(s3: Any, buckets: list[str], timeout: float) -> None:
+    """Until every new bucket answers HeadBucket (subtlety 7: not at once after creation)."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + timeout
+    for bucket in buckets:
+        while True:
+            try:
+                s3.head_bucket(Bucket=bucket)
+                break
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 def _wait_ready(handle: SeaweedHandle, timeout: float) -> None:

@@ -132,7 +132,8 @@ def main() -> None:
                    "are refused.")
 @click.option("--s3-endpoint", envvar="TILDE_SERVER_S3_ENDPOINT", default=None,
               help="S3 endpoint URL for s3 connectors whose config names none (env "
-                   "TILDE_SERVER_S3_ENDPOINT). Default: AWS / the AWS_ENDPOINT_URL variable.")
+                   "TILDE_SERVER_S3_ENDPOINT). Default: AWS / the AWS_ENDPOINT_URL variable. "
+                   "The --blobs bucket has its own --blobs-s3-endpoint.")
 @click.option("--s3-ambient-credentials/--no-s3-ambient-credentials", default=False,
               envvar="TILDE_SERVER_S3_AMBIENT_CREDENTIALS",
               help="Let s3 connectors without access keys use this server's own AWS "
@@ -172,7 +173,8 @@ def main() -> None:
               help="A periodic sweep leaves files modified in the last SECONDS alone.")
 def run(where: Location, host: str, port: int, admin_key: str | None, log_level: str,
         connector_roots: tuple[Path, ...], s3_endpoint: str | None,
-        s3_ambient_credentials: bool, wire: str, downloads: str, download_url_ttl: int,
+        s3_ambient_credentials: bool, wire: str,
+        downloads: str, download_url_ttl: int,
         signed_url_base: str | None, gc_interval: int, gc_grace: int) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, log_level.upper()),
@@ -246,7 +248,8 @@ def _open_owned(where: Location, admin_key: str | None) -> tuple[Any, Any, str |
         sys.exit(2)
     try:
         store, generated = Store.open(data_dir, admin_key, database=database,
-                                      key_file=where.key_file, blobs=where.blobs)
+                                      key_file=where.key_file, blobs=where.blobs,
+                                      s3=where.s3())
     except DataDirError as exc:
         lock.release()
         click.echo(f"tilde-server: error: {exc}", err=True)
@@ -303,7 +306,7 @@ def _fail(exc: Exception) -> None:
                             "sandbox logs are copied there.")
 def migrate(source: Path, where: Location) -> None:
     """Copy an embedded deployment to PostgreSQL (--database) and a shared blob directory
-    (--blobs), keys into --secret-key-file, then verify counts and checksums."""
+    or bucket (--blobs), keys into --secret-key-file, then verify counts and checksums."""
     from tilde_server.migrate import migrate as run_migration
     from tilde_server.store import DataDirError
 
@@ -312,7 +315,7 @@ def migrate(source: Path, where: Location) -> None:
     assert where.database and where.key_file and where.blobs
     try:
         report = run_migration(source, where.data_dir, where.database, where.key_file,
-                               where.blobs)
+                               where.blobs, where.s3())
     except DataDirError as exc:
         fail(str(exc))
     rows = sum(report.tables.values())

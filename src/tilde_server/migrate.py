@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from tilde_server.sandbox import records
-from tilde_server.store.blobs import INCOMING, copy_into_place, fsync_dir, mkdirs
+from tilde_server.store.blobs import copy_into_place, fsync_dir, mkdirs
 from tilde_server.store.engine import DB_FILE, Store, blobs_location
 from tilde_server.store.errors import DataDirError
 from tilde_server.store.keys import read_key_file, write_key_file
+from tilde_server.store.s3blobs import S3Options
 
 # meta is the target's own (format, key fingerprint); tables others reference go first.
 _SKIP = {"meta"}
@@ -73,7 +74,7 @@ def _copy_file(src: Path, dest: Path, tmp_dir: Path | None = None) -> None:
 
 
 def migrate(source: Path, scratch: Path, database: str, key_file: Path,
-            blobs: str) -> Report:
+            blobs: str, s3: S3Options | None = None) -> Report:
     """Copy `source` into `database` + `blobs` (scratch: the target's --data); verified."""
     from tilde_server.store.lock import DataDirLock
     from tilde_server.store.pg import PostgresDatabase
@@ -84,7 +85,8 @@ def migrate(source: Path, scratch: Path, database: str, key_file: Path,
                            f"(no {DB_FILE})")
     blobs_dir = blobs_location(blobs)
     if blobs_dir is None:
-        raise DataDirError("--blobs is required: the shared blob directory to copy into")
+        raise DataDirError("--blobs is required: the shared blob directory or bucket to "
+                           "copy into")
     probe = PostgresDatabase(database)
     try:
         with probe.read() as c:
@@ -101,7 +103,7 @@ def migrate(source: Path, scratch: Path, database: str, key_file: Path,
             _ensure_schemas(src)
             _write_keys(key_file, src)
             dst, _ = Store.open(scratch, None, recover=False, database=database,
-                                key_file=key_file, blobs=str(blobs_dir))
+                                key_file=key_file, blobs=blobs, s3=s3)
             try:
                 _ensure_schemas(dst)
                 return _copy(src, dst, source, scratch)
@@ -134,12 +136,11 @@ def _write_keys(key_file: Path, src: Store) -> None:
 def _copy(src: Store, dst: Store, source: Path, scratch: Path) -> Report:
     report = Report()
     # 3.: the bytes first, so no committed row ever names a blob the target lacks.
-    for prefix, names in src.blobs.shards():
-        for name in names:
-            key = prefix + name
-            s_path, d_path = src.blobs.path(key), dst.blobs.path(key)
-            if not (d_path.exists() and _sha256(d_path) == _sha256(s_path)):
-                _copy_file(s_path, d_path, dst.blobs.blobs / INCOMING)  # never in a shard
+    for _, keys in src.blobs.shards():
+        for key in keys:
+            s_path = src.blobs.path(key)  # the source is an embedded directory: files
+            if dst.blobs.digest(key) != _sha256(s_path):
+                dst.blobs.put_file(s_path, key)
             report.blobs += 1
             report.blob_bytes += s_path.stat().st_size
     with src.db.read() as sc:
@@ -187,11 +188,10 @@ def _verify(src: Store, dst: Store, report: Report) -> None:
             got = dc.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             if got != n:
                 report.problems.append(f"table {t}: {n} rows in the source, {got} copied")
-    for prefix, names in src.blobs.shards():
-        for name in names:
-            key = prefix + name
-            d_path = dst.blobs.path(key)
-            if not d_path.exists():
+    for _, keys in src.blobs.shards():
+        for key in keys:
+            got = dst.blobs.digest(key)
+            if got is None:
                 report.problems.append(f"blob {key}: missing in the target")
-            elif _sha256(d_path) != _sha256(src.blobs.path(key)):
+            elif got != _sha256(src.blobs.path(key)):
                 report.problems.append(f"blob {key}: different bytes in the target")

@@ -101,6 +101,13 @@ class Api:
         return self.http.delete(f"{self.R}/object", params={"session_id": sid, "path": path})
 
 
+def blob_ids(server: ServerHandle) -> set[str]:
+    """The blob ids a server's deployment holds, on any --backend (files or bucket keys)."""
+    from postgres import RUN
+
+    return RUN.blob_ids(server.data_dir)
+
+
 def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """An error response: the status, the JSON error body and the request id header."""
     assert r.status_code == status, (r.status_code, r.text)

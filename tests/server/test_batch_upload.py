@@ -11,7 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api, server_cli, unique
+from serverapi import (
+    Api,
+    RepoRef,
+    ServerHandle,
+    assert_error,
+    blob_ids,
+    make_api,
+    server_cli,
+    unique,
+)
 
 MiB = 1024 * 1024
 
@@ -44,9 +53,6 @@ def changes(api: Api, sid: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = r.json()["results"]
     return results
 
-
-def blob_files(server: ServerHandle) -> set[str]:
-    return {p.name for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
 
 def spool_files(server: ServerHandle, sid: str) -> list[str]:
@@ -135,14 +141,17 @@ def test_overwrite_committed_and_staged(api: Api, server: ServerHandle) -> None:
     sid = api.session()
     staged_old = hashlib.sha256(api.R.encode()).digest() * 50  # bytes no one else has
     api.put(sid, "y", staged_old)
-    before = blob_files(server)
+    # its blob id: the content key, or (blobs in a bucket) the upload's own key
+    [y] = [c["entry"]["address"] for c in changes(api, sid) if c["path"] == "y"]
+    y_blob = y.removeprefix("sha256:")
+    before = blob_ids(server)
     r = upload(api, sid, batch([("x", b"new x"), ("y", b"new y")]))
     assert r.status_code == 200, r.text
     assert api.read("x", session_id=sid) == b"new x"
     assert api.read("y", session_id=sid) == b"new y"
     assert api.read("x") == b"old x"
     # the staged bytes the batch replaced are collected, as for a single upload
-    assert hashlib.sha256(staged_old).hexdigest()[2:] in before - blob_files(server)
+    assert y_blob in before - blob_ids(server)
     api.commit_ok(sid)
     assert (api.read("x"), api.read("y")) == (b"new x", b"new y")
 
@@ -196,11 +205,11 @@ def test_bad_batches_change_nothing(api: Api, server: ServerHandle, body: bytes,
                                     code: str | None) -> None:
     sid = api.session()
     api.put(sid, "ok", b"staged before")
-    before_blobs, before_changes = blob_files(server), changes(api, sid)
+    before_blobs, before_changes = blob_ids(server), changes(api, sid)
     assert_error(upload(api, sid, body), 400, code)
     assert changes(api, sid) == before_changes
     assert api.read("ok", session_id=sid) == b"staged before"
-    assert blob_files(server) == before_blobs
+    assert blob_ids(server) == before_blobs
     assert not spool_files(server, sid)
 
 
@@ -214,7 +223,7 @@ def test_exactly_at_the_object_limit(api: Api) -> None:
 
 
 def test_unknown_or_closed_session_and_repo(api: Api, server: ServerHandle) -> None:
-    before = blob_files(server)
+    before = blob_ids(server)
     body = batch([("a", os.urandom(64))])
     assert_error(upload(api, "no-such-session", body), 404, "session_not_found")
     assert_error(api.http.post(f"{api.R}/objects/upload", content=body), 400,
@@ -228,7 +237,7 @@ def test_unknown_or_closed_session_and_repo(api: Api, server: ServerHandle) -> N
     assert api.http.delete(f"{api.R}/sessions/{rolled}").status_code == 204
     assert_error(upload(api, rolled, body), 404, "session_not_found")
     assert_error(upload(api, sid, body, R=f"{api.R}-missing"), 404)
-    assert blob_files(server) - before == {hashlib.sha256(accepted).hexdigest()[2:]}
+    assert blob_ids(server) - before == {hashlib.sha256(accepted).hexdigest()}
     # other methods on the route: 405 (what a client falls back on, with 404 and 501)
     assert api.http.get(f"{api.R}/objects/upload").status_code == 405
 
@@ -263,12 +272,12 @@ def test_reader_is_refused_and_nothing_is_written(api: Api, server: ServerHandle
         r = reader.post(f"{api.R}/sessions")
         assert r.status_code == 201, r.text
         sid = r.json()["session_id"]
-        before = blob_files(server)
+        before = blob_ids(server)
         assert_error(upload(api, sid, batch([("a", os.urandom(100))]), http=reader), 403,
                      "forbidden")
         assert_error(upload(api, sid, b'{"objects":[]}\n', http=reader), 403)
         assert changes(api, sid) == []
-        assert blob_files(server) == before and not spool_files(server, sid)
+        assert blob_ids(server) == before and not spool_files(server, sid)
         # bad input is still 400 first, as for every route
         assert_error(upload(api, sid, b"not json\n", http=reader), 400)
 
@@ -283,12 +292,12 @@ def test_policy_is_decided_per_path(api: Api, server: ServerHandle) -> None:
     assert r.status_code == 204, r.text
     with alice:
         sid = alice.post(f"{api.R}/sessions").json()["session_id"]
-        before = blob_files(server)
+        before = blob_ids(server)
         mixed = batch([("public/a", os.urandom(100)), ("secret/b", os.urandom(100))])
         body = assert_error(upload(api, sid, mixed, http=alice), 403, "forbidden")
         assert "secret/b" in body["message"]
         assert changes(api, sid) == []
-        assert blob_files(server) == before and not spool_files(server, sid)
+        assert blob_ids(server) == before and not spool_files(server, sid)
         r = upload(api, sid, batch([("public/a", b"a"), ("public/b", b"b")]), http=alice)
         assert r.status_code == 200, r.text
         assert [c["path"] for c in changes(api, sid)] == ["public/a", "public/b"]

@@ -38,7 +38,10 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
 
 
 def _env(url: str, key_file: Path) -> dict[str, str]:
-    return {"TILDE_SERVER_DATABASE": url, "TILDE_SERVER_SECRET_KEY_FILE": str(key_file)}
+    """One deployment: its database, key file and one blob directory beside the key file
+    (whatever --backend the run has: the servers of a pair must share their blobs)."""
+    return {"TILDE_SERVER_DATABASE": url, "TILDE_SERVER_SECRET_KEY_FILE": str(key_file),
+            "TILDE_SERVER_BLOBS": str(key_file.parent / "blobs")}
 
 
 def _refused(tmp: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -26,9 +26,11 @@ HEADERS = ("etag", "content-type", "content-length", "accept-ranges", "last-modi
 
 
 def _start(tmp: Path, *args: str, base_host: str | None = "localhost") -> ServerHandle:
-    """A server whose signed URLs live on http://{base_host}:PORT (its own port)."""
+    """A server whose signed URLs live on http://{base_host}:PORT (its own port). Its blobs
+    are files whatever --backend the run has: with blobs in a bucket, downloads redirect to
+    the bucket itself (tests/server/test_s3_blobs.py) and this route is only a fallback."""
     extra = ["--signed-url-base", f"http://{base_host}:{{port}}"] if base_host else []
-    return start_server(tmp, args=[*args, *extra])
+    return start_server(tmp, args=[*args, *extra], extra_env={"TILDE_SERVER_BLOBS": ""})
 
 
 def _serve(tmp: Path, *args: str, base_host: str | None = "localhost") -> Iterator[ServerHandle]:

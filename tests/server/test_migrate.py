@@ -40,7 +40,8 @@ def test_embedded_deployment_moves_with_its_keys_and_history(pg: PostgresHandle,
                                                              tmp_path: Path) -> None:
     # An embedded deployment with history, an agent key, a secret and a staged session.
     # (extra_env forces SQLite whatever --backend the run has.)
-    sqlite_only = {"TILDE_SERVER_DATABASE": "", "TILDE_SERVER_SECRET_KEY_FILE": ""}
+    sqlite_only = {"TILDE_SERVER_DATABASE": "", "TILDE_SERVER_SECRET_KEY_FILE": "",
+                   "TILDE_SERVER_BLOBS": ""}
     old = start_server(tmp_path / "old", ADMIN, extra_env=sqlite_only)
     ref = RepoRef(unique("org"), unique("repo"))
     a = Api(old, ref)

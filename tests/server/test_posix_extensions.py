@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api
+from serverapi import Api, RepoRef, ServerHandle, assert_error, blob_ids, make_api
 from test_authz import Caller, member
 
 from tilde import _wire
@@ -19,9 +19,6 @@ from tilde.exceptions import ConflictError
 def api(server: ServerHandle, repo_ref: RepoRef) -> Iterator[Api]:
     yield from make_api(server, repo_ref)
 
-
-def blob_files(server: ServerHandle) -> set[str]:
-    return {p.name for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
 
 def set_meta(api: Api, sid: str, path: str, body: Any) -> httpx.Response:
@@ -57,7 +54,7 @@ def conflict_body(r: httpx.Response) -> dict[str, Any]:
 def test_metadata_update_stages_new_metadata_on_the_same_bytes(api: Api) -> None:
     seed(api, {"a.txt": b"hello", "other": b"x"})
     before = listing(api)["a.txt"]["entry"]
-    blobs = blob_files(api.server)
+    blobs = blob_ids(api.server)
     sid = api.session()
     r = set_meta(api, sid, "a.txt", {"metadata": {"posix-mode": "100600", "k": "v"}})
     assert r.status_code == 200, r.text
@@ -66,7 +63,7 @@ def test_metadata_update_stages_new_metadata_on_the_same_bytes(api: Api) -> None
     assert e["address"] == before["address"] and e["content_type"] == before["content_type"]
     assert e["metadata"] == {"posix-mode": "100600", "k": "v"}
     assert _wire.parse_entry(e).metadata == e["metadata"]
-    assert blob_files(api.server) == blobs  # no bytes were copied or uploaded
+    assert blob_ids(api.server) == blobs  # no bytes were copied or uploaded
     # The session sees it everywhere; the head does not, until the commit.
     assert listing(api, session_id=sid)["a.txt"]["entry"]["metadata"] == e["metadata"]
     head = api.http.head(f"{api.R}/object", params={"path": "a.txt", "session_id": sid})
@@ -86,7 +83,7 @@ def test_metadata_update_stages_new_metadata_on_the_same_bytes(api: Api) -> None
     assert set_meta(api, sid, "a.txt", {"metadata": {}}).json()["metadata"] == {}
     api.commit_ok(sid, "clear")
     assert listing(api)["a.txt"]["entry"]["metadata"] == {}
-    assert blob_files(api.server) == blobs
+    assert blob_ids(api.server) == blobs
 
 
 def test_metadata_update_of_a_staged_object_and_a_marker(api: Api) -> None:

@@ -6,16 +6,13 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, assert_error, make_api
+from serverapi import Api, RepoRef, ServerHandle, assert_error, blob_ids, make_api
 
 
 @pytest.fixture
 def api(server: ServerHandle, repo_ref: RepoRef) -> Iterator[Api]:
     yield from make_api(server, repo_ref)
 
-
-def blob_files(server: ServerHandle) -> set[str]:
-    return {p.name for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
 
 def test_commit_and_log(api: Api) -> None:
@@ -67,16 +64,16 @@ def test_commit_and_log(api: Api) -> None:
 def test_rollback_reclaims_blobs(api: Api, server: ServerHandle) -> None:
     unique_bytes = hashlib.sha256(api.R.encode()).digest() * 100
     sid = api.session()
-    before = blob_files(server)
+    before = blob_ids(server)
     api.put(sid, "tmp/one", unique_bytes)
     api.put(sid, "tmp/two", unique_bytes + b"2")
     # overwriting a staged object frees the bytes it replaced
     api.put(sid, "tmp/two", unique_bytes + b"3")
-    added = blob_files(server) - before
+    added = blob_ids(server) - before
     assert len(added) == 2
     r = api.http.delete(f"{api.R}/sessions/{sid}")
     assert r.status_code == 204
-    assert not (blob_files(server) - before)
+    assert not (blob_ids(server) - before)
     assert not (server.data_dir / "tmp" / sid).exists()
     assert_error(api.get("tmp/one", session_id=sid), 404)
     # committed bytes stay, even when a rolled-back session shared them

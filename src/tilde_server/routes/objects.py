@@ -27,7 +27,10 @@ Subtleties:
    `/_tilde/download?token=...`, a signed grant for the version current at that moment
    (engine subtlety 9); the target authorizes by signature alone and answers exactly what
    the streaming GET answers (Range, 416, every header). Which GETs redirect: `_redirects`.
-   HEAD never redirects (no client follows a redirect on HEAD).
+   HEAD never redirects (no client follows a redirect on HEAD). With blobs in a bucket the
+   307 goes to a presigned GET of the bucket itself, whenever the bucket's ETag is the
+   object's (engine `bucket_download_url`); uploads go there too (`upload_url` and part
+   URLs are presigned PUTs), so object bytes never pass through this server.
 8. Extensions of tilde-server alone (docs/api.md), absent with `--wire current` as the batch
    upload is: `PUT .../object/metadata` (a metadata-only update, no bytes) and
    `markers=true` on a delimiter listing (a prefix row carries its `P` marker object's
@@ -70,7 +73,7 @@ from tilde_server.routes.orgs import REPO
 from tilde_server.store import BadRequest, Obj, RangeNotSatisfiable
 from tilde_server.store import validation as v
 from tilde_server.store.blobs import SpoolSequence
-from tilde_server.store.engine import BatchItem
+from tilde_server.store.engine import BatchItem, multipart_address
 
 CHUNK = 4 * 1024 * 1024  # GET chunk: 1.2-1.4x the rate of 256 KiB chunks (docs/performance.md, I)
 WRITE_BATCH = 1024 * 1024
@@ -174,7 +177,12 @@ async def object_(request: Request) -> Response:
         return Response(status_code=200, headers=headers)
     if _redirects(request):
         o = await run(store.stat_object, org, repo, path, **_view_args(request))
-        token = store.sign_download(o, wire_options(request).download_url_ttl)
+        ttl = wire_options(request).download_url_ttl
+        direct = await run(store.bucket_download_url, o, ttl)
+        if direct is not None:  # straight to the bucket (s3blobs.py)
+            return RedirectResponse(direct, status_code=307,
+                                    headers={"Cache-Control": "no-store"})
+        token = store.sign_download(o, ttl)
         if token is not None:  # None: metadata too long for a URL, stream instead
             return RedirectResponse(_signed_url(request, "/_tilde/download", {"token": token}),
                                     status_code=307, headers={"Cache-Control": "no-store"})
@@ -259,7 +267,7 @@ async def stage(request: Request) -> Response:
     session = query_required(request, "session_id")
     path = query_required(request, "path")
     st = await run(store_of(request).stage_upload, org, repo, session, path)
-    url = _single_url(request, session, path, st.address, st.expires_at, st.signature)
+    url = st.url or _single_url(request, session, path, st.address, st.expires_at, st.signature)
     return JSONResponse({"upload_url": url, "physical_address": st.address,
                          "signature": st.signature, "expires_at": st.expires_at})
 
@@ -275,7 +283,7 @@ async def upload_url(request: Request) -> Response:
             raise BadRequest("PUT .../object takes no body: it answers {upload_url, "
                              "upload_token}; PUT the bytes to upload_url", "invalid_input")
     st = await run(store_of(request).stage_upload, org, repo, session, path)
-    url = _single_url(request, session, path, st.address, st.expires_at, st.signature)
+    url = st.url or _single_url(request, session, path, st.address, st.expires_at, st.signature)
     return JSONResponse({"upload_url": url, "upload_token": st.token})
 
 
@@ -385,17 +393,20 @@ async def multipart_part(request: Request) -> Response:
         upload_id = query_required(request, "upload_id")
         t = store_of(request).read_multipart_token(token, upload_id)
         await authorize_paths(request, [str(t["p"])])
-        url = _signed_url(request, "/_tilde/part", {"token": token, "part_number": n})
+        direct = await run(store_of(request).bucket_part_url, str(t["a"]), n)
+        url = direct or _signed_url(request, "/_tilde/part", {"token": token, "part_number": n})
         return RedirectResponse(url, status_code=307)
     if not opts.serves_current:
         raise BadRequest("query parameter 'token' is required", "missing_parameter")
     org, repo = org_repo(request)
     path = query_required(request, "path")
     await authorize_paths(request, [path])
+    upload_id = query_required(request, "upload_id")
     part_token = await run(store_of(request).part_token, org, repo,
                            query_required(request, "session_id"), path,
-                           query_required(request, "upload_id"), query(request, "upload_token"))
-    url = _signed_url(request, "/_tilde/part", {"token": part_token, "part_number": n})
+                           upload_id, query(request, "upload_token"))
+    direct = await run(store_of(request).bucket_part_url, multipart_address(upload_id), n)
+    url = direct or _signed_url(request, "/_tilde/part", {"token": part_token, "part_number": n})
     return JSONResponse({"upload_url": url})
 
 

@@ -24,6 +24,11 @@ Subtleties:
    directory, fsynced and renamed into place. Content addressing makes two processes adopting
    the same key harmless (the same bytes); deletions are decided under the database's blob
    locks (engine 4.), not by this module.
+7. Blob ids: a content key (64 hex digits, sha256) for bytes that passed through this
+   process, or an upload key (`u-`/`m-` + 32 hex digits, the upload's address) for bytes a
+   client PUT straight into an S3 bucket (s3blobs.py), whose hash nobody computed. Both
+   shard by two hex digits (`shard_of`): the lock a new reference takes and the unit a sweep
+   lists are the same shard.
 """
 
 from __future__ import annotations
@@ -42,6 +47,18 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # Where adopt() assembles a copy from another filesystem (6.); never a shard.
 INCOMING = ".incoming"
 _SHARD = re.compile(r"^[0-9a-f]{2}$")
+#: every blob id (7.): a content key or an upload key
+BLOB_ID = re.compile(r"^(?:[0-9a-f]{64}|[um]-[0-9a-f]{32})$")
+
+
+def shard_of(blob: str) -> str:
+    """The two hex digits a blob id is sharded by (7.)."""
+    return blob[2:4] if blob[1:2] == "-" else blob[:2]
+
+
+def is_upload_key(blob: str) -> bool:
+    """Bytes a client PUT to the bucket itself: the bucket's ETag is the object's (7.)."""
+    return blob[1:2] == "-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -158,13 +175,20 @@ class BlobStore:
     """Blob files under `blobs_dir` (default `root`/blobs), spools under `root`/tmp.
 
     `blobs_dir` may be a directory every process of a --database deployment shares (6.):
-    spools stay each process's own, and a spool on another filesystem is copied in."""
+    spools stay each process's own, and a spool on another filesystem is copied in.
+    s3blobs.S3BlobStore keeps the spools and puts the blobs in a bucket instead."""
+
+    #: clients PUT bytes to the storage itself (presigned URLs): S3BlobStore only
+    direct = False
 
     def __init__(self, root: Path, blobs_dir: Path | None = None) -> None:
         self.blobs = blobs_dir or root / "blobs"
         self.tmp = root / "tmp"
         mkdirs(self.blobs)
         mkdirs(self.tmp)
+
+    def describe(self) -> str:
+        return str(self.blobs)
 
     # -- spool files -------------------------------------------------------------------------
     def spool_path(self, session_uid: str, address: str, part: int | None = None) -> Path:
@@ -285,12 +309,19 @@ class BlobStore:
             self.path(key).unlink()
 
     def shards(self) -> Iterator[tuple[str, list[str]]]:
-        """(two-hex-digit directory, names of the blob files in it): key = dir + name."""
+        """(shard, blob ids in it), shard by shard in order (7.)."""
         for sub in sorted(os.listdir(self.blobs)):
             if not _SHARD.match(sub):  # INCOMING, or anything not ours
                 continue
             with contextlib.suppress(NotADirectoryError, FileNotFoundError):
-                yield sub, os.listdir(self.blobs / sub)
+                yield sub, [sub + name for name in os.listdir(self.blobs / sub)]
+
+    def listing(self) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+        """(shard, [(blob id, mtime)]) for every shard that holds any (a sweep's input)."""
+        for shard, keys in self.shards():
+            listed = [(k, self.mtime(k)) for k in keys]
+            if listed:
+                yield shard, listed
 
     def mtime(self, key: str) -> float:
         """A blob file's mtime (+inf when it vanished: never a sweep candidate)."""
@@ -298,6 +329,30 @@ class BlobStore:
             return self.path(key).stat().st_mtime
         except FileNotFoundError:
             return float("inf")
+
+    def put_file(self, src: Path, key: str) -> None:
+        """Store a copy of `src` as blob `key` (migrate; `src` stays)."""
+        dest = self.path(key)
+        mkdirs(dest.parent)
+        incoming = self.blobs / INCOMING
+        mkdirs(incoming)
+        copy_into_place(src, dest, incoming)
+        fsync_dir(dest.parent)
+
+    def digest(self, key: str) -> str | None:
+        """sha256 hex of blob `key`'s bytes as stored (None when there is no such blob)."""
+        try:
+            with self.open(key) as f:
+                return sha256_of(f)
+        except FileNotFoundError:
+            return None
+
+
+def sha256_of(f: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def copy_into_place(src: Path, dest: Path, tmp_dir: Path) -> None:

@@ -46,7 +46,7 @@ from tilde_server.store.errors import Conflict, DataDirError
 log = logging.getLogger("tilde_server.store")
 
 FORMAT_NAME = "tilde-server"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -184,7 +184,7 @@ def add_column(table: str, column: str, decl: str) -> Callable[[Conn], None]:
 # Every step must be idempotent (CREATE ... IF NOT EXISTS, add_column), so that several
 # features can append to the same step without ordering trouble. Format 2: secrets,
 # connectors, imports (docs/connectors.md). Format 3: commits.committer_type. Format 4:
-# import job leases.
+# import job leases. Format 5: the bucket's id of a multipart upload (s3blobs.py).
 MIGRATIONS: dict[int, list[str | Callable[[Conn], None]]] = {
     2: [
         # Secrets (spec 2.14): scope 'repo' (scope_id = repos.uid) or 'agent'. The value is
@@ -229,6 +229,11 @@ MIGRATIONS: dict[int, list[str | Callable[[Conn], None]]] = {
     4: [
         add_column("import_jobs", "lease_owner", "TEXT"),
         add_column("import_jobs", "lease_until", "REAL"),
+    ],
+    # Format 5: blobs in a bucket (s3blobs.py): a multipart upload's id in the bucket, whose
+    # parts the client PUTs there itself (NULL: the parts come to this server).
+    5: [
+        add_column("uploads", "remote_id", "TEXT"),
     ],
 }
 

@@ -77,7 +77,16 @@ from typing import Any, BinaryIO
 from tilde_server import crashpoints as cp
 from tilde_server.store import dialect
 from tilde_server.store import validation as v
-from tilde_server.store.blobs import BlobStore, Spool, SpoolSequence, fsync_dir, mkdirs
+from tilde_server.store.blobs import (
+    BLOB_ID,
+    BlobStore,
+    Spool,
+    SpoolSequence,
+    fsync_dir,
+    is_upload_key,
+    mkdirs,
+    shard_of,
+)
 from tilde_server.store.db import Conn, Database, Row, SqliteDatabase
 from tilde_server.store.errors import (
     BadRequest,
@@ -96,6 +105,7 @@ from tilde_server.store.listing import (
     start_bound,
 )
 from tilde_server.store.lock import LOCK_FILE
+from tilde_server.store.s3blobs import MIN_PART, S3BlobStore, S3Options, S3Url
 from tilde_server.store.signing import Signer, check_expiry_text, expiry_in, format_expiry
 
 log = logging.getLogger("tilde_server.store")
@@ -111,8 +121,13 @@ DB_FILE = "tilde.db"
 SCRATCH_MARK = "scratch-for-database"
 # A startup sweep beside other processes spares what is younger (their uploads in flight).
 SHARED_STARTUP_GRACE = 3600.0
-# The advisory lock name of a blob shard (4.): "blob:" + the first two hex digits.
+# The advisory lock name of a blob shard (4.): "blob:" + its two hex digits (blobs.shard_of).
 BLOB_LOCK = "blob:"
+# Blob ids per reference query of a sweep (5 IN lists of this many parameters each).
+REFERENCE_BATCH = 200
+# A bucket's multipart upload younger than this is never aborted by a sweep: the row that
+# names it is written just after the bucket made it.
+BUCKET_UPLOAD_GRACE = 300.0
 ADMIN_USERNAME = "admin"
 DEFAULT_BRANCH = "main"
 SINGLE_UPLOAD_TTL = 3600
@@ -165,9 +180,18 @@ class Obj:
     source: dict[str, Any] | None = None
 
     @property
+    def bytes_id(self) -> str:
+        """What says two versions hold the same bytes: the content key, or for bytes PUT to
+        a bucket under an upload key (blobs.py 7.) the bucket's ETag and the size, which
+        two uploads of the same bytes share (the same parts, for a multipart ETag)."""
+        if is_upload_key(self.blob):
+            return f"etag:{self.etag}:{self.size}"
+        return self.blob
+
+    @property
     def state(self) -> tuple[str, str, str]:
         """What makes two versions 'the same' for conflicts and diffs."""
-        return (self.blob, self.content_type, json.dumps(self.metadata, sort_keys=True))
+        return (self.bytes_id, self.content_type, json.dumps(self.metadata, sort_keys=True))
 
 
 def _obj(row: Row | tuple[Any, ...], staged: bool = False) -> Obj:
@@ -177,7 +201,7 @@ def _obj(row: Row | tuple[Any, ...], staged: bool = False) -> Obj:
 
 def _content(o: Obj | None) -> tuple[str, str] | None:
     """The content of a version (bytes and type, not metadata): "the same change"."""
-    return None if o is None else (o.blob, o.content_type)
+    return None if o is None else (o.bytes_id, o.content_type)
 
 
 def _state(o: Obj | None) -> tuple[str, str, str] | None:
@@ -198,6 +222,9 @@ class StagedUpload:
     expires_at: str
     # The 0.7.7 flow's `upload_token`: names the upload for POST {R}/object/finalize.
     token: str = ""
+    # Where the client PUTs the bytes when that is the bucket itself (s3blobs.py); None:
+    # this server's own signed upload route.
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,9 +296,10 @@ class Store:
 
     def __init__(self, root: Path, db: Database, meta: dict[str, str],
                  owner: bool = True, keys: Keys | None = None,
-                 blobs_dir: Path | None = None, shared: bool = False) -> None:
+                 blob_store: BlobStore | None = None, shared: bool = False) -> None:
         """`keys`: the deployment's (keys.py); default an embedded directory's own.
-        `blobs_dir`: a blob directory shared by a deployment's processes (blobs.py 6.).
+        `blob_store`: where the blobs are (default `root`/blobs): a directory or a bucket
+        shared by a deployment's processes (blobs.py 6., s3blobs.py).
         `shared`: other processes serve the same database (imports.py 6.)."""
         self.root = root
         # The process that serves the directory (recovers it at open, stops its imports at
@@ -280,9 +308,10 @@ class Store:
         self.startup_sweep: SweepResult | None = None
         self.db = db
         self._commit_hooks: list[Callable[[CommitEvent], None]] = []
-        self.blobs = BlobStore(root, blobs_dir)
+        self.blobs = blob_store or BlobStore(root)
         self.upload_ttl = SINGLE_UPLOAD_TTL
         self.multipart_ttl = MULTIPART_TTL
+        self.bucket_upload_grace = BUCKET_UPLOAD_GRACE
         # Secrets, connectors and imports (docs/connectors.md). Imported here because those
         # modules build on this one.
         from tilde_server.store.connectors import ConnectorStore
@@ -304,7 +333,8 @@ class Store:
     @classmethod
     def open(cls, root: Path, admin_key: str | None = None, *, recover: bool = True,
              database: str | None = None, key_file: Path | None = None,
-             blobs: str | None = None) -> tuple[Store, str | None]:
+             blobs: str | None = None,
+             s3: S3Options | None = None) -> tuple[Store, str | None]:
         """Open or initialize `root`. Returns the store and a newly generated admin key (if one
         was generated on first start). Raises DataDirError for a foreign or newer directory.
 
@@ -318,8 +348,8 @@ class Store:
         processes may open one database: the first creates the schema (under a lock), and
         a process that recovers leaves the others' work alone. `key_file`: the
         deployment's --secret-key-file (keys.py 2.), required with a `database`; `blobs`:
-        its blob directory, shared by all its processes (default: in `root`, this
-        process's alone)."""
+        its blob directory or s3://BUCKET[/PREFIX], shared by all its processes (default:
+        in `root`, this process's alone); `s3`: the bucket's endpoint and region."""
         root = root.expanduser()
         cls.check_root(root, database)
         if database:
@@ -327,7 +357,7 @@ class Store:
                 raise DataDirError("--database needs --secret-key-file: the keys every "
                                    "process of the deployment shares (docs/deploy.md)")
             return cls._open_database(root, admin_key, recover, database, key_file,
-                                      blobs_location(blobs))
+                                      blobs_location(blobs), s3 or S3Options())
         if key_file is not None or blobs:
             raise DataDirError("--secret-key-file and --blobs are for --database "
                                "deployments; an embedded one keeps its keys and blobs in "
@@ -358,8 +388,8 @@ class Store:
 
     @classmethod
     def _open_database(cls, root: Path, admin_key: str | None, recover: bool,
-                       url: str, key_file: Path,
-                       blobs_dir: Path | None) -> tuple[Store, str | None]:
+                       url: str, key_file: Path, blobs: Path | S3Url | None,
+                       s3: S3Options) -> tuple[Store, str | None]:
         from tilde_server.store.pg import PostgresDatabase
 
         if not url.startswith(("postgresql://", "postgres://")):
@@ -385,7 +415,11 @@ class Store:
             db.close()
             raise
         try:
-            store = cls(root, db, meta, recover, keys, blobs_dir, shared=True)
+            if isinstance(blobs, S3Url):
+                blob_store: BlobStore = S3BlobStore(root, blobs, s3)
+            else:
+                blob_store = BlobStore(root, blobs)
+            store = cls(root, db, meta, recover, keys, blob_store, shared=True)
         except BaseException:
             db.close()
             raise
@@ -486,28 +520,53 @@ class Store:
             skip={u for u, st in states.items() if st == "import"},  # the import runner's
             keep=keep, keep_parts=keep_parts, cutoff=cutoff)
         removed = 0
-        for prefix, names in self.blobs.shards():
-            keys = [prefix + n for n in names]
-            if grace > 0:
-                keys = [k for k in keys if self.blobs.mtime(k) < cutoff]
+        for shard, listed in self.blobs.listing():
+            # A client may finalize an upload key's bytes until its upload URL expires.
+            keys = [k for k, mtime in listed
+                    if mtime < (cutoff - self.upload_ttl if is_upload_key(k) else cutoff)]
             if not keys:
                 continue
-            # One range scan of each blob index per shard of blobs/ (1/256 of the keys), under
-            # the lock every new reference is made under (4.).
-            bounds = (prefix, prefix + "g")  # keys are lowercase hex: all below prefix + "g"
+            # Decided shard by shard under the lock every new reference is made under (4.).
             with self.db.write() as c:
-                c.lock_key(BLOB_LOCK + prefix)
-                used = {r[0] for r in c.execute(
-                    "SELECT blob FROM entries WHERE blob >= ? AND blob < ? UNION "
-                    "SELECT blob FROM staged WHERE blob >= ? AND blob < ? UNION "
-                    "SELECT sha256 FROM uploads WHERE sha256 >= ? AND sha256 < ? UNION "
-                    "SELECT sha256 FROM upload_parts WHERE sha256 >= ? AND sha256 < ?",
-                    bounds * 4)}
+                c.lock_key(BLOB_LOCK + shard)
+                used = self._referenced(c, keys)
                 for key in keys:
                     if key not in used:
                         self.blobs.delete(key)
                         removed += 1
-        return SweepResult(removed, spool_files, len(expired))
+        aborted = self._sweep_bucket_uploads(min(cutoff, now - self.bucket_upload_grace))
+        return SweepResult(removed, spool_files, len(expired) + aborted)
+
+    @staticmethod
+    def _referenced(c: Conn, keys: list[str]) -> set[str]:
+        """Which of `keys` a row still names: committed or staged versions, bytes received
+        for a pending upload, a pending multipart upload's assembled object (s3blobs 3.)."""
+        used: set[str] = set()
+        for i in range(0, len(keys), REFERENCE_BATCH):
+            batch = keys[i:i + REFERENCE_BATCH]
+            marks = ",".join("?" * len(batch))
+            used.update(r[0] for r in c.execute(
+                f"SELECT blob FROM entries WHERE blob IN ({marks}) UNION "
+                f"SELECT blob FROM staged WHERE blob IN ({marks}) UNION "
+                f"SELECT sha256 FROM uploads WHERE sha256 IN ({marks}) UNION "
+                f"SELECT address FROM uploads WHERE address IN ({marks}) UNION "
+                f"SELECT sha256 FROM upload_parts WHERE sha256 IN ({marks})", batch * 5))
+        return used
+
+    def _sweep_bucket_uploads(self, cutoff: float) -> int:
+        """Abort the bucket's multipart uploads no pending upload row names (rolled back,
+        aborted or expired ones; started before `cutoff`). Returns how many."""
+        if not isinstance(self.blobs, S3BlobStore):
+            return 0
+        with self.db.read() as c:
+            live = {r[0] for r in c.execute(
+                "SELECT remote_id FROM uploads WHERE remote_id IS NOT NULL")}
+        aborted = 0
+        for blob, upload_id, initiated in self.blobs.multipart_uploads():
+            if upload_id not in live and initiated < cutoff:
+                self.blobs.abort_multipart(blob, upload_id)
+                aborted += 1
+        return aborted
 
     # ======================================================================== auth
     def authenticate(self, key: str) -> Principal:
@@ -815,7 +874,7 @@ class Store:
         """Delete blob files nothing references any more (under the write lock, see 4.)."""
         shards: dict[str, list[str]] = {}
         for b in blobs:
-            shards.setdefault(b[:2], []).append(b)
+            shards.setdefault(shard_of(b), []).append(b)
         # One shard per transaction: a collector holds one exclusive lock at a time, so it
         # cannot close a cycle with writers that hold shared ones.
         for prefix, keys in sorted(shards.items()):
@@ -1013,7 +1072,7 @@ class Store:
         """Before a transaction makes a new reference to `blob`: a lock the collector's
         exclusive one waits for (4.), so it never deletes a blob whose reference is about to
         commit. On SQLite the one writer already excludes the collector."""
-        c.lock_key(BLOB_LOCK + blob[:2], shared=True)
+        c.lock_key(BLOB_LOCK + shard_of(blob), shared=True)
 
     def _adopt(self, c: Conn, spool: Path, blob: str) -> None:
         """Move a finished spool into place as `blob`, to be referenced by this transaction."""
@@ -1043,7 +1102,10 @@ class Store:
         sig = self.signer.sign("single", address, expires_at, session, path)
         token = self.signer.make_token({"a": address, "s": session, "p": path, "e": expires},
                                        "single-token")
-        return StagedUpload(address, sig, expires_at, token)
+        url = None
+        if isinstance(self.blobs, S3BlobStore):  # the bytes go to the bucket (s3blobs 3.)
+            url = self.blobs.presign_put(address, self.upload_ttl)
+        return StagedUpload(address, sig, expires_at, token, url)
 
     def verify_single_upload(self, signature: str, address: str, expires_at: str,
                              session: str, path: str) -> None:
@@ -1126,17 +1188,29 @@ class Store:
             s = self._session(c, r, session)
             up = c.execute("SELECT * FROM uploads WHERE address = ? AND session_id = ? "
                            "AND kind = 'single'", (address, s["id"])).fetchone()
-            if up is None or up["path"] != path:
+            if up is not None and up["path"] != path:
+                up = None
+            if up is not None:  # the bytes came to this server: a spool, content keyed
+                blob, md5, got = up["sha256"], up["md5"], up["size"]
+            elif isinstance(self.blobs, S3BlobStore):  # or to the bucket (s3blobs 3.)
+                self._reference(c, address)  # before looking: a sweep may be deciding
+                found = self.blobs.head(address)
+                if found is None:
+                    raise BadRequest("no bytes were uploaded to this upload URL",
+                                     "upload_missing")
+                blob, (got, md5) = address, found
+            else:
                 raise BadRequest("no bytes were uploaded to this upload URL", "upload_missing")
-            if checksum is not None and _unquote(checksum).lower() != up["md5"]:
+            if checksum is not None and _unquote(checksum).lower() != md5:
                 raise BadRequest(f"checksum {checksum!r} does not match the uploaded bytes "
-                                 f"(MD5 {up['md5']})", "checksum_mismatch")
-            if size is not None and size != up["size"]:
+                                 f"(MD5 {md5})", "checksum_mismatch")
+            if size is not None and size != got:
                 raise BadRequest(f"size_bytes {size} does not match the uploaded bytes "
-                                 f"({up['size']} bytes)", "size_mismatch")
+                                 f"({got} bytes)", "size_mismatch")
             cp.reached(before_adopt)
-            self._adopt(c, self.blobs.spool_path(session, address), up["sha256"])
-            o = Obj(path, up["sha256"], up["size"], up["md5"],
+            if up is not None:
+                self._adopt(c, self.blobs.spool_path(session, address), blob)
+            o = Obj(path, blob, got, md5,
                     content_type or "application/octet-stream", metadata, now_rfc3339(), True)
             replaced = self._stage_put(c, s["id"], o)
             c.execute("DELETE FROM uploads WHERE address = ?", (address,))
@@ -1198,12 +1272,23 @@ class Store:
                            path: str) -> MultipartUpload:
         v.object_key(path)
         upload_id = secrets.token_hex(16)
-        address = "m-" + upload_id  # found again by (session, path, upload_id): 7.
+        address = multipart_address(upload_id)  # found again by (session, path, upload_id): 7.
         expires = expiry_in(self.multipart_ttl)
-        with self.db.write() as c:
-            s = self._session(c, self._repo(c, org, repo), session)
-            c.execute("INSERT INTO uploads(address, session_id, path, kind, created_at) "
-                      "VALUES (?,?,?,?,?)", (address, s["id"], path, "multipart", now_rfc3339()))
+        with self.db.read() as c:
+            self._session(c, self._repo(c, org, repo), session)
+        remote = None
+        if isinstance(self.blobs, S3BlobStore):  # parts go to the bucket (s3blobs 3.)
+            remote = self.blobs.create_multipart(address)
+        try:
+            with self.db.write() as c:
+                s = self._session(c, self._repo(c, org, repo), session)
+                c.execute("INSERT INTO uploads(address, session_id, path, kind, created_at, "
+                          "remote_id) VALUES (?,?,?,?,?,?)",
+                          (address, s["id"], path, "multipart", now_rfc3339(), remote))
+        except BaseException:
+            if remote is not None and isinstance(self.blobs, S3BlobStore):
+                self.blobs.abort_multipart(address, remote)
+            raise
         token = self.signer.make_token(
             {"u": upload_id, "a": address, "s": session, "p": path, "e": expires})
         return MultipartUpload(upload_id, address, token, expires)
@@ -1223,7 +1308,7 @@ class Store:
         """The address of the multipart upload `upload_id` of this session and path (7.)."""
         if not _UPLOAD_ID_RE.match(upload_id):
             raise NotFound("multipart upload not found", "upload_not_found")
-        address = "m-" + upload_id
+        address = multipart_address(upload_id)
         if not c.execute("SELECT 1 FROM uploads WHERE address = ? AND session_id = ? "
                          "AND path = ? AND kind = 'multipart'",
                          (address, s["id"], path)).fetchone():
@@ -1243,6 +1328,20 @@ class Store:
         # a purpose of its own: the bearer-less part URL must not pass for the upload_token
         return self.signer.make_token({"u": upload_id, "a": address, "s": session, "p": path,
                                        "e": expiry_in(self.multipart_ttl)}, "part")
+
+    def bucket_part_url(self, address: str, part: int) -> str | None:
+        """The presigned URL of part `part` in the bucket when the upload's parts go there
+        (s3blobs 3.); None when they come to this server's signed part route."""
+        if not isinstance(self.blobs, S3BlobStore):
+            return None
+        with self.db.read() as c:
+            row = c.execute("SELECT remote_id FROM uploads WHERE address = ?",
+                            (address,)).fetchone()
+        if row is None:
+            raise NotFound("multipart upload not found", "upload_not_found")
+        if row[0] is None:
+            return None
+        return self.blobs.presign_part(address, row[0], part, self.multipart_ttl)
 
     def read_part_url_token(self, token: str) -> dict[str, Any]:
         """The token of a part URL: a 0.7.7 part grant, or (0.7.2-0.7.6 URLs carry it) the
@@ -1270,11 +1369,16 @@ class Store:
                              "invalid_parts")
         with self.db.read() as c:
             s = self._session(c, self._repo(c, org, repo), session)
-            if not c.execute("SELECT 1 FROM uploads WHERE address = ? AND session_id = ?",
-                             (address, s["id"])).fetchone():
+            up = c.execute("SELECT remote_id FROM uploads WHERE address = ? AND session_id = ?",
+                           (address, s["id"])).fetchone()
+            if up is None:
                 raise NotFound("multipart upload not found", "upload_not_found")
             have = {row["part_number"]: row for row in c.execute(
                 "SELECT * FROM upload_parts WHERE address = ?", (address,))}
+        if up["remote_id"] is not None:
+            return self._complete_in_bucket(org, repo, session, path, address, up["remote_id"],
+                                            parts, total_size, content_type, metadata,
+                                            checksum)
         md5s, shas, size = [], [], 0
         for n, etag in parts:
             row = have.get(n)
@@ -1323,14 +1427,87 @@ class Store:
             self._collect([replaced])
         return o
 
+    def _complete_in_bucket(self, org: str, repo: str, session: str, path: str, address: str,
+                            remote: str, parts: list[tuple[int, str]], total_size: int | None,
+                            content_type: str, metadata: dict[str, str],
+                            checksum: str | None) -> Obj:
+        """complete_multipart for parts the client PUT to the bucket, which assembles the
+        object itself (s3blobs 3.); its ETag is the object's. Everything is checked against
+        the bucket's list of parts first, so a refusal leaves the upload as it was (the
+        client may complete it again); a complete whose upload the bucket already finished
+        (a retry after a lost answer or a crash) stages the object it finds."""
+        assert isinstance(self.blobs, S3BlobStore)
+        from botocore.exceptions import ClientError
+
+        held = self.blobs.list_parts(address, remote)
+        md5s, size = [], 0
+        for i, (n, etag) in enumerate(parts):
+            bare = _unquote(etag).lower()
+            if not re.fullmatch(r"[0-9a-f]{32}", bare) or (
+                    held is not None and held.get(n, ("", 0))[0] != bare):
+                raise BadRequest(f"part {n} was not uploaded, or its ETag does not match "
+                                 "the uploaded part", "invalid_parts")
+            md5s.append(bytes.fromhex(bare))
+            if held is not None:
+                part_size = held[n][1]
+                if part_size < MIN_PART and i < len(parts) - 1:
+                    raise BadRequest(f"part {n} has {part_size} bytes: every part but the "
+                                     f"last needs {MIN_PART} at least", "invalid_parts")
+                size += part_size
+        if held is not None and total_size is not None and size != total_size:
+            raise BadRequest(f"the size {total_size} does not match the parts ({size} bytes)",
+                             "invalid_parts")
+        expected = (_md5(b"".join(md5s)).hexdigest() + f"-{len(parts)}" if parts
+                    else _md5(b"").hexdigest())
+        if checksum is not None and _unquote(checksum).lower() != expected:
+            raise BadRequest(f"checksum {checksum!r} does not match the object's ETag "
+                             f"{expected}", "checksum_mismatch")
+        if not parts:  # S3 wants one part at least: the empty object, content keyed
+            self.blobs.abort_multipart(address, remote)
+            blob, size, etag = self.blobs.write_bytes(b""), 0, expected
+        else:
+            if held is not None:
+                try:
+                    self.blobs.complete_multipart(address, remote, parts)
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "")
+                    if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+                        raise BadRequest(f"the parts were refused by the bucket ({code})",
+                                         "invalid_parts") from None
+                    if code != "NoSuchUpload":
+                        raise
+            found = self.blobs.head(address)  # gone, or finished before: what is there
+            if found is None or found[1] != expected:
+                raise NotFound("multipart upload not found", "upload_not_found")
+            blob, (size, etag) = address, found
+            if total_size is not None and size != total_size:
+                raise BadRequest(f"the size {total_size} does not match the parts ({size} "
+                                 "bytes)", "invalid_parts")
+        cp.reached(cp.COMPLETE_ASSEMBLED)
+        with self.db.write() as c:
+            s = self._session(c, self._repo(c, org, repo), session)
+            if not c.execute("DELETE FROM uploads WHERE address = ? RETURNING address",
+                             (address,)).fetchone():
+                raise NotFound("multipart upload not found", "upload_not_found")
+            self._reference(c, blob)
+            o = Obj(path, blob, size, etag, content_type or "application/octet-stream",
+                    metadata, now_rfc3339(), True)
+            replaced = self._stage_put(c, s["id"], o)
+            cp.reached(cp.COMPLETE_ADOPTED)
+        cp.reached(cp.COMPLETE_COMMITTED)
+        if replaced:
+            self._collect([replaced])
+        return o
+
     def abort_multipart(self, org: str, repo: str, session: str, path: str, token: str,
                         upload_id: str, address: str) -> None:
         self.read_multipart_token(token, upload_id, session, path, address)
         with self.db.write() as c:
             s = self._session(c, self._repo(c, org, repo), session)
             c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
-            c.execute("DELETE FROM uploads WHERE address = ? AND session_id = ?",
-                      (address, s["id"]))
+            row = c.execute("DELETE FROM uploads WHERE address = ? AND session_id = ? "
+                            "RETURNING remote_id", (address, s["id"])).fetchone()
+        self._abort_in_bucket(address, row)
         self.blobs.drop_spools(session, address)
 
     def abort_multipart_by_id(self, org: str, repo: str, session: str, path: str,
@@ -1344,8 +1521,15 @@ class Store:
             r = self._repo(c, org, repo)
             address = self._bound_upload(c, self._session(c, r, session), path, upload_id)
             c.execute("DELETE FROM upload_parts WHERE address = ?", (address,))
-            c.execute("DELETE FROM uploads WHERE address = ?", (address,))
+            row = c.execute("DELETE FROM uploads WHERE address = ? RETURNING remote_id",
+                            (address,)).fetchone()
+        self._abort_in_bucket(address, row)
         self.blobs.drop_spools(session, address)
+
+    def _abort_in_bucket(self, address: str, row: Row | None) -> None:
+        """After an upload row with its `remote_id` was deleted: abort the bucket's upload."""
+        if row is not None and row[0] is not None and isinstance(self.blobs, S3BlobStore):
+            self.blobs.abort_multipart(address, row[0])
 
     # ======================================================================== download grants
     def sign_download(self, o: Obj, ttl: int) -> str | None:
@@ -1356,6 +1540,17 @@ class Store:
             "e": expiry_in(ttl)}, "download")
         return token if len(token) <= MAX_DOWNLOAD_TOKEN else None
 
+    def bucket_download_url(self, o: Obj, ttl: int) -> str | None:
+        """A presigned GET of `o`'s blob in the bucket, when the bucket answers with `o`'s
+        own ETag (s3blobs 3., 4.): an upload key's ETag is the bucket's; a content key's is
+        its MD5 as long as it was put whole. None otherwise (the caller streams or signs a
+        grant of its own). The bucket cannot send X-Tilde-Reproducible (docs/deploy.md)."""
+        if not isinstance(self.blobs, S3BlobStore):
+            return None
+        if not (is_upload_key(o.blob) or re.fullmatch(r"[0-9a-f]{32}", o.etag)):
+            return None
+        return self.blobs.presign_get(o.blob, ttl, o.content_type)
+
     def open_download(self, token: str) -> tuple[Obj, BinaryIO]:
         """The version a grant names and its open blob file; 403 when tampered or expired,
         404 when the blob is gone (a staged upload rolled back since)."""
@@ -1365,7 +1560,7 @@ class Store:
                     dict(t["m"]), str(t["l"]), not t["r"])
         except (KeyError, TypeError, ValueError):
             raise Forbidden("malformed token", "invalid_signature") from None
-        if not re.fullmatch(r"[0-9a-f]{64}", o.blob):
+        if not BLOB_ID.match(o.blob):
             raise Forbidden("malformed token", "invalid_signature")
         try:
             return o, self.blobs.open(o.blob)
@@ -1595,13 +1790,21 @@ class Store:
             return self._apply(c, r, sess, message, {}, who)
 
 
-def blobs_location(blobs: str | None) -> Path | None:
-    """--blobs: a directory (absolute; shared by the deployment's processes) or nothing."""
+def multipart_address(upload_id: str) -> str:
+    """The address (and, in a bucket, the blob id: blobs.py 7.) of a multipart upload."""
+    return "m-" + upload_id
+
+
+def blobs_location(blobs: str | None) -> Path | S3Url | None:
+    """--blobs: a directory (absolute; shared by the deployment's processes), an
+    s3://BUCKET[/PREFIX], or nothing."""
     if not blobs:
         return None
+    if blobs.startswith("s3://"):
+        return S3Url.parse(blobs)
     if "://" in blobs:
-        raise DataDirError(f"--blobs {blobs.split('://', 1)[0]}:// is not supported yet; give "
-                           "a directory every process of the deployment shares")
+        raise DataDirError(f"--blobs takes a directory or s3://BUCKET[/PREFIX], not "
+                           f"{blobs.split('://', 1)[0]}://")
     path = Path(blobs).expanduser()
     if not path.is_absolute():
         raise DataDirError(f"--blobs takes an absolute directory, not {blobs!r}")
