@@ -49,10 +49,11 @@ if [ $# -eq 0 ]; then
     (
         failed=()  # this lane reports only its own failures (the main one's are counted there)
         step "pytest reliability" .venv/bin/python -m pytest -q --durations=5 tests/reliability
-        # the server suite and the official clients once more with every server's metadata
-        # on PostgreSQL (docs/deploy.md)
-        step "pytest server+official clients (--backend postgresql)" .venv/bin/python -m \
-            pytest -q tests/server tests/test_official_sdk.py --backend postgresql
+        # the server suite, the official clients and the mount core once more with every
+        # server on PostgreSQL and its blobs in a SeaweedFS bucket (docs/deploy.md)
+        step "pytest server+official clients+mount core (--backend postgresql-s3)" \
+            .venv/bin/python -m pytest -q tests/server tests/test_official_sdk.py \
+            tests/mount_core --backend postgresql-s3
         # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
         # for the modules that import from `conftest` if both were collected in one run
         for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \

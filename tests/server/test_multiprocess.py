@@ -224,3 +224,120 @@ def test_import_of_a_killed_process_is_taken_over_and_commits_once(
         if dying.proc.poll() is None:
             stop_server(dying)
     assert "Traceback" not in heir.log(), heir.log()
+
+
+# A request through one process SIGKILLed at each phase of an upload and of a commit: the
+# bytes still in flight (received, fsynced, not recorded), finalize inside its transaction
+# and after it (not answered), the commit inside its transaction and after it.
+KILL_POINTS = (cp.UPLOAD_SYNCED, cp.FINALIZE_CURRENT_ADOPTED, cp.FINALIZE_CURRENT_COMMITTED,
+               cp.COMMIT_BEFORE_DB_COMMIT, cp.COMMIT_AFTER_DB_COMMIT)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_process_killed_mid_upload_or_mid_commit_loses_nothing_acknowledged(
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        tmp_path: Path, point: str) -> None:
+    """What the dying process acknowledged is served by the survivor; what it did not is
+    either all there or not at all, and a client that retries through the survivor (and
+    looks before it repeats a commit: a lost answer is not a failure) ends with exactly one
+    commit holding every byte."""
+    arm = tmp_path / "crash-at"
+    arm.write_text("")  # disarmed until the request that is to die
+    dying = start_server(tmp_path / "dying", ADMIN,
+                         extra_env={**deployment_env, "TILDE_SERVER_CRASH_AT": f"@{arm}"})
+    survivor = deployment[0][1]
+    ref = RepoRef(unique("org"), unique("repo"))
+    d, s = Api(dying, ref), Api(survivor, ref)
+    try:
+        assert s.http.post(f"{s.base}/organizations",
+                           json={"name": ref.org, "display_name": ref.org}).status_code == 201
+        assert s.http.post(f"{s.base}/organizations/{ref.org}/repositories",
+                           json={"name": ref.repo}).status_code == 201
+        sid = d.session()
+        acked, inflight = os.urandom(100_000), os.urandom(150_000)
+        d.put(sid, "acked.bin", acked)  # answered: must never be lost
+        q = {"session_id": sid, "path": "inflight.bin"}
+        up = d.http.put(f"{d.R}/object", params=q).json()
+        commit_phase = point.startswith("commit.")
+        if commit_phase:
+            assert d.http.put(up["upload_url"], content=inflight).status_code == 200
+            assert d.http.post(f"{d.R}/object/finalize", params=q,
+                               json={"upload_token": up["upload_token"]}).status_code == 201
+        arm.write_text(point)
+        with pytest.raises(httpx.TransportError):
+            if point == cp.UPLOAD_SYNCED:
+                d.http.put(up["upload_url"], content=inflight)
+            elif commit_phase:
+                d.commit(sid, "the one commit")
+            else:
+                assert d.http.put(up["upload_url"], content=inflight).status_code == 200
+                d.http.post(f"{d.R}/object/finalize", params=q,
+                            json={"upload_token": up["upload_token"]})
+        assert dying.proc.wait(timeout=30) == -9
+        assert f"crash point {point} hit" in dying.log()
+
+        # the survivor: acknowledged bytes are there, the session as the crash left it
+        log = [c["message"] for c in _log(s)]
+        if point == cp.COMMIT_AFTER_DB_COMMIT:
+            assert log.count("the one commit") == 1  # it landed; the answer was lost
+        else:
+            assert "the one commit" not in log
+            assert s.read("acked.bin", session_id=sid) == acked
+            staged = [c["path"] for c in s.http.get(
+                f"{s.R}/changes", params={"session_id": sid}).json()["results"]]
+            if point == cp.FINALIZE_CURRENT_ADOPTED:  # inside the transaction: not staged
+                assert staged == ["acked.bin"]
+            elif point == cp.FINALIZE_CURRENT_COMMITTED or commit_phase:
+                assert staged == ["acked.bin", "inflight.bin"]
+                assert s.read("inflight.bin", session_id=sid) == inflight
+            # the client's retry through the survivor: the bytes again if they never got
+            # recorded, finalize unless the object is staged, then the commit
+            if "inflight.bin" not in staged:
+                url = up["upload_url"].replace(dying.endpoint, survivor.endpoint)
+                if point == cp.UPLOAD_SYNCED:
+                    assert httpx.put(url, content=inflight, timeout=10).status_code == 200
+                r = s.http.post(f"{s.R}/object/finalize", params=q,
+                                json={"upload_token": up["upload_token"]})
+                assert r.status_code == 201, r.text
+            s.commit_ok(sid, "the one commit")
+        assert [c["message"] for c in _log(s)].count("the one commit") == 1
+        assert s.read("acked.bin") == acked and s.read("inflight.bin") == inflight
+        assert deployment[0][0].endpoint != survivor.endpoint
+        assert Api(deployment[0][0], ref).read("inflight.bin") == inflight  # and the other
+    finally:
+        d.close()
+        s.close()
+        if dying.proc.poll() is None:
+            stop_server(dying)
+
+
+def test_an_upload_may_be_finalized_and_completed_on_another_process(apis: list[Api]) -> None:
+    """Behind a load balancer every request of an upload may reach another process: bytes
+    PUT through one, finalized through the other; multipart parts through both, completed
+    through either. (Each process's spools are its own: the bytes become shared blobs as
+    they are recorded, engine subtlety 14.)"""
+    a, b = apis
+    sid = a.session()
+    data = os.urandom(70_000)
+    q = {"session_id": sid, "path": "single.bin"}
+    up = a.http.put(f"{a.R}/object", params=q).json()
+    url = up["upload_url"].replace(a.server.endpoint, b.server.endpoint)
+    assert httpx.put(url, content=data, timeout=10).status_code == 200  # bytes to B
+    r = a.http.post(f"{a.R}/object/finalize", params=q,  # finalized on A
+                    json={"upload_token": up["upload_token"]})
+    assert r.status_code == 201, r.text
+    mq = {"session_id": sid, "path": "multi.bin"}
+    mp = a.http.post(f"{a.R}/object/multipart", params=mq).json()
+    parts, done = [os.urandom(5 << 20), os.urandom(1000)], []
+    for n, (api, part) in enumerate(zip((a, b), parts, strict=True), start=1):
+        r = api.http.get(f"{api.R}/object/multipart/part",
+                         params={**mq, "upload_id": mp["upload_id"], "part_number": n})
+        put = httpx.put(r.json()["upload_url"], content=part, timeout=30)
+        assert put.status_code == 200, put.text
+        done.append({"part_number": n, "etag": put.headers["ETag"]})
+    r = b.http.post(f"{b.R}/object/multipart/complete", params=mq, json={
+        "upload_id": mp["upload_id"], "upload_token": mp["upload_token"], "parts": done})
+    assert r.status_code == 201, r.text
+    cid = b.commit_ok(sid)
+    assert _log(a)[0]["id"] == cid
+    assert a.read("single.bin") == data and a.read("multi.bin") == b"".join(parts)

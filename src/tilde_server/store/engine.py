@@ -56,6 +56,14 @@ Subtleties:
    conflict rule (3.), so a session that rebases cleanly would also have committed cleanly;
    on a conflict nothing changes. Its staged rows stay as they are: a tombstone of a path
    the new base lacks hides nothing and commits as a no-op.
+14. Beside other processes (a --database deployment) any request may reach any process: the
+   bytes PUT to one process's signed upload or part URL become a blob in the shared store
+   as they are recorded (an uploads / upload_parts row references it), so the finalize or
+   complete that follows may run on another; complete then assembles from the parts' blobs
+   and collects them. With blobs in a bucket (s3blobs.py) clients PUT to the bucket
+   itself: finalize reads size and ETag from it, complete is the bucket's own, checked
+   against its list of parts first, and "the same bytes" of two versions with an upload
+   key is the same size and ETag (`Obj.same_bytes`).
 """
 
 from __future__ import annotations
@@ -179,19 +187,21 @@ class Obj:
     # Provenance of an imported object (spec 2.5.1 SourceMetadata), None for anything else.
     source: dict[str, Any] | None = None
 
-    @property
-    def bytes_id(self) -> str:
-        """What says two versions hold the same bytes: the content key, or for bytes PUT to
-        a bucket under an upload key (blobs.py 7.) the bucket's ETag and the size, which
-        two uploads of the same bytes share (the same parts, for a multipart ETag)."""
-        if is_upload_key(self.blob):
-            return f"etag:{self.etag}:{self.size}"
-        return self.blob
+    def same_bytes(self, other: Obj) -> bool:
+        """Whether two versions hold the same bytes: the same content key (sha256), or,
+        when either has an upload key (bytes PUT to a bucket, hash unknown: blobs.py 7.),
+        the same size and ETag (MD5, or for multipart the MD5 of the parts' MD5s)."""
+        if self.blob == other.blob:
+            return True
+        if is_upload_key(self.blob) or is_upload_key(other.blob):
+            return self.size == other.size and self.etag == other.etag
+        return False
 
-    @property
-    def state(self) -> tuple[str, str, str]:
-        """What makes two versions 'the same' for conflicts and diffs."""
-        return (self.bytes_id, self.content_type, json.dumps(self.metadata, sort_keys=True))
+    def same_version(self, other: Obj) -> bool:
+        """What makes two versions 'the same' for conflicts and diffs: bytes, type and
+        metadata."""
+        return (self.same_bytes(other) and self.content_type == other.content_type
+                and self.metadata == other.metadata)
 
 
 def _obj(row: Row | tuple[Any, ...], staged: bool = False) -> Obj:
@@ -199,13 +209,17 @@ def _obj(row: Row | tuple[Any, ...], staged: bool = False) -> Obj:
                json.loads(row[7]) if row[7] else None)
 
 
-def _content(o: Obj | None) -> tuple[str, str] | None:
-    """The content of a version (bytes and type, not metadata): "the same change"."""
-    return None if o is None else (o.bytes_id, o.content_type)
+def _same_content(a: Obj | None, b: Obj | None) -> bool:
+    """The same content (bytes and type, not metadata), or both absent: "the same change"."""
+    if a is None or b is None:
+        return a is b
+    return a.same_bytes(b) and a.content_type == b.content_type
 
 
-def _state(o: Obj | None) -> tuple[str, str, str] | None:
-    return o.state if o is not None else None
+def _same_version(a: Obj | None, b: Obj | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.same_version(b)
 
 
 @dataclass(frozen=True)
@@ -741,12 +755,11 @@ class Store:
         base, head = s["base_seq"], r["head_seq"]
         conflicts = []
         for path in candidates:
-            head_state = _state(self._at(c, r["id"], path, head))
-            if head_state == _state(self._at(c, r["id"], path, base)):
+            at_head = self._at(c, r["id"], path, head)
+            if _same_version(at_head, self._at(c, r["id"], path, base)):
                 continue
             staged = self._staged(c, s["id"], path)
-            if _content(self._at(c, r["id"], path, head)) != \
-                    _content(staged[1] if staged else None):
+            if not _same_content(at_head, staged[1] if staged else None):
                 conflicts.append(path)
         return sorted(conflicts)
 
@@ -1132,13 +1145,18 @@ class Store:
 
     def end_receive(self, session: str, address: str, path: str, part: int | None,
                     spool: Spool) -> str:
-        """Record the received bytes; returns their md5 hex (the ETag)."""
+        """Record the received bytes; returns their md5 hex (the ETag). Beside other
+        processes the bytes become a blob at once (referenced by their uploads row): the
+        finalize or complete may come to another process, which cannot see this one's
+        spools (engine 14.)."""
         cp.reached(cp.UPLOAD_RECEIVED if part is None else cp.PART_RECEIVED)
         sha, md5, size = spool.finish()
         cp.reached(cp.UPLOAD_SYNCED if part is None else cp.PART_SYNCED)
         try:
             with self.db.write() as c:
                 s = self._open_session_by_uid(c, session)
+                if self.shared:
+                    self._adopt(c, spool.path, sha)
                 if part is None:
                     c.execute("INSERT INTO uploads(address, session_id, path, kind, "
                               "sha256, md5, size, created_at) VALUES (?,?,?,?,?,?,?,?)"
@@ -1406,7 +1424,8 @@ class Store:
             spool = self.blobs.open_spool(session, address + ".assembled")
             spool.finish()
         else:
-            part_files = [self.blobs.spool_path(session, address, n) for n in numbers]
+            part_files = ([self.blobs.path(sha) for sha in shas] if self.shared  # 14.
+                          else [self.blobs.spool_path(session, address, n) for n in numbers])
             self.blobs.assemble(part_files, self.blobs.spool_path(session, address + ".assembled"))
         cp.reached(cp.COMPLETE_ASSEMBLED)
         with self.db.write() as c:
@@ -1423,6 +1442,8 @@ class Store:
             cp.reached(cp.COMPLETE_ADOPTED)
         cp.reached(cp.COMPLETE_COMMITTED)
         self.blobs.drop_spools(session, address)
+        # the parts' own blobs (14.), unless the object is one of them; then what it replaced
+        self._collect([sha for sha in shas if sha != key] if self.shared else [])
         if replaced:
             self._collect([replaced])
         return o
@@ -1712,7 +1733,7 @@ class Store:
                     src.pop()
                     path = row[0]
                     lo_obj, hi_obj = self._at(c, rid, path, lseq), self._at(c, rid, path, rseq)
-                    if _state(lo_obj) == _state(hi_obj):
+                    if _same_version(lo_obj, hi_obj):
                         continue
                     if lo_obj is None:
                         return path, ("added", hi_obj), False
@@ -1745,7 +1766,7 @@ class Store:
             conflicts = []
             for path in paths:
                 before, after_ = self._at(c, rid, path, seq - 1), self._at(c, rid, path, seq)
-                if _state(self._at(c, rid, path, head)) != _state(after_):
+                if not _same_version(self._at(c, rid, path, head), after_):
                     conflicts.append(path)
                     continue
                 if before is None:
