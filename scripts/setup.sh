@@ -12,8 +12,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # ordinary programs the FUSE tests drive for real; bubblewrap (+ util-linux prlimit) runs
 # the sandboxes; python-is-python3 gives the host image the `python` command that the
 # README's sandbox examples run (`python train.py`); postgresql-15 is the PostgreSQL
-# the server's PostgreSQL backend is tested against.
-PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3 python3-pip postgresql-15"
+# the server's PostgreSQL backend is tested against; nginx and systemd (systemd-analyze)
+# run and check the deployment recipe (deploy/, tests/server/test_deploy_recipe.py).
+PKGS="fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev rsync sqlite3 git tar bubblewrap util-linux python-is-python3 python3-pip postgresql-15 nginx systemd"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -29,6 +30,12 @@ if [ -n "$missing" ]; then
     esac
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    # Debian's nginx package starts a system-wide nginx on port 80 of every address where
+    # services may start: the tests run their own (loopback only), so that one is stopped
+    case $missing in *nginx*)
+        $SUDO service nginx stop >/dev/null 2>&1 || true
+        $SUDO update-rc.d nginx disable >/dev/null 2>&1 || true;;
+    esac
 fi
 
 PY=${PYTHON:-python3}

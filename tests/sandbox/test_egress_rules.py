@@ -7,6 +7,7 @@ import ipaddress
 import json
 import socket
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -19,6 +20,7 @@ from tilde_server.sandbox.egress_rules import (
     Target,
     baseline_reason,
 )
+from tilde_server.sandbox.logs import LogStore
 
 
 @pytest.mark.parametrize("addr,why", [
@@ -163,7 +165,8 @@ def test_the_proxy_answers_malformed_and_origin_form_requests_and_keeps_serving(
         tmp_path: Path) -> None:
     """In-process (no sandbox): garbage gets a 400, a request without an absolute URL a 400
     that says why, and each is one connection that ends; the proxy goes on serving."""
-    netlog = NetworkLog(tmp_path / "net.ndjson")
+    # an embedded server's log store: files only, no database needed
+    netlog = NetworkLog(LogStore(cast(Any, None), tmp_path, shared=False).writer("sb", "net"))
     decided: list[Target] = []
 
     def decide(t: Target) -> Decision:
@@ -190,5 +193,5 @@ def test_the_proxy_answers_malformed_and_origin_form_requests_and_keeps_serving(
     assert answers[1].startswith(b"HTTP/1.1 400 ") and b"absolute URLs" in answers[1]
     assert answers[2].startswith(b"HTTP/1.1 403 ") and b"denied (default)" in answers[2]
     assert [t.host for t in decided] == ["a.example"]
-    lines = [json.loads(x) for x in (tmp_path / "net.ndjson").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / "sb" / "net").read_text().splitlines()]
     assert [(x["rule"], x["status"]) for x in lines] == [("invalid", 400), ("default", 403)]

@@ -1,7 +1,8 @@
 """Sandboxes beside several processes of one deployment (manager.py 8.).
 
 Two real servers on one real PostgreSQL, real bwrap: a process that starts leaves another
-process's running sandbox alone, and a cancel sent to it reaches the sandbox; when that
+process's running sandbox alone, serves its log, and a cancel sent to it reaches the
+sandbox; when that
 process is SIGKILLed, the survivor ends its sandbox `sandbox_lost` once the lease runs out
 and rolls its session back."""
 
@@ -45,6 +46,12 @@ def test_a_dead_processs_sandbox_ends_lost_and_a_live_ones_is_left_alone(
             time.sleep(3)  # longer than the lease: A renews, so B must leave it alone
             assert on_b.status(sid)["status"] == "running"
             assert on_a.status(sid)["status"] == "running"
+            # B serves the log of the sandbox running on A (sandbox/logs.py), as it grows
+            assert on_b.stdout(sid) == on_a.stdout(sid) == b"started\n"
+            done = on_a.start({"image": "ubuntu", "command": [
+                "/bin/sh", "-c", "for i in 1 2 3; do echo line $i; done; echo err >&2"]})
+            assert on_a.wait(done, timeout=60)["status"] in ("committed", "done")
+            assert on_b.stdout(done) == b"line 1\nline 2\nline 3\nerr\n"
             # A cancel sent to B reaches the sandbox on A.
             other = on_a.start({"image": "ubuntu", "command": ["/bin/sleep", "600"]})
             on_a.wait(other, {"running"})

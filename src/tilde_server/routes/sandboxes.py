@@ -202,14 +202,6 @@ async def finish(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if done else 202)
 
 
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
-
-
 async def _log(request: Request, name: str, media_type: str) -> Response:
     """What there is so far, then the response ends (no long-poll, spec 2.8.3); 410 once
     the server deleted the sandbox's logs (`--sandbox-log-retention`)."""
@@ -218,7 +210,7 @@ async def _log(request: Request, name: str, media_type: str) -> Response:
     if mgr.logs_expired(row.id):
         raise Gone(f"the logs of sandbox {row.id} are no longer available (they are kept "
                    f"{_days(mgr.log_retention)} after the sandbox ends)", "logs_gone")
-    data = await run(_read_file, str(mgr.data_root / row.id / name))
+    data = await run(mgr.logs.read, row.id, name)
     return Response(data, media_type=media_type)
 
 

@@ -41,13 +41,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import h11
 
 from tilde_server.sandbox.egress_rules import Decision, Target
+from tilde_server.sandbox.logs import LogWriter
 
 log = logging.getLogger("tilde_server.sandbox.egress")
 
@@ -62,24 +62,22 @@ _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-auth
 
 
 class NetworkLog:
-    """The sandbox's NDJSON network log (`GET {S}/logs/network`), appended line by line."""
+    """The sandbox's NDJSON network log (`GET {S}/logs/network`), appended line by line to
+    `out` (a sandbox/logs.py writer: its file, and the database beside other processes)."""
 
-    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
-        self.path = path
+    def __init__(self, out: LogWriter, max_bytes: int = MAX_LOG_BYTES) -> None:
+        self.out = out
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._written = path.stat().st_size if path.exists() else 0
         self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             self.count += 1
-            if self._written + len(line) > self.max_bytes:
+            if self.out.size + len(line) > self.max_bytes:
                 return
-            with open(self.path, "ab") as f:
-                f.write(line)
-            self._written += len(line)
+            self.out.write(line)
 
 
 class _Counted:

@@ -22,7 +22,8 @@ Subtleties:
    sandbox's cgroup when it has one (every process of the sandbox is in it, forks
    included), and the --info-fd read is bounded.
 4. Output of the main process (stdout and stderr merged, one pipe) is appended to
-   `<data>/sandboxes/<id>/stdout.log` by a reader thread and fanned out to terminal
+   `<data>/sandboxes/<id>/stdout.log` (and, beside other processes, to the database:
+   logs.py) by a reader thread and fanned out to terminal
    subscribers; UTF-8 sequences are never split across the chunks handed to subscribers.
 5. The repository is a tilde-mount of the sandbox's own session with `--on-unmount keep`:
    after the command ends the mount is unmounted (which uploads what is pending) and the
@@ -50,7 +51,8 @@ Subtleties:
    lease ran out `failed`/`sandbox_lost` (their process died on another host; the session is
    rolled back, the tokens revoked; the mount and bwrap died with that process). A cancel
    sent to another process sets `cancel_requested`; the owner polls for it every second.
-   Logs stay the owner's (its --data): another process has none to serve.
+   Logs go to the database as well (logs.py), so any process serves them; the exec and
+   terminal WebSockets need the owner.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ from typing import IO, Any
 
 from tilde_server.sandbox import bwrap, cgroups, egress, images, records
 from tilde_server.sandbox.egress_rules import Decision, EgressRules, PolicyVerdict, Target
+from tilde_server.sandbox.logs import LogStore, LogWriter
 from tilde_server.sandbox.proxy import ApiSocketProxy
 from tilde_server.sandbox.spec import ResourcePolicy, SandboxSpec
 from tilde_server.store import BadRequest, Conflict, NotFound, Principal, Store
@@ -181,6 +184,7 @@ class LiveSandbox:
     egress: egress.EgressProxy | None = None
     credentials_secret: str = ""
     secret_env: dict[str, str] = field(default_factory=dict)
+    logs: list[LogWriter] = field(default_factory=list)  # open ones, closed at the end
 
     @property
     def id(self) -> str:
@@ -243,7 +247,6 @@ def default_runtime_root(data_dir: Path) -> Path:
 
 NETWORK_MODES = ("proxy", "off", "unsafe-host")
 NETWORK_LOG = "network.ndjson"
-LOGS_EXPIRED = "logs-expired"  # left in a sandbox's private dir once its logs are deleted
 SWEEP_INTERVAL = 3600.0
 
 
@@ -308,6 +311,7 @@ class SandboxManager:
         records.ensure_schema(self.db)
         self.owner = process_id(store.root)
         self.shared = store.shared
+        self.logs = LogStore(self.db, self.data_root, self.shared)
         self.owner_lease = OWNER_LEASE
         self.resources = resources or ResourcePolicy()
         self.cgroups, found = cgroups.detect(cgroups.tag_for(store.root), move_self=True)
@@ -361,18 +365,12 @@ class SandboxManager:
                                                  datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         swept = 0
         for sid in records.finished_before(self.db, cutoff):
-            private = self.data_root / sid
-            if not private.is_dir() or (private / LOGS_EXPIRED).exists():
-                continue
-            for name in ("stdout.log", NETWORK_LOG, "mount.log"):
-                with contextlib.suppress(FileNotFoundError):
-                    (private / name).unlink()
-            (private / LOGS_EXPIRED).touch()
-            swept += 1
+            if self.logs.expire(sid, ("stdout.log", NETWORK_LOG, "mount.log")):
+                swept += 1
         return swept
 
     def logs_expired(self, sandbox_id: str) -> bool:
-        return (self.data_root / sandbox_id / LOGS_EXPIRED).exists()
+        return self.logs.expired(sandbox_id)
 
     def keep_leases(self) -> None:
         """Beside other processes (8.): renew this process's sandboxes, end the orphans of
@@ -598,7 +596,8 @@ class SandboxManager:
             sb.proxy = ApiSocketProxy(str(sb.runtime_dir / "api.sock"), self.endpoint)
             sb.proxy.start()
         if self.network == "proxy":
-            netlog = egress.NetworkLog(sb.network_log_path)
+            netlog = egress.NetworkLog(self.logs.writer(sb.id, NETWORK_LOG))
+            sb.logs.append(netlog.out)
             sb.egress = egress.EgressProxy(str(sb.runtime_dir / "egress.sock"),
                                            functools.partial(self.decide_egress, sb), netlog)
             sb.egress.start()
@@ -892,7 +891,8 @@ class SandboxManager:
         fd = proc.stdout.fileno()
         written = 0
         pending = b""
-        with open(sb.log_path, "ab") as logf:
+        out = self.logs.writer(sb.id, "stdout.log")
+        try:
             while True:
                 try:
                     chunk = os.read(fd, CHUNK)
@@ -901,8 +901,7 @@ class SandboxManager:
                 if not chunk:
                     break
                 if written < MAX_LOG_BYTES:
-                    logf.write(chunk[:MAX_LOG_BYTES - written])
-                    logf.flush()
+                    out.write(chunk[:MAX_LOG_BYTES - written])
                     written += len(chunk)
                 data = pending + chunk
                 cut = utf8_cut(data)
@@ -911,8 +910,8 @@ class SandboxManager:
                     sb.output.publish(data[:cut])
             if pending:
                 sb.output.publish(pending)
-            with contextlib.suppress(OSError):
-                os.fsync(logf.fileno())
+        finally:
+            out.close(fsync=True)
 
     # ------------------------------------------------------------------ exec runs (0.7.9)
     def start_exec(self, sb: LiveSandbox, argv: list[str], env: dict[str, str],
@@ -947,8 +946,7 @@ class SandboxManager:
         return found is not None and found[:2] == (org, repo)
 
     def append_log(self, sb: LiveSandbox, data: bytes) -> None:
-        with open(sb.log_path, "ab") as logf:
-            logf.write(data)
+        self.logs.append(sb.id, "stdout.log", data)
 
     # ------------------------------------------------------------------ teardown
     def _finish(self, sb: LiveSandbox, outcome: tuple[str, str, str] | None) -> None:
@@ -969,6 +967,8 @@ class SandboxManager:
             sb.proxy.stop()
         if sb.egress is not None:
             sb.egress.stop()
+        for w in sb.logs:  # the network log's last lines, before the status says "ended"
+            w.close()
         changes: dict[str, Any] = {"exit_code": sb.exit_code, "finished_at": now_rfc3339()}
         if cancelled:
             changes.update(status="cancelled", status_reason="cancelled_by_user",

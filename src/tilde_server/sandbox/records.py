@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS sandbox_trigger_runs (
     sandbox_id TEXT, matched_paths TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sandbox_trigger_runs_t ON sandbox_trigger_runs(trigger_id, id);
+CREATE TABLE IF NOT EXISTS sandbox_logs (
+    sandbox_id TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (sandbox_id, name, seq)) WITHOUT ROWID;
 """
 
 TOKEN_PREFIX = "tst-"
@@ -58,7 +61,7 @@ def ensure_schema(db: Database) -> None:
     db.ensure(SCHEMA)
     with db.write() as c:  # added after the table: directories made before have not got them
         for column, decl in (("owner", "TEXT"), ("owner_until", "REAL"),
-                             ("cancel_requested", "INTEGER")):
+                             ("cancel_requested", "INTEGER"), ("logs_expired", "INTEGER")):
             add_column("sandboxes", column, decl)(c)
 
 
