@@ -349,10 +349,17 @@ class Database:
                     c.ddl(step)
 
     def migrate(self, from_version: int) -> None:
-        """Bring an older database up to FORMAT_VERSION in one transaction (idempotent)."""
+        """Bring an older database up to FORMAT_VERSION in one transaction (idempotent).
+        Processes of a deployment starting together: one migrates under the lock, the
+        others wait for it and find the work done (docs/deploy.md, upgrades)."""
         if from_version >= FORMAT_VERSION:
             return
         with self.write() as c:
+            c.lock_key("tilde-server:initialize")
+            row = c.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            from_version = int(row[0]) if row else from_version
+            if from_version >= FORMAT_VERSION:
+                return
             self._run_migrations(c, from_version)
             c.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                       (str(FORMAT_VERSION),))
