@@ -7,13 +7,17 @@ Two deployments on one PostgreSQL (Debian's 15, tests/postgres.py), both on loop
 Measured side by side, rounds interleaved, medians of --repeat rounds, --size MiB objects,
 --parallel transfers at once:
   PUT presigned   s3: the upload_url is the bucket's; the bytes go straight there
+  PUT via server  s3: the batch upload extension; the server spools the bytes, then puts
+                  them into the bucket
   PUT streamed    local: the upload_url is the server's; it spools, fsyncs and renames
   GET presigned   s3: 307 to the bucket, followed
   GET streamed    s3: a caller that cannot follow redirects; the server streams from S3
   GET local       local: the server streams its own blob file
-Ratios are to the streamed figures. All of it shares two cores with the servers, SeaweedFS
-and PostgreSQL, so what it shows is what a transfer costs the tilde-server process, not
-what S3 or a network could do.
+Ratios are to the streamed figures; "server CPU" is the CPU time the tilde-server process
+spent per GiB moved (user + system, from /proc). All of it shares two cores with the
+servers, SeaweedFS and PostgreSQL: the MB/s say what this machine does, the CPU figures what
+a transfer costs the tilde-server process, which is what decides how many clients one
+process serves.
 
 Usage: .venv/bin/python benchmarks/s3_transfer.py [--size 64] [--repeat 3] [--parallel 2]
 """
@@ -21,6 +25,7 @@ Usage: .venv/bin/python benchmarks/s3_transfer.py [--size 64] [--repeat 3] [--pa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -63,6 +68,16 @@ class Repo:
         assert r.status_code == 201, r.text
         return q["path"]
 
+    def batch(self, sid: str, data: bytes) -> str:
+        self.n += 1
+        path = f"b{self.n}-{os.urandom(4).hex()}.bin"
+        head = json.dumps({"objects": [{"path": path, "size": len(data)}]}).encode() + b"\n"
+        r = self.http.post(f"{self.R}/objects/upload", params={"session_id": sid},
+                           content=head + data,
+                           headers={"Content-Type": "application/x-tilde-batch"})
+        assert r.status_code == 200, r.text
+        return path
+
     def get(self, path: str, headers: dict[str, str] | None = None) -> int:
         n = 0
         with self.http.stream("GET", f"{self.R}/object", params={"path": path},
@@ -71,6 +86,12 @@ class Repo:
             for chunk in r.iter_raw(1 << 20):
                 n += len(chunk)
         return n
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mbps(total: int, seconds: float) -> float:
@@ -108,18 +129,29 @@ def main() -> None:
             p, local_url = start(tmp / "local" / "data", KEY, local_env)
             procs.append(p)
             s3, local = Repo(s3_url), Repo(local_url)
+            pid = {id(s3): procs[0].pid, id(local): procs[1].pid}
             figures: dict[str, list[float]] = {}
+            cpu: dict[str, list[float]] = {}
+
+            def measure(name: str, repo: Repo, fn, items: list) -> None:  # type: ignore[no-untyped-def]
+                c0 = cpu_seconds(pid[id(repo)])
+                secs = timed(fn, items, args.parallel)
+                figures.setdefault(name, []).append(_mbps(total, secs))
+                cpu.setdefault(name, []).append(
+                    (cpu_seconds(pid[id(repo)]) - c0) / (total / 2**30))
+
             for rnd in range(args.repeat):
-                order = [(s3, "presigned"), (local, "streamed")]
+                order = [(s3, "presigned", Repo.put), (s3, "via server", Repo.batch),
+                         (local, "streamed", Repo.put)]
                 if rnd % 2:
                     order.reverse()
                 paths: dict[str, list[str]] = {}
-                for repo, kind in order:
+                for repo, kind, put in order:
                     sid = repo.http.post(f"{repo.R}/sessions").json()["session_id"]
                     got: list[str] = []
-                    secs = timed(lambda _i, r=repo, s=sid, g=got: g.append(r.put(s, data)),
-                                 list(range(args.count)), args.parallel)
-                    figures.setdefault(f"PUT {kind}", []).append(_mbps(total, secs))
+                    measure(f"PUT {kind}", repo,
+                            lambda _i, r=repo, s=sid, g=got, f=put: g.append(f(r, s, data)),
+                            list(range(args.count)))
                     assert repo.http.post(f"{repo.R}/sessions/{sid}",
                                           json={"message": "b"}).status_code == 200
                     paths[kind] = got
@@ -129,20 +161,21 @@ def main() -> None:
                 if rnd % 2:
                     gets.reverse()
                 for name, repo, ps, headers in gets:
-                    secs = timed(lambda pth, r=repo, h=headers: r.get(pth, h), ps,
-                                 args.parallel)
-                    figures.setdefault(name, []).append(_mbps(total, secs))
+                    measure(name, repo, lambda pth, r=repo, h=headers: r.get(pth, h), ps)
         finally:
             for p in procs:
                 p.terminate()
                 p.wait(30)
     med = {k: statistics.median(v) for k, v in figures.items()}
     print(f"{args.size} MiB objects, {args.count} per round, {args.parallel} at once, "
-          f"median of {args.repeat} rounds (MB/s):")
-    for k in ("PUT presigned", "PUT streamed", "GET presigned", "GET streamed", "GET local"):
+          f"median of {args.repeat} rounds:")
+    print(f"  {'':16s} {'MB/s':>8s} {'ratio':>6s}  {'server CPU s/GiB':>16s}  rounds (MB/s)")
+    for k in ("PUT presigned", "PUT via server", "PUT streamed", "GET presigned",
+              "GET streamed", "GET local"):
         base = med["PUT streamed"] if k.startswith("PUT") else med["GET streamed"]
-        print(f"  {k:15s} {med[k]:8.1f}   {med[k] / base:5.2f}x   "
-              f"(rounds: {', '.join(f'{x:.0f}' for x in figures[k])})")
+        print(f"  {k:16s} {med[k]:8.1f} {med[k] / base:5.2f}x  "
+              f"{statistics.median(cpu[k]):16.2f}  "
+              f"{', '.join(f'{x:.0f}' for x in figures[k])}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ every target, and writes its JSON.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,20 @@ def test_download_modes_benchmark_runs(tmp_path: Path) -> None:
     assert med["redirect"]["random_redirects"] == 1
     assert med["stream"]["seq_mib_s"] > 0 and med["redirect"]["seq_mib_s"] > 0
     assert not list(tmp_path.glob("tilde-download-modes-*")), "temporary directory left behind"
+
+
+@pytest.mark.timeout(300)
+def test_s3_transfer_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/s3_transfer.py end to end at its smallest (PostgreSQL, SeaweedFS, two
+    servers): every row printed, with a figure (never a timing assertion)."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "s3_transfer.py"), "--size", "1",
+         "--count", "2", "--repeat", "1", "--parallel", "1"],
+        capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in r.stdout.splitlines()
+            if line.startswith("  PUT") or line.startswith("  GET")}
+    assert set(rows) == {"PUT presigned", "PUT via", "PUT streamed", "GET presigned",
+                         "GET streamed", "GET local"}, r.stdout
+    for line in rows.values():
+        assert re.search(r"\d+\.\d+ +\d+\.\d+x +\d+\.\d+", line), line
