@@ -10,6 +10,11 @@ from one that was. Unset, `reached` returns at once: the variable is read once, 
 `<name>[:<n>]` or nothing (disarmed), and passes count from its last change. A test can then
 restart one server and arm it for the next point without another restart (each costs ~1 s).
 
+`TILDE_SERVER_PAUSE_AT=<name>` stops the whole process (SIGSTOP) the first time it passes
+<name> instead, after the line `tilde-server: pause point <name> hit`: a process that hangs
+(a long GC pause, a frozen VM) and comes back when the test sends SIGCONT. The lease tests
+of several processes use it (a slow former owner must not commit twice).
+
 Every point is defined here and only here; `ALL` lists the request points for the crash walk
 of tests/reliability/test_server_crash.py, `BACKGROUND` those of background work.
 """
@@ -21,6 +26,7 @@ import signal
 import threading
 
 ENV = "TILDE_SERVER_CRASH_AT"
+PAUSE_ENV = "TILDE_SERVER_PAUSE_AT"
 REPORT_ENV = "TILDE_SERVER_CRASH_REPORT"
 
 # Single upload: bytes PUT to the signed URL (spool written, not yet fsynced), fsynced but not
@@ -105,7 +111,8 @@ def _from_env() -> tuple[tuple[str, int] | None, str | None]:
 
 
 _armed, _file = _from_env()
-_active = _armed is not None or _file is not None
+_pause = os.environ.get(PAUSE_ENV) or None
+_active = _armed is not None or _file is not None or _pause is not None
 _file_text: str | None = None
 _hits = 0
 _lock = threading.Lock()
@@ -116,6 +123,9 @@ def check() -> None:
     value = os.environ.get(ENV) or ""
     if not value.startswith("@"):
         parse(value)
+    pause = os.environ.get(PAUSE_ENV) or ""
+    if pause and pause not in ALL + BACKGROUND:
+        raise ValueError(f"{PAUSE_ENV}: unknown point {pause!r}")
 
 
 def _rearm() -> None:
@@ -141,7 +151,12 @@ def reached(name: str) -> None:
     """Pass point `name`: a no-op unless it is the armed point (then maybe die here)."""
     if not _active:
         return
-    global _hits
+    global _hits, _pause
+    if _pause == name:
+        _pause = None  # once
+        os.write(2, f"tilde-server: pause point {name} hit, stopping the process\n".encode())
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     with _lock:
         if _file is not None:
             _rearm()

@@ -14,6 +14,7 @@ import pytest
 from serverapi import Api, RepoRef, server_command, start_server, stop_server, unique
 
 from postgres import PostgresHandle, start_postgres
+from seaweed import SeaweedHandle, start_seaweed
 
 ADMIN = "tk-migrate-admin-0123456789abcdef"
 
@@ -24,20 +25,36 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
         yield handle
 
 
-def _migrate(src: Path, target: Path, url: str, *extra: str) -> tuple[int, str, str]:
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedHandle]:
+    with start_seaweed(tmp_path_factory.mktemp("weed"), buckets=["migrated"]) as sw:
+        yield sw
+
+
+def _migrate(src: Path, target: Path, url: str, *extra: str, blobs: str | None = None,
+             blob_env: dict[str, str] | None = None) -> tuple[int, str, str]:
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILDE_SERVER_")}
     env["TILDE_SERVER_DATABASE"] = url
+    env.update(blob_env or {})
     r = subprocess.run([*server_command(), "migrate", "--from", str(src), "--data",
                         str(target / "data"), "--secret-key-file", str(target / "keys.json"),
-                        "--blobs", str(target / "blobs"), *extra], capture_output=True,
-                       text=True, env=env, timeout=120)
+                        "--blobs", blobs or str(target / "blobs"), *extra],
+                       capture_output=True, text=True, env=env, timeout=120)
     return r.returncode, r.stdout, r.stderr
 
 
-def test_embedded_deployment_moves_with_its_keys_and_history(pg: PostgresHandle,
-                                                             tmp_path: Path) -> None:
+@pytest.mark.parametrize("into", ["directory", "bucket"])
+def test_embedded_deployment_moves_with_its_keys_and_history(
+        pg: PostgresHandle, tmp_path: Path, into: str, request: pytest.FixtureRequest) -> None:
+    """Into a shared blob directory, or into an S3 bucket (the bytes put whole, content
+    keyed: every blob's sha256 read back from the bucket)."""
+    blobs: str | None = None
+    blob_env: dict[str, str] = {}
+    if into == "bucket":
+        sw: SeaweedHandle = request.getfixturevalue("bucket")
+        blobs, blob_env = f"s3://migrated/{unique('p')}", sw.env()
     # An embedded deployment with history, an agent key, a secret and a staged session.
     # (extra_env forces SQLite whatever --backend the run has.)
     sqlite_only = {"TILDE_SERVER_DATABASE": "", "TILDE_SERVER_SECRET_KEY_FILE": "",
@@ -66,25 +83,30 @@ def test_embedded_deployment_moves_with_its_keys_and_history(pg: PostgresHandle,
     a.close()
 
     # Refused while its server runs: nothing written anywhere.
-    url = pg.create_database("migrated")
+    url = pg.create_database(f"migrated_{into}")
     target = tmp_path / "target"
-    rc, _, err = _migrate(old.data_dir, target, url)
+    rc, _, err = _migrate(old.data_dir, target, url, blobs=blobs, blob_env=blob_env)
     assert rc == 2 and "is in use by another tilde-server" in err, err
     assert not (target / "keys.json").exists()
     stop_server(old)
 
-    rc, out, err = _migrate(old.data_dir, target, url)
+    rc, out, err = _migrate(old.data_dir, target, url, blobs=blobs, blob_env=blob_env)
     assert rc == 0, err
     assert "verified: every table's row count and every blob's sha256 match" in out, out
     assert f"{len(files) + 1} blob(s)" in out, out  # 12 objects and the staged one
     keys = target / "keys.json"
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600 and json.loads(keys.read_text())
     # A second migration into the same database is refused.
-    rc, _, err = _migrate(old.data_dir, target, url)
+    rc, _, err = _migrate(old.data_dir, target, url, blobs=blobs, blob_env=blob_env)
     assert rc == 2 and "already holds a tilde-server deployment" in err, err
+    if into == "bucket":
+        assert blobs is not None
+        listed = sw.client().list_objects_v2(Bucket="migrated",
+                                             Prefix=blobs.split("/", 3)[3] + "/")
+        assert listed.get("KeyCount") == len(files) + 1
 
     env = {"TILDE_SERVER_DATABASE": url, "TILDE_SERVER_SECRET_KEY_FILE": str(keys),
-           "TILDE_SERVER_BLOBS": str(target / "blobs")}
+           "TILDE_SERVER_BLOBS": blobs or str(target / "blobs"), **blob_env}
     new = start_server(target, ADMIN, extra_env=env)
     b = Api(new, ref)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -341,3 +342,61 @@ def test_an_upload_may_be_finalized_and_completed_on_another_process(apis: list[
     cid = b.commit_ok(sid)
     assert _log(a)[0]["id"] == cid
     assert a.read("single.bin") == data and a.read("multi.bin") == b"".join(parts)
+
+
+def test_a_paused_import_owner_that_comes_back_does_not_commit_twice(
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        tmp_path: Path) -> None:
+    """The import's owner hangs (SIGSTOP at import.staged, every object staged) for longer
+    than its lease: another process takes the job over and commits it. When the owner comes
+    back (SIGCONT) it finds its lease gone at its own commit and drops its work: one commit,
+    one completed job (imports.py 6.)."""
+    env = {**deployment_env, "TILDE_SERVER_IMPORT_LEASE": "2"}
+    slow = start_server(tmp_path / "slow", ADMIN,
+                        extra_env={**env, "TILDE_SERVER_PAUSE_AT": cp.IMPORT_STAGED})
+    other = start_server(tmp_path / "other", ADMIN, extra_env=env)
+    ref = RepoRef(unique("org"), "source")
+    o = Api(other, ref)
+    try:
+        assert o.http.post(f"{o.base}/organizations", json={"name": ref.org}).status_code == 201
+        for name in ("source", "dest"):
+            assert o.http.post(f"{o.base}/organizations/{ref.org}/repositories",
+                               json={"name": name}).status_code == 201
+        sid = o.session()
+        for i in range(10):
+            o.put(sid, f"f{i}.txt", b"file %d" % i)
+        o.commit_ok(sid)
+        dest = Api(slow, RepoRef(ref.org, "dest"))
+        r = dest.http.post(f"{dest.R}/import", json={
+            "source_organization": ref.org, "source_repository": "source",
+            "destination_path": "copy/", "commit_message": "the import"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        deadline = time.monotonic() + 30
+        while "pause point import.staged hit" not in slow.log():
+            assert time.monotonic() < deadline, slow.log()
+            time.sleep(0.1)
+        on_other = Api(other, RepoRef(ref.org, "dest"))
+        deadline = time.monotonic() + 60
+        while on_other.http.get(f"{on_other.R}/import/{job_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        slow.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while "this run's work is dropped" not in slow.log():
+            assert time.monotonic() < deadline, slow.log()
+            time.sleep(0.1)
+        assert [c["message"] for c in _log(on_other)].count("the import") == 1
+        job = on_other.http.get(f"{on_other.R}/import/{job_id}").json()
+        assert job["status"] == "completed" and job["objects_imported"] == 10, job
+        assert on_other.paths(prefix="copy/") == sorted(f"copy/f{i}.txt" for i in range(10))
+        on_other.close()
+        dest.close()
+    finally:
+        o.close()
+        if slow.proc.poll() is None:
+            slow.proc.send_signal(signal.SIGCONT)
+        stop_server(slow)
+        stop_server(other)
+    for h in (slow, other):
+        assert "Traceback" not in h.log(), h.log()
