@@ -5,6 +5,7 @@ Plain httpx on purpose, so these tests do not depend on the bundled client.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,6 +100,24 @@ class Api:
 
     def delete(self, sid: str, path: str) -> httpx.Response:
         return self.http.delete(f"{self.R}/object", params={"session_id": sid, "path": path})
+
+
+@contextlib.contextmanager
+def one_repo_on(servers: list[ServerHandle]) -> Iterator[list[Api]]:
+    """An Api per server of one deployment, all on one new repository (made through the
+    first); closed at the end."""
+    ref = RepoRef(unique("org"), unique("repo"))
+    out = [Api(h, ref) for h in servers]
+    a = out[0]
+    assert a.http.post(f"{a.base}/organizations",
+                       json={"name": ref.org, "display_name": ref.org}).status_code == 201
+    assert a.http.post(f"{a.base}/organizations/{ref.org}/repositories",
+                       json={"name": ref.repo}).status_code == 201
+    try:
+        yield out
+    finally:
+        for api in out:
+            api.close()
 
 
 def blob_ids(server: ServerHandle) -> set[str]:

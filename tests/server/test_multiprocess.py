@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, start_server, stop_server, unique
+from serverapi import Api, RepoRef, ServerHandle, one_repo_on, start_server, stop_server, unique
 
 from postgres import start_postgres
 from tilde_server import crashpoints as cp
@@ -52,16 +52,8 @@ def deployment(deployment_env: dict[str, str], tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def apis(deployment: tuple[list[ServerHandle], Path]) -> Iterator[list[Api]]:
-    ref = RepoRef(unique("org"), unique("repo"))
-    out = [Api(h, ref) for h in deployment[0]]
-    a = out[0]
-    assert a.http.post(f"{a.base}/organizations",
-                       json={"name": ref.org, "display_name": ref.org}).status_code == 201
-    assert a.http.post(f"{a.base}/organizations/{ref.org}/repositories",
-                       json={"name": ref.repo}).status_code == 201
-    yield out
-    for api in out:
-        api.close()
+    with one_repo_on(deployment[0]) as out:
+        yield out
 
 
 def _log(api: Api) -> list[dict[str, Any]]:

@@ -20,7 +20,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from serverapi import Api, RepoRef, ServerHandle, assert_error, start_server, stop_server, unique
+from serverapi import (
+    Api,
+    ServerHandle,
+    assert_error,
+    one_repo_on,
+    start_server,
+    stop_server,
+)
 
 from postgres import start_postgres
 from seaweed import PROFILE, SeaweedHandle, start_seaweed
@@ -62,16 +69,8 @@ def servers(deployment_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture
 def apis(servers: list[ServerHandle]) -> Iterator[list[Api]]:
-    ref = RepoRef(unique("org"), unique("repo"))
-    out = [Api(h, ref) for h in servers]
-    a = out[0]
-    assert a.http.post(f"{a.base}/organizations",
-                       json={"name": ref.org, "display_name": ref.org}).status_code == 201
-    assert a.http.post(f"{a.base}/organizations/{ref.org}/repositories",
-                       json={"name": ref.repo}).status_code == 201
-    yield out
-    for api in out:
-        api.close()
+    with one_repo_on(servers) as out:
+        yield out
 
 
 def _bucket_keys(seaweed: SeaweedHandle) -> dict[str, int]:
