@@ -45,7 +45,8 @@ def test_one_redirect_per_object_and_expired_urls_resolved_again(redirecting_ser
             assert remote.redirects == 2, "the concurrent misses shared one redirect"
             kinds = remote.stats()["by_kind"]
             assert kinds["read"] == 2 and kinds["read_url"] == 9, kinds
-            await trio.sleep(2.5)  # the signed URLs expire (--download-url-ttl 2): 403
+            # the signed URLs expire (--download-url-ttl 2, valid 2 to 3 s: rounded up): 403
+            await trio.sleep(3.2)
             assert bytes(await remote.read_range("b.bin", 100, 200, View())) \
                 == files["b.bin"][100:200]
             assert remote.redirects == 3, "an expired URL is resolved once more"

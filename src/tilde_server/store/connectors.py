@@ -98,7 +98,7 @@ class ConnectorStore:
         cid = str(uuid.uuid4())
         sealed = self._store.vault.seal(json.dumps(normalized).encode(), self._context(cid))
         with self._db.write() as c:
-            o = self._store._org(c, org)
+            o = self._store.org_row(c, org)
             if c.execute("SELECT 1 FROM connectors WHERE org_id = ? AND name = ? "
                          "AND deleted_at IS NULL", (o["id"], name)).fetchone():
                 raise Conflict(f"connector {name!r} already exists in {org!r}",
@@ -110,25 +110,25 @@ class ConnectorStore:
 
     def list_org(self, org: str) -> list[dict[str, Any]]:
         with self._db.read() as c:
-            o = self._store._org(c, org)
+            o = self._store.org_row(c, org)
             rows = c.execute("SELECT * FROM connectors WHERE org_id = ? AND deleted_at IS NULL "
                              "ORDER BY name", (o["id"],)).fetchall()
         return [connector_json(r) for r in rows]
 
     def get(self, org: str, connector_id: str) -> dict[str, Any]:
         with self._db.read() as c:
-            return connector_json(self._row(c, self._store._org(c, org)["id"], connector_id))
+            return connector_json(self._row(c, self._store.org_row(c, org)["id"], connector_id))
 
     def delete(self, org: str, connector_id: str) -> None:
         with self._db.write() as c:
-            row = self._row(c, self._store._org(c, org)["id"], connector_id)
+            row = self._row(c, self._store.org_row(c, org)["id"], connector_id)
             c.execute("UPDATE connectors SET deleted_at = ? WHERE id = ?",
                       (now_rfc3339(), row["id"]))
             c.execute("DELETE FROM repo_connectors WHERE connector_id = ?", (row["id"],))
 
     def set_disabled(self, org: str, connector_id: str, disabled: bool) -> dict[str, Any]:
         with self._db.write() as c:
-            o = self._store._org(c, org)
+            o = self._store.org_row(c, org)
             row = self._row(c, o["id"], connector_id)
             c.execute("UPDATE connectors SET disabled = ? WHERE id = ?",
                       (int(disabled), row["id"]))
@@ -137,7 +137,7 @@ class ConnectorStore:
     # -- repository level --------------------------------------------------------------------
     def attach(self, org: str, repo: str, connector_id: str, who: Principal) -> None:
         with self._db.write() as c:
-            r = self._store._repo(c, org, repo)
+            r = self._store.repo_row(c, org, repo)
             row = self._row(c, r["org_id"], connector_id, usable=True)
             if c.execute("SELECT 1 FROM repo_connectors WHERE repo_id = ? AND connector_id = ?",
                          (r["id"], row["id"])).fetchone():
@@ -149,7 +149,7 @@ class ConnectorStore:
 
     def detach(self, org: str, repo: str, connector_id: str) -> None:
         with self._db.write() as c:
-            r = self._store._repo(c, org, repo)
+            r = self._store.repo_row(c, org, repo)
             cid = check_uuid(connector_id, "connector_id")
             if not c.execute("DELETE FROM repo_connectors WHERE repo_id = ? AND connector_id = ? "
                              "RETURNING repo_id", (r["id"], cid)).fetchone():
@@ -158,7 +158,7 @@ class ConnectorStore:
 
     def list_attached(self, org: str, repo: str) -> list[dict[str, Any]]:
         with self._db.read() as c:
-            r = self._store._repo(c, org, repo)
+            r = self._store.repo_row(c, org, repo)
             rows = c.execute(
                 "SELECT k.* FROM repo_connectors a JOIN connectors k ON k.id = a.connector_id "
                 "WHERE a.repo_id = ? AND k.deleted_at IS NULL ORDER BY k.name",

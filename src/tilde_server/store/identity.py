@@ -281,7 +281,7 @@ class Identity:
     def org_created(self, org_name: str, creator: Principal) -> None:
         """Built-in policies for a new organization; a user creator becomes its owner."""
         with self.db.write() as c:
-            org = self.store._org(c, org_name)
+            org = self.store.org_row(c, org_name)
             self._ensure_builtins(c, org["id"])
             if creator.type == "user":
                 c.execute("INSERT INTO org_members(org_id, user_id, role, joined_at) "
@@ -329,7 +329,7 @@ class Identity:
         }
 
     def _org(self, c: Conn, name: str) -> Row:
-        return self.store._org(c, name)
+        return self.store.org_row(c, name)
 
     # ======================================================================== members
     def _member_row(self, r: Row, org_uid: str) -> dict[str, Any]:
@@ -955,15 +955,15 @@ class Identity:
         if who.type != "agent":
             return False
         with self.db.read() as c:
-            r = self.store._repo(c, org, repo)
+            r = self.store.repo_row(c, org, repo)
             return bool(r["require_approval_for_agents"])
 
     def request_approval(self, org: str, repo: str, sid: str, message: str,
                          metadata: dict[str, str], who: Principal) -> None:
         """Freeze the session (no more writes) and record the pending commit."""
         with self.db.write() as c:
-            r = self.store._repo(c, org, repo)
-            s = self.store._session(c, r, sid)
+            r = self.store.repo_row(c, org, repo)
+            s = self.store.session_row(c, r, sid)
             if not c.execute("SELECT 1 FROM staged WHERE session_id = ? LIMIT 1",
                              (s["id"],)).fetchone():
                 raise BadRequest("nothing to commit: the session has no staged changes",
@@ -981,7 +981,7 @@ class Identity:
     def _pending(self, c: Conn, org: str, repo: str,
                  sid: str) -> tuple[Row, Row, Row]:
         """In a write, the repository and session rows stay locked (approving commits)."""
-        r = self.store._repo(c, org, repo, lock=True)
+        r = self.store.repo_row(c, org, repo, lock=True)
         s = c.execute("SELECT * FROM sessions WHERE uid = ? AND repo_id = ? "
                       "AND state = 'pending_approval'" + c.for_update(),
                       (sid, r["id"])).fetchone()
@@ -1011,11 +1011,11 @@ class Identity:
         """Apply the pending commit as its requester; Conflict leaves it pending."""
         with self.db.write() as c:
             r, s, a = self._pending(c, org, repo, sid)
-            self.store._check_conflicts(c, r, s)
+            self.store.check_conflicts(c, r, s)
             committer = Principal(a["requested_by"], a["requested_by_name"],
                                   a["requested_by_type"])
             meta = json.loads(a["metadata"])
-            commit_id = self.store._apply(c, r, s, a["message"], meta, committer)
+            commit_id = self.store.apply_session(c, r, s, a["message"], meta, committer)
             c.execute("UPDATE approvals SET state = 'approved', decided_by = ?, decided_at = ?, "
                       "commit_id = ? WHERE session_id = ?",
                       (approver.username, now_rfc3339(), commit_id, s["id"]))

@@ -249,7 +249,7 @@ class ImportRunner:
                              commit_message: str | None, who: Principal) -> str:
         dest = destination_prefix(destination_path)
         with self._db.read() as c:
-            r = self._store._repo(c, org, repo)
+            r = self._store.repo_row(c, org, repo)
             k = self._store.connectors.for_import(c, r, connector_id)
             self._key_prefix(k["type"], self._store.connectors.config_of(k), source_prefix)
         message = commit_message if commit_message is not None else DEFAULT_MESSAGE.format(
@@ -264,8 +264,8 @@ class ImportRunner:
         dest = destination_prefix(destination_path)
         prefix = v.text(source_prefix or "", "source_prefix").lstrip("/")
         with self._db.read() as c:
-            r = self._store._repo(c, org, repo)
-            src = self._store._repo(c, source_org, source_repo)
+            r = self._store.repo_row(c, org, repo)
+            src = self._store.repo_row(c, source_org, source_repo)
         message = commit_message if commit_message is not None else DEFAULT_MESSAGE.format(
             source=f"{source_org}/{source_repo}" + (f"/{prefix}" if prefix else ""))
         v.text(message, "commit_message")
@@ -276,7 +276,7 @@ class ImportRunner:
     def get(self, org: str, repo: str, job_id: str) -> dict[str, Any]:
         jid = check_uuid(job_id, "job_id")
         with self._db.read() as c:
-            r = self._store._repo(c, org, repo)
+            r = self._store.repo_row(c, org, repo)
             row = c.execute("SELECT * FROM import_jobs WHERE id = ? AND repo_id = ?",
                             (jid, r["id"])).fetchone()
             if row is None:
@@ -354,7 +354,7 @@ class ImportRunner:
                 c.execute("UPDATE sessions SET state = 'rolled_back', closed_at = ? "
                           "WHERE id = ? AND state = 'import'", (now_rfc3339(), s[0]))
         self._store.blobs.drop_spools(uid)
-        self._store._collect(blobs)
+        self._store.collect_blobs(blobs)
 
     def _new_session(self, job_id: str, repo_id: int, who: Principal) -> Row:
         uid = str(uuid.uuid4())
@@ -396,8 +396,8 @@ class ImportRunner:
                 c.execute("UPDATE sessions SET state = 'committed', closed_at = ? WHERE id = ?",
                           (r["created_at"], s["id"]))
             else:
-                self._store._check_conflicts(c, r, s)
-                commit_id = self._store._apply(c, r, s, message, {"import_job_id": job_id},
+                self._store.check_conflicts(c, r, s)
+                commit_id = self._store.apply_session(c, r, s, message, {"import_job_id": job_id},
                                                who)
             c.execute("UPDATE import_jobs SET status = 'completed', objects_imported = ?, "
                       "commit_id = ?, error = '', updated_at = ? WHERE id = ?",
@@ -514,11 +514,11 @@ class ImportRunner:
                 "source_path": source.uri_of(f.obj.key), "version_id": f.version_id,
                 "source_etag": f.obj.etag, "import_job_id": job["id"], "import_time": started}
         with self._db.write() as c:
-            self._store._adopt(c, f.spool.path, f.sha)
-            replaced = self._store._stage_put(c, s["id"], Obj(
+            self._store.adopt_blob(c, f.spool.path, f.sha)
+            replaced = self._store.stage_put(c, s["id"], Obj(
                 f.dest, f.sha, f.size, f.md5, f.content_type, {}, now_rfc3339(), True, meta))
         if replaced:
-            self._store._collect([replaced])
+            self._store.collect_blobs([replaced])
 
     def _import_repository(self, job: Row, s: Row, started: str) -> int:
         """Reference the source repository's blobs at its head: no bytes are copied."""

@@ -92,12 +92,12 @@ class SecretStore:
     # -- scopes ------------------------------------------------------------------------------
     def repo_scope(self, org: str, repo: str) -> tuple[str, str]:
         with self._db.read() as c:
-            return "repo", str(self._store._repo(c, org, repo)["uid"])
+            return "repo", str(self._store.repo_row(c, org, repo)["uid"])
 
     def agent_scope(self, org: str, agent: str) -> tuple[str, str]:
         """('agent', agent id) of a live agent of `org` (agents: store/identity.py)."""
         with self._db.read() as c:
-            o = self._store._org(c, org)
+            o = self._store.org_row(c, org)
             row = c.execute("SELECT id FROM agents WHERE org_id = ? AND name = ?",
                             (o["id"], agent)).fetchone() if c.has_table("agents") else None
         if row is None:
