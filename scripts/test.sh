@@ -32,10 +32,10 @@ step mypy .venv/bin/mypy
 # left out when arguments select a subset of the suite. They run in the background, one
 # after the other, while the main run goes: the suites wait on servers, mounts and sandboxes
 # most of the time, so two cores hold both (each has its own servers, mounts and pytest
-# temporary directory); their output is printed when the main run is done. The reliability
-# suite (tests/reliability) and the server suite on PostgreSQL run in that background lane
-# too, before them, which leaves the two lanes about equally long; the main run leaves the
-# reliability suite out then.
+# temporary directory); their output is printed when the main run is done. The server suite,
+# the official clients and the mount core on PostgreSQL + S3 run in that background lane too,
+# before them, which leaves the two lanes about equally long (the reliability suite, once
+# there too, is back in the main run for that balance).
 mkdir -p build
 dialect_log=build/dialect-runs.log
 rm -f "$dialect_log" build/dialect-runs.failed
@@ -45,10 +45,8 @@ main_args=("$@")
 export TILDE_FIGURES="$PWD/build/reliability-figures.json"
 rm -f "$TILDE_FIGURES"
 if [ $# -eq 0 ]; then
-    main_args=(--ignore=tests/reliability)
     (
         failed=()  # this lane reports only its own failures (the main one's are counted there)
-        step "pytest reliability" .venv/bin/python -m pytest -q --durations=5 tests/reliability
         # the server suite, the official clients and the mount core once more with every
         # server on PostgreSQL and its blobs in a SeaweedFS bucket (docs/deploy.md)
         step "pytest server+official clients+mount core (--backend postgresql-s3)" \
@@ -76,7 +74,7 @@ step pytest .venv/bin/python -m pytest --durations=10 --continue-on-collection-e
 
 if [ -n "$dialect_pid" ]; then
     wait "$dialect_pid"
-    echo "=== the background lane (reliability, then the dialect runs, meanwhile):"
+    echo "=== the background lane (PostgreSQL + S3, then the dialect runs, meanwhile):"
     cat "$dialect_log"
     if [ -f build/dialect-runs.failed ]; then
         while IFS= read -r name; do failed+=("$name"); done < build/dialect-runs.failed

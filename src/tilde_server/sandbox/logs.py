@@ -13,6 +13,13 @@ Subtleties:
    reader of a running sandbox's log sees what was flushed (the log route never long-polls).
 3. Expiry (`--sandbox-log-retention`): files and rows go, and the sandbox row's
    `logs_expired` says so to every process (embedded: a marker file, as before).
+4. One writer per log: the main process's pump and an exec run's two readers append to the
+   same stdout log from three threads, so `LogStore.writer` hands out the open writer of a
+   log again (counted; the last close closes it). Its lock orders the bytes the same in the
+   file and in the rows, and one writer numbers the rows (`seq`) without collisions.
+5. A database that fails a flush never stops the output: the error is logged, the bytes
+   stay pending for the next flush (up to MAX_PENDING; beyond it the rows lose them, the
+   file keeps them), and the command's output goes on to its file and its subscribers.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ log = logging.getLogger("tilde_server.sandbox")
 LOGS_EXPIRED = "logs-expired"  # the embedded marker, left in a sandbox's private dir (3.)
 LOG_BATCH = 256 * 1024
 FLUSH_INTERVAL = 0.5
+MAX_PENDING = 8 * 1024 * 1024
 
 
 class LogWriter:
@@ -45,6 +53,7 @@ class LogWriter:
         self._lock = threading.Lock()
         self._pending = bytearray()
         self._seq: int | None = None
+        self.users = 1  # LogStore.writer hands it out again (4.)
 
     def write(self, data: bytes) -> None:
         with self._lock:
@@ -52,18 +61,31 @@ class LogWriter:
             self._f.flush()
             self.size += len(data)
             if self._store.shared:
-                self._pending += data
+                if len(self._pending) + len(data) > MAX_PENDING:
+                    log.error("sandbox %s: %d byte(s) of its log %s could not be written to "
+                              "the database (kept in its file)", self.sandbox_id, len(data),
+                              self.name)
+                else:
+                    self._pending += data
                 if len(self._pending) >= LOG_BATCH:
-                    self._flush_locked()
+                    self._try_flush_locked()
 
     def flush(self) -> None:
         with self._lock:
+            self._try_flush_locked()
+
+    def _try_flush_locked(self) -> None:
+        """A flush whose failure is logged, the bytes kept pending (5.)."""
+        try:
             self._flush_locked()
+        except Exception:
+            log.exception("sandbox %s: could not write its log %s to the database (will "
+                          "try again)", self.sandbox_id, self.name)
 
     def _flush_locked(self) -> None:
         if not self._pending:
             return
-        data, self._pending = bytes(self._pending), bytearray()
+        data = bytes(self._pending)
         with self._store.db.write() as c:
             if self._seq is None:  # after a restart of the same sandbox's log: go on
                 row = c.execute("SELECT max(seq) FROM sandbox_logs WHERE sandbox_id = ? "
@@ -71,18 +93,25 @@ class LogWriter:
                 self._seq = (row[0] if row and row[0] is not None else -1) + 1
             c.execute("INSERT INTO sandbox_logs(sandbox_id, name, seq, data) "
                       "VALUES (?,?,?,?)", (self.sandbox_id, self.name, self._seq, data))
-            self._seq += 1
+        self._seq += 1
+        del self._pending[:len(data)]
 
     def close(self, fsync: bool = False) -> None:
-        with self._lock:
-            try:
-                self._flush_locked()
-            finally:
+        """Let go of the writer; the last user's close flushes and closes it (4.), before
+        the log can get a new writer (which numbers its rows after these)."""
+        with self._store._lock:
+            self.users -= 1
+            last = self.users == 0
+            if last and self._store._open.get((self.sandbox_id, self.name)) is self:
+                del self._store._open[(self.sandbox_id, self.name)]
+            with self._lock:
+                if last:
+                    self._try_flush_locked()
                 if fsync:
                     with contextlib.suppress(OSError):
                         os.fsync(self._f.fileno())
-                self._f.close()
-        self._store._forget(self)
+                if last:
+                    self._f.close()
 
 
 class LogStore:
@@ -90,7 +119,7 @@ class LogStore:
 
     def __init__(self, db: Database, data_root: Path, shared: bool) -> None:
         self.db, self.data_root, self.shared = db, data_root, shared
-        self._open: set[LogWriter] = set()
+        self._open: dict[tuple[str, str], LogWriter] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         if shared:
@@ -98,10 +127,15 @@ class LogStore:
                              name="sandbox-log-flusher").start()
 
     def writer(self, sandbox_id: str, name: str) -> LogWriter:
-        w = LogWriter(self, sandbox_id, name)
+        """The log's open writer (4.), or a new one; every call is matched by a close()."""
         with self._lock:
-            self._open.add(w)
-        return w
+            w = self._open.get((sandbox_id, name))
+            if w is not None:
+                w.users += 1
+                return w
+            w = LogWriter(self, sandbox_id, name)
+            self._open[(sandbox_id, name)] = w
+            return w
 
     def append(self, sandbox_id: str, name: str, data: bytes) -> None:
         w = self.writer(sandbox_id, name)
@@ -110,22 +144,12 @@ class LogStore:
         finally:
             w.close()
 
-    def _forget(self, w: LogWriter) -> None:
-        with self._lock:
-            self._open.discard(w)
-
     def _flusher(self) -> None:
         while not self._wake.wait(FLUSH_INTERVAL):
             with self._lock:
-                writers = list(self._open)
+                writers = list(self._open.values())
             for w in writers:
-                try:
-                    w.flush()
-                except ValueError:  # closed meanwhile
-                    pass
-                except Exception:
-                    log.exception("sandbox %s: could not write its log %s", w.sandbox_id,
-                                  w.name)
+                w.flush()  # failures are logged and retried (5.)
 
     def read(self, sandbox_id: str, name: str) -> bytes:
         """The log so far (b"" when there is none yet)."""
@@ -168,7 +192,7 @@ class LogStore:
     def close(self) -> None:
         self._wake.set()
         with self._lock:
-            writers = list(self._open)
+            writers = list(self._open.values())
         for w in writers:
-            with contextlib.suppress(Exception):
-                w.close()
+            w.users = 1
+            w.close()
