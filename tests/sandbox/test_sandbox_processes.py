@@ -1,22 +1,39 @@
 """Sandboxes beside several processes of one deployment (manager.py 8.).
 
 Two real servers on one real PostgreSQL, real bwrap: a process that starts leaves another
-process's running sandbox alone, serves its log, and a cancel sent to it reaches the
-sandbox; when that
+process's running sandbox alone, serves its log, relays an exec to it, and a cancel sent to
+it reaches the sandbox; when that
 process is SIGKILLed, the survivor ends its sandbox `sandbox_lost` once the lease runs out
 and rolls its session back."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from sbhelpers import RepoRef, SandboxApi, require_bwrap, start_server, stop_server, unique
+from websockets.sync.client import connect
 
 from postgres import start_postgres
 
 ADMIN = "tk-sandbox-processes-0123456789abcdef"
+
+
+def _exec(api: SandboxApi, sid: str, cmd: str) -> tuple[bytes, int]:
+    """One 0.7.9 exec run over the WebSocket: its stdout and exit code."""
+    headers = {"Authorization": f"Bearer {api.server.api_key}"}
+    out = b""
+    with connect(api.ws_url(sid, "exec"), additional_headers=headers) as ws:
+        ws.send(b"\x00" + json.dumps({"cmd": ["sh", "-c", cmd]}).encode())
+        while True:
+            msg = ws.recv(timeout=30)
+            assert isinstance(msg, bytes)
+            if msg[:1] == b"\x03":
+                out += msg[1:]
+            if msg[:1] == b"\x05":
+                return out, int(json.loads(msg[1:])["exit_code"])
 
 
 def test_a_dead_processs_sandbox_ends_lost_and_a_live_ones_is_left_alone(
@@ -52,6 +69,14 @@ def test_a_dead_processs_sandbox_ends_lost_and_a_live_ones_is_left_alone(
                 "/bin/sh", "-c", "for i in 1 2 3; do echo line $i; done; echo err >&2"]})
             assert on_a.wait(done, timeout=60)["status"] in ("committed", "done")
             assert on_b.stdout(done) == b"line 1\nline 2\nline 3\nerr\n"
+            # an exec sent to B runs in A's sandbox: B relays the WebSocket to A
+            service = on_a.start({"image": "ubuntu", "mode": "service"})
+            on_a.wait(service, {"running"})
+            out, code = _exec(on_b, service, "echo err >&2; echo out; exit 3")
+            assert (out, code) == (b"out\n", 3)
+            assert "sandbox WebSocket relay" not in b.log()
+            r = on_b.http.delete(f"{on_b.base}/sandboxes/{service}")
+            assert r.status_code == 202, r.text
             # A cancel sent to B reaches the sandbox on A.
             other = on_a.start({"image": "ubuntu", "command": ["/bin/sleep", "600"]})
             on_a.wait(other, {"running"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import threading
 from typing import Any
@@ -287,10 +288,67 @@ async def _ws_auth(ws: WebSocket) -> tuple[SandboxManager, LiveSandbox] | None:
         await ws.close(code=1008)
         return None
     sb = mgr.live(row.id)
+    if sb is None and row.status not in TERMINAL and mgr.shared and row.owner \
+            and row.owner != mgr.owner and not ws.headers.get(RELAYED):
+        target = await anyio.to_thread.run_sync(records.process_url, mgr.db, row.owner)
+        if target:
+            await _relay(ws, target)
+            return None
     if sb is None or row.status in TERMINAL:
         await ws.close(code=1008)
         return None
     return mgr, sb
+
+
+async def _relay(ws: WebSocket, target: str) -> None:
+    """A sandbox's WebSocket that reached another process of the deployment: relayed, frame
+    by frame both ways, to the same route of the process running the sandbox (manager.py
+    8.), with the caller's bearer; one hop only (RELAYED). Close codes pass through."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    headers = {"Authorization": ws.headers.get("authorization", ""), RELAYED: "1"}
+    if ws.headers.get("user-agent"):
+        headers["User-Agent"] = ws.headers["user-agent"]
+    query = f"?{ws.url.query}" if ws.url.query else ""
+    url = "ws" + target.removeprefix("http") + ws.url.path + query
+    try:
+        upstream = await connect(url, additional_headers=headers, max_size=None,
+                                 open_timeout=10, ping_interval=None)
+    except Exception as exc:  # refused or unreachable: as a dead owner would be
+        log.info("sandbox WebSocket relay to %s failed: %s", target, exc)
+        await ws.close(code=1008)
+        return
+    await ws.accept()
+
+    async def down() -> None:  # the owner -> the caller
+        with contextlib.suppress(ConnectionClosed):
+            async for msg in upstream:
+                if isinstance(msg, bytes):
+                    await ws.send_bytes(msg)
+                else:
+                    await ws.send_text(msg)
+
+    async def up() -> None:  # the caller -> the owner
+        while True:
+            m = await ws.receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            if m.get("bytes") is not None:
+                await upstream.send(m["bytes"])
+            elif m.get("text") is not None:
+                await upstream.send(m["text"])
+
+    tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        code = upstream.close_code or 1000
+        await upstream.close()
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(code=code)
 
 
 class _Feed:
@@ -303,6 +361,11 @@ class _Feed:
     def __call__(self, data: bytes) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed
             self.loop.call_soon_threadsafe(self.queue.put_nowait, data)
+
+
+log = logging.getLogger("tilde_server.sandbox")
+# The header a relayed WebSocket carries: the owner serves it, never relays it again.
+RELAYED = "x-tilde-relayed"
 
 
 async def terminal(ws: WebSocket) -> None:

@@ -31,14 +31,15 @@ def setup(app: Starlette, store: Store, endpoint: str, *, network: str = "proxy"
           limits: Limits | None = None, egress_rules: EgressRules | None = None,
           sandbox_env: dict[str, str] | None = None,
           log_retention: float | None = None,
-          resources: ResourcePolicy | None = None) -> SandboxManager:
+          resources: ResourcePolicy | None = None,
+          advertise_url: str | None = None) -> SandboxManager:
     authorizer = getattr(app.state, "authorizer", None)
     mgr = SandboxManager(store, endpoint, network=network, limits=limits,
                          identity=getattr(app.state, "identity", None),
                          egress_rules=egress_rules,
                          network_policies=authorizer.network_verdict if authorizer else None,
                          sandbox_env=sandbox_env, log_retention=log_retention,
-                         resources=resources)
+                         resources=resources, advertise_url=advertise_url)
     lease = os.environ.get("TILDE_SERVER_SANDBOX_LEASE")  # seconds (tests shorten it)
     if lease:
         mgr.owner_lease = float(lease)

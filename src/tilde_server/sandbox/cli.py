@@ -27,7 +27,8 @@ _RESOURCE_KEYS = ("sandbox_cpus", "sandbox_cpus_max", "sandbox_memory_mb",
                   "sandbox_cpu_seconds", "sandbox_cpu_seconds_max")
 _KEYS = ("sandbox_network", "sandbox_max_procs", "sandbox_max_file_size",
          "sandbox_max_memory", "sandbox_allow_host", "sandbox_env", "sandbox_log_retention",
-         "unsafe_egress_test_exempt", "unsafe_egress_test_resolve", *_RESOURCE_KEYS)
+         "unsafe_egress_test_exempt", "unsafe_egress_test_resolve", "advertise_url",
+         *_RESOURCE_KEYS)
 
 
 def sandbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,6 +52,12 @@ def sandbox_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sandbox-env", multiple=True, metavar="NAME=VALUE",
                      help="Environment variable of every sandbox (repeatable), e.g. a "
                           "package mirror; a request's env_vars override it."),
+        click.option("--advertise-url", envvar="TILDE_SERVER_ADVERTISE_URL", metavar="URL",
+                     default=None,
+                     help="How the deployment's other processes reach this one (they relay "
+                          "a sandbox's exec and terminal WebSockets to the process running "
+                          "it; env TILDE_SERVER_ADVERTISE_URL). Default: the address it "
+                          "listens on."),
         click.option("--sandbox-log-retention", type=click.FloatRange(min=0, min_open=True),
                      default=30.0,
                      show_default=True, metavar="DAYS",
@@ -124,7 +131,8 @@ def start(app: Any, store: Any, endpoint: str) -> Any:
     retention = SETTINGS.get("sandbox_log_retention") or 30.0
     resources = _resource_policy()
     return setup(app, store, endpoint, network=network, limits=limits, egress_rules=rules,
-                 sandbox_env=env, log_retention=retention * 86400, resources=resources)
+                 sandbox_env=env, log_retention=retention * 86400, resources=resources,
+                 advertise_url=SETTINGS.get("advertise_url") or None)
 
 
 def _resource_policy() -> Any:

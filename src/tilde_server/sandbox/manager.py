@@ -51,8 +51,9 @@ Subtleties:
    lease ran out `failed`/`sandbox_lost` (their process died on another host; the session is
    rolled back, the tokens revoked; the mount and bwrap died with that process). A cancel
    sent to another process sets `cancel_requested`; the owner polls for it every second.
-   Logs go to the database as well (logs.py), so any process serves them; the exec and
-   terminal WebSockets need the owner.
+   Logs go to the database as well (logs.py), so any process serves them. The exec and
+   terminal WebSockets need the owner: another process relays them to the URL the owner
+   announces (`server_processes`, `--advertise-url`; routes/sandboxes.py `_relay`).
 """
 
 from __future__ import annotations
@@ -287,13 +288,16 @@ class SandboxManager:
                  network_policies: Callable[..., tuple[bool | None, str]] | None = None,
                  sandbox_env: dict[str, str] | None = None,
                  log_retention: float | None = None,
-                 resources: ResourcePolicy | None = None) -> None:
+                 resources: ResourcePolicy | None = None,
+                 advertise_url: str | None = None) -> None:
         if network not in NETWORK_MODES:
             raise ValueError(f"network must be one of {NETWORK_MODES}, not {network!r}")
         self.store = store
         self.identity = identity  # commit approval (store/identity.py); None: never required
         self.db = store.db
         self.endpoint = endpoint.rstrip("/")
+        # where the deployment's other processes reach this one (8.: WebSocket relay)
+        self.advertise_url = (advertise_url or endpoint).rstrip("/")
         self.network = network
         self.host_network = network == "unsafe-host"
         self.egress_rules = egress_rules or EgressRules()
@@ -382,6 +386,7 @@ class SandboxManager:
             while not self._closing:
                 try:
                     now = time.time()
+                    records.announce(self.db, self.owner, self.advertise_url, now)
                     records.renew_owned(self.db, self.owner, now + self.owner_lease)
                     for row in records.orphaned(self.db, self.owner, now):
                         self._end_orphan(row, now)

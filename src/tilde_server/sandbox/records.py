@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS sandbox_trigger_runs (
     sandbox_id TEXT, matched_paths TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sandbox_trigger_runs_t ON sandbox_trigger_runs(trigger_id, id);
+CREATE TABLE IF NOT EXISTS server_processes (
+    id TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sandbox_logs (
     sandbox_id TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (sandbox_id, name, seq)) WITHOUT ROWID;
@@ -63,6 +65,19 @@ def ensure_schema(db: Database) -> None:
         for column, decl in (("owner", "TEXT"), ("owner_until", "REAL"),
                              ("cancel_requested", "INTEGER"), ("logs_expired", "INTEGER")):
             add_column("sandboxes", column, decl)(c)
+
+
+def announce(db: Database, process: str, url: str, now: float) -> None:
+    """Where process `process` is reached by the others (manager.py 8.)."""
+    with db.write() as c:
+        c.execute("INSERT INTO server_processes(id, url, seen_at) VALUES (?,?,?)"
+                  + dialect.replace_on("id", "url, seen_at"), (process, url, now))
+
+
+def process_url(db: Database, process: str) -> str | None:
+    with db.read() as c:
+        row = c.execute("SELECT url FROM server_processes WHERE id = ?", (process,)).fetchone()
+    return str(row[0]) if row else None
 
 
 def renew_owned(db: Database, owner: str, until: float) -> None:
