@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tilde_server.store import NotFound, Principal, dialect
-from tilde_server.store.db import Database, add_column
+from tilde_server.store.db import SCHEMA_LOCK, Database, add_column
 from tilde_server.store.engine import now_rfc3339
 
 SCHEMA = """
@@ -62,6 +62,7 @@ ACTIVE = ("starting", "running")
 def ensure_schema(db: Database) -> None:
     db.ensure(SCHEMA)
     with db.write() as c:  # added after the table: directories made before have not got them
+        c.lock_key(SCHEMA_LOCK)
         for column, decl in (("owner", "TEXT"), ("owner_until", "REAL"),
                              ("cancel_requested", "INTEGER"), ("logs_expired", "INTEGER")):
             add_column("sandboxes", column, decl)(c)

@@ -47,6 +47,10 @@ log = logging.getLogger("tilde_server.store")
 
 FORMAT_NAME = "tilde-server"
 FORMAT_VERSION = 5
+# Held by every transaction that changes the schema (creation, migrations, the tables other
+# parts add): processes of one deployment starting together would otherwise race, and
+# PostgreSQL refuses two concurrent CREATE TABLE IF NOT EXISTS of one name.
+SCHEMA_LOCK = "tilde-server:initialize"
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -313,6 +317,7 @@ class Database:
     def ensure(self, schema: str) -> None:
         """Run idempotent schema statements (CREATE ... IF NOT EXISTS) separated by `;`."""
         with self.write() as c:
+            c.lock_key(SCHEMA_LOCK)
             for stmt in schema.split(";"):
                 if stmt.strip():
                     c.ddl(stmt)
@@ -321,7 +326,7 @@ class Database:
         """Create the schema unless the database has it; whether this call did. Several
         processes starting on one new database: one creates, the others wait and see it."""
         with self.write() as c:
-            c.lock_key("tilde-server:initialize")
+            c.lock_key(SCHEMA_LOCK)
             if c.has_table("meta"):
                 return False
             self.initialize(meta)
@@ -355,7 +360,7 @@ class Database:
         if from_version >= FORMAT_VERSION:
             return
         with self.write() as c:
-            c.lock_key("tilde-server:initialize")
+            c.lock_key(SCHEMA_LOCK)
             row = c.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
             from_version = int(row[0]) if row else from_version
             if from_version >= FORMAT_VERSION:

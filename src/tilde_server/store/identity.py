@@ -38,7 +38,7 @@ from typing import Any
 from tilde_server.authz.builtin import BUILTIN_POLICIES, DESCRIPTIONS, ROLES
 from tilde_server.store import dialect
 from tilde_server.store import validation as v
-from tilde_server.store.db import Conn, Row
+from tilde_server.store.db import SCHEMA_LOCK, Conn, Row
 from tilde_server.store.engine import (
     ADMIN_USERNAME,
     Page,
@@ -143,6 +143,7 @@ class Identity:
     # ======================================================================== set-up
     def ensure_schema(self) -> None:
         with self.db.write() as c:
+            c.lock_key(SCHEMA_LOCK)  # processes starting together (db.py)
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     c.ddl(stmt)
