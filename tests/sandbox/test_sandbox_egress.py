@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -115,6 +116,14 @@ FIELDS = {"timestamp", "method", "scheme", "host", "port", "path", "address", "d
           "allowed", "rule", "status", "bytes_sent", "bytes_received", "duration_ms", "error"}
 
 
+def in_request_order(lines: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """The lines of requests made one after the other, each of its own method, in the order
+    the requests were made: a line is written when its request is done, so under load the
+    next request's may come first."""
+    assert sorted(ln["method"] for ln in lines) == sorted(methods), lines
+    return [next(ln for ln in lines if ln["method"] == m) for m in methods]
+
+
 def check_line(line: dict[str, Any], **expect: Any) -> None:
     assert set(line) == FIELDS, line
     for k, v in expect.items():
@@ -146,6 +155,7 @@ def test_allow_list_http_and_connect_tunnel_are_served_and_logged(eg: Egress) ->
     assert headers["authorization"] == "Bearer AUTH-SECRET"
     assert "proxy-authorization" not in headers and "proxy-connection" not in headers
     assert len(lines) == 3, lines
+    lines = in_request_order(lines, ["GET", "POST", "CONNECT"])
     rule = f"allow-list:allowed.test:{eg.web.port}"
     check_line(lines[0], method="GET", scheme="http", host="allowed.test", port=eg.web.port,
                path="/hello", address="127.0.0.1", decision="allow", rule=rule, status=200,
@@ -185,7 +195,13 @@ def test_denied_targets_get_403_and_are_never_connected(eg: Egress) -> None:
     ]
     results, _, lines = eg.probe([{"url": url} for url, *_ in cases])
     assert len(results) == len(cases) == len(lines), (results, lines)
-    for (url, method, rule, address), res, line in zip(cases, results, lines, strict=True):
+    # a line is written when its request is done, so under load the next request's may come
+    # first: each case finds its own line by method, host and port
+    by_target = {(ln["method"], ln["host"], ln["port"]): ln for ln in lines}
+    assert len(by_target) == len(lines), lines
+    for (url, method, rule, address), res in zip(cases, results, strict=True):
+        u = urlsplit(url)
+        line = by_target[(method, u.hostname, u.port or (443 if u.scheme == "https" else 80))]
         if method == "CONNECT":  # urllib reports a refused tunnel as an OSError
             assert res["status"] is None and "403" in res["error"], (url, res)
         else:
@@ -223,6 +239,7 @@ deny if {{
 }}
 """)
     results, _, lines = eg.probe(requests, api)
+    lines = in_request_order(lines, ["GET", "POST"])
     assert results[0] == {"status": 200, "body": "hello from plain"}, results
     assert results[1]["status"] == 403 and "egress-rules" in results[1]["body"], results
     check_line(lines[0], decision="allow", rule="policy:egress-rules", host="policy.test")
