@@ -48,10 +48,17 @@ if [ $# -eq 0 ]; then
     (
         failed=()  # this lane reports only its own failures (the main one's are counted there)
         # the server suite, the official clients and the mount core once more with every
-        # server on PostgreSQL and its blobs in a SeaweedFS bucket (docs/deploy.md)
+        # server on PostgreSQL and its blobs in a SeaweedFS bucket (docs/deploy.md); not the
+        # deployment tests, which start their own PostgreSQL and buckets whatever --backend
+        # says and so ran in the main run already
         step "pytest server+official clients+mount core (--backend postgresql-s3)" \
             .venv/bin/python -m pytest -q tests/server tests/test_official_sdk.py \
-            tests/mount_core --backend postgresql-s3
+            tests/mount_core --backend postgresql-s3 \
+            --ignore=tests/server/test_multiprocess.py --ignore=tests/server/test_s3_blobs.py \
+            --ignore=tests/server/test_deploy_recipe.py \
+            --ignore=tests/server/test_deployment_keys.py \
+            --ignore=tests/server/test_deployment_upgrade.py \
+            --ignore=tests/server/test_migrate.py
         # tests/fuse in a pytest of its own: its conftest.py would shadow tests/conftest.py
         # for the modules that import from `conftest` if both were collected in one run
         for dialect in "--wire current --downloads redirect --signed-url-base http://localhost:{port}" \

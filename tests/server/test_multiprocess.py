@@ -1,10 +1,12 @@
 """Several tilde-server processes serving one deployment (docs/deploy.md).
 
-Two real processes, each with its own --data, on one real PostgreSQL database, one blob
-directory (--blobs) and one --secret-key-file. Commit correctness across them comes from the
-database (the repository row locked FOR UPDATE in the commit's transaction), so: what one
-writes the other serves, concurrent disjoint commits through both all land, and concurrent
-commits of one path give exactly one winner and 409s."""
+Two real processes, each with its own --data, on one real PostgreSQL database, one
+--secret-key-file and shared blobs: every test runs twice, with a blob directory (`--blobs
+DIR`) and with a real SeaweedFS bucket (`--blobs s3://...`). Commit correctness across them
+comes from the database (the repository row locked FOR UPDATE in the commit's transaction),
+so: what one writes the other serves, concurrent disjoint commits through both all land,
+concurrent commits of one path give exactly one winner and 409s, and a process killed in
+the middle of an upload, a commit or an import loses nothing it acknowledged."""
 
 from __future__ import annotations
 
@@ -21,37 +23,81 @@ import httpx
 import pytest
 from serverapi import Api, RepoRef, ServerHandle, one_repo_on, start_server, stop_server, unique
 
-from postgres import start_postgres
+from postgres import PostgresHandle, start_postgres
+from seaweed import SeaweedHandle, start_seaweed
 from tilde_server import crashpoints as cp
 
 ADMIN = "tk-multiprocess-admin-0123456789abcdef"
+KINDS = ("directory", "bucket")  # where the deployment's blobs are
+BUCKET = "multi"
+# A request through one process SIGKILLed at each phase of an upload and of a commit: the
+# bytes still in flight (received, fsynced, not recorded), finalize inside its transaction
+# and after it (not answered), the commit inside its transaction and after it. With a bucket
+# the bytes never reach a process, so the first phase has no such moment there.
+KILL_POINTS = (cp.UPLOAD_SYNCED, cp.FINALIZE_CURRENT_ADOPTED, cp.FINALIZE_CURRENT_COMMITTED,
+               cp.COMMIT_BEFORE_DB_COMMIT, cp.COMMIT_AFTER_DB_COMMIT)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test once per KIND (module-scoped: one deployment each); the kill test with
+    the phases that exist for that kind."""
+    if "kind" not in metafunc.fixturenames:
+        return
+    if "point" in metafunc.fixturenames and metafunc.function.__name__ == \
+            "test_a_process_killed_mid_upload_or_mid_commit_loses_nothing_acknowledged":
+        pairs = [(k, p) for k in KINDS for p in KILL_POINTS
+                 if not (k == "bucket" and p == cp.UPLOAD_SYNCED)]
+        metafunc.parametrize(("kind", "point"), pairs, indirect=["kind"], scope="module")
+    else:
+        metafunc.parametrize("kind", KINDS, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
-def deployment_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandle]:
+    with start_postgres(tmp_path_factory.mktemp("pg")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedHandle]:
+    with start_seaweed(tmp_path_factory.mktemp("weed"), buckets=[BUCKET]) as sw:
+        yield sw
+
+
+@pytest.fixture(scope="module")
+def deployment_env(kind: str, pg: PostgresHandle, weed: SeaweedHandle,
+                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """What every process of the deployment is started with: its database, key file and
-    blob directory (TILDE_SERVER_BLOBS)."""
-    with start_postgres(tmp_path_factory.mktemp("pg")) as pg:
-        shared = tmp_path_factory.mktemp("shared")
-        yield {"TILDE_SERVER_DATABASE": pg.create_database(f"multi_{os.getpid()}"),
-               "TILDE_SERVER_SECRET_KEY_FILE": str(shared / "keys.json"),
-               "TILDE_SERVER_BLOBS": str(shared / "blobs")}
+    blobs (TILDE_SERVER_BLOBS: a directory, or a bucket with its endpoint and profile)."""
+    shared = tmp_path_factory.mktemp(f"shared-{kind}")
+    env = {"TILDE_SERVER_DATABASE": pg.create_database(unique(f"multi_{kind}").replace("-", "_")),
+           "TILDE_SERVER_SECRET_KEY_FILE": str(shared / "keys.json")}
+    if kind == "bucket":
+        env.update(weed.env(), TILDE_SERVER_BLOBS=f"s3://{BUCKET}/{unique('dep')}")
+    else:
+        env["TILDE_SERVER_BLOBS"] = str(shared / "blobs")
+    return env
 
 
 @pytest.fixture(scope="module")
 def deployment(deployment_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[tuple[list[ServerHandle], Path]]:
-    """Two processes of one deployment, and its shared blob directory."""
+               ) -> Iterator[tuple[list[ServerHandle], str]]:
+    """Two processes of one deployment, and where its blobs are (--blobs)."""
     servers = [start_server(tmp_path_factory.mktemp(name), ADMIN, extra_env=deployment_env)
                for name in ("a", "b")]
-    yield servers, Path(deployment_env["TILDE_SERVER_BLOBS"])
+    yield servers, deployment_env["TILDE_SERVER_BLOBS"]
     for h in servers:
         stop_server(h)
         assert "Traceback" not in h.log(), h.log()
 
 
 @pytest.fixture
-def apis(deployment: tuple[list[ServerHandle], Path]) -> Iterator[list[Api]]:
+def apis(deployment: tuple[list[ServerHandle], str]) -> Iterator[list[Api]]:
     with one_repo_on(deployment[0]) as out:
         yield out
 
@@ -145,23 +191,42 @@ def test_same_path_from_both_gives_one_winner_and_409s(apis: list[Api]) -> None:
     assert [c["message"] for c in _log(apis[0])].count(f"w{winners[0]}") == 1
 
 
-def test_shared_blob_directory_holds_the_bytes_once(
-        deployment: tuple[list[ServerHandle], Path], apis: list[Api]) -> None:
+def test_the_shared_blobs_hold_the_bytes_and_no_process_does(
+        deployment: tuple[list[ServerHandle], str], apis: list[Api], weed: SeaweedHandle
+        ) -> None:
+    """The same bytes through each process: one blob file in a shared directory (content
+    keyed); in a bucket one object per upload (upload keys: s3blobs.py 3.). Never a blob in
+    a process's own --data."""
     servers, blobs = deployment
     a, b = apis
     payload = os.urandom(50_000)
-    for api in (a, b):  # the same bytes through each process: one blob file
+    in_bucket = blobs.startswith("s3://")
+    s3 = weed.client()
+    prefix = blobs.split("/", 3)[3] + "/" if in_bucket else ""
+
+    def bucket_keys() -> set[str]:
+        return {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=prefix) for o in page.get("Contents", [])}
+
+    before = bucket_keys() if in_bucket else set()
+    for api in (a, b):
         sid = api.session()
         api.put(sid, f"same-{api.server.endpoint[-5:]}", payload)
         api.commit_ok(sid)
-    key = hashlib.sha256(payload).hexdigest()
-    assert (blobs / key[:2] / key[2:]).read_bytes() == payload
+    if in_bucket:
+        added = bucket_keys() - before
+        assert len(added) == 2 and all("/u-" in k for k in added), added
+        for k in added:
+            assert s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() == payload
+    else:
+        key = hashlib.sha256(payload).hexdigest()
+        assert (Path(blobs) / key[:2] / key[2:]).read_bytes() == payload
     assert not any(list((h.data_dir / "blobs").glob("??/*")) for h in servers)
 
 
 @pytest.mark.parametrize("point", cp.BACKGROUND)
 def test_import_of_a_killed_process_is_taken_over_and_commits_once(
-        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], str],
         tmp_path: Path, point: str) -> None:
     """A process SIGKILLed in the middle of an import (all staged; inside the commit's
     transaction): another process takes the job over when its lease runs out and commits
@@ -219,16 +284,8 @@ def test_import_of_a_killed_process_is_taken_over_and_commits_once(
     assert "Traceback" not in heir.log(), heir.log()
 
 
-# A request through one process SIGKILLed at each phase of an upload and of a commit: the
-# bytes still in flight (received, fsynced, not recorded), finalize inside its transaction
-# and after it (not answered), the commit inside its transaction and after it.
-KILL_POINTS = (cp.UPLOAD_SYNCED, cp.FINALIZE_CURRENT_ADOPTED, cp.FINALIZE_CURRENT_COMMITTED,
-               cp.COMMIT_BEFORE_DB_COMMIT, cp.COMMIT_AFTER_DB_COMMIT)
-
-
-@pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_process_killed_mid_upload_or_mid_commit_loses_nothing_acknowledged(
-        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], str],
         tmp_path: Path, point: str) -> None:
     """What the dying process acknowledged is served by the survivor; what it did not is
     either all there or not at all, and a client that retries through the survivor (and
@@ -337,7 +394,7 @@ def test_an_upload_may_be_finalized_and_completed_on_another_process(apis: list[
 
 
 def test_a_paused_import_owner_that_comes_back_does_not_commit_twice(
-        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], Path],
+        deployment_env: dict[str, str], deployment: tuple[list[ServerHandle], str],
         tmp_path: Path) -> None:
     """The import's owner hangs (SIGSTOP at import.staged, every object staged) for longer
     than its lease: another process takes the job over and commits it. When the owner comes
