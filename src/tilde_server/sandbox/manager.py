@@ -395,6 +395,8 @@ class SandboxManager:
                         if sb is not None:
                             self._request_cancel(sb, reason="cancelled_by_user")
                 except Exception:
+                    if self._closing:  # shutdown() came meanwhile: the store is closing
+                        return
                     log.exception("sandbox leases: renewal or cleanup failed")
                 # a cancel asked of another process waits for this tick: at most a second
                 time.sleep(min(1.0, self.owner_lease / 3))
@@ -438,6 +440,7 @@ class SandboxManager:
             self._request_cancel(sb, reason="cancelled_by_user")
         for sb in live:
             sb.done.wait(UNMOUNT_TIMEOUT)
+        self.logs.close()  # the last rows, before the store closes its database
         with contextlib.suppress(OSError):
             self.runtime_root.rmdir()  # only when empty: nothing of a live sandbox is removed
 
