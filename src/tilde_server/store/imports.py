@@ -149,6 +149,8 @@ class ImportRunner:
                 self.renew()
                 self.take_over()
             except Exception:  # a database outage: try again next round
+                if self._stop.is_set():  # stopping: the store closes its database now
+                    return
                 log.exception("import leases: renewal or takeover failed")
 
     def renew(self) -> None:
