@@ -88,12 +88,7 @@ class HistoryMixin(StoreCore):
 
     def diff(self, org: str, repo: str, *, left: str, right: str, prefix: str = "",
              delimiter: str | None = None, after: str | None = None, amount: int = 100) -> Page:
-        v.text(prefix, "prefix")
-        if after is not None:
-            v.text(after, "after")
-        if delimiter is not None:
-            v.text(delimiter, "delimiter")
-        delimiter = delimiter or None
+        delimiter = v.listing_args(prefix, after, delimiter)
         with self.db.read() as c:
             r = self.repo_row(c, org, repo)
             lseq = self._resolve_ref(c, r, left) if left else 0

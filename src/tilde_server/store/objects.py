@@ -103,12 +103,7 @@ class ObjectsMixin(StoreCore):
                      markers: bool = False) -> Page:
         """`markers`: a prefix item's payload is the object whose key is the prefix itself
         (its directory marker), None when there is none (listing subtlety 7)."""
-        v.text(prefix, "prefix")
-        if after is not None:
-            v.text(after, "after")
-        if delimiter is not None:
-            v.text(delimiter, "delimiter")
-        delimiter = delimiter or None
+        delimiter = v.listing_args(prefix, after, delimiter)
         with self.db.read() as c:
             r = self.repo_row(c, org, repo)
             s, seq = self._resolve_view(c, r, session, ref)
@@ -128,9 +123,7 @@ class ObjectsMixin(StoreCore):
 
     def list_changes(self, org: str, repo: str, session: str, *, prefix: str = "",
                      after: str | None = None, amount: int = 100) -> Page:
-        v.text(prefix, "prefix")
-        if after is not None:
-            v.text(after, "after")
+        v.listing_args(prefix, after)
         with self.db.read() as c:
             r = self.repo_row(c, org, repo)
             s = self.session_row(c, r, session)

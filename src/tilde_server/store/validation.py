@@ -28,6 +28,17 @@ def text(value: str, what: str) -> str:
     return value
 
 
+def listing_args(prefix: str, after: str | None, delimiter: str | None = None) -> str | None:
+    """Check a listing's `prefix`, `after` and `delimiter`; the delimiter to use (None for
+    none: an empty one is none)."""
+    text(prefix, "prefix")
+    if after is not None:
+        text(after, "after")
+    if delimiter is not None:
+        text(delimiter, "delimiter")
+    return delimiter or None
+
+
 def org_name(name: str) -> str:
     if not ORG_NAME_RE.match(name):
         raise BadRequest(
